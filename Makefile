@@ -1,0 +1,41 @@
+# clipsearch developer entry points. `make help` lists them.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help install demo test test-fast lint protos check-protos clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP) ## Create .venv and install clipsearch with every extra
+
+demo: $(STAMP) ## Start both services, ingest the demo catalog, run a text and an image query
+	$(PY) -m clipsearch.demo.run
+
+test: $(STAMP) ## Run the whole test suite (real servers on loopback)
+	$(PY) -m pytest -q
+
+test-fast: $(STAMP) ## Unit tests only
+	$(PY) -m pytest -q tests/unit
+
+lint: $(STAMP) ## ruff, mypy and buf lint
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy client/clipsearch encoder_service index_service
+	npx --yes @bufbuild/buf lint protos
+
+protos: $(STAMP) ## Regenerate Python code and stubs from protos/
+	PYTHON=$(PY) scripts/gen_protos.sh
+
+clean: ## Remove the virtualenv and caches
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
