@@ -1,0 +1,104 @@
+"""Synchronous client of ``clipsearch.v1.EncoderService``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import grpc
+import numpy as np
+
+from clipsearch._calls import chunks, translate_errors
+from clipsearch.channel import (
+    DEFAULT_ENCODER_ADDRESS,
+    ENCODER_ENV,
+    ChannelOptions,
+    open_channel,
+    resolve_address,
+)
+from clipsearch.images import ImageInput, image_bytes
+from clipsearch.types import ModelInfo
+from clipsearch.v1 import encoder_pb2, encoder_pb2_grpc
+from clipsearch.wire import vectors_from_protos
+
+
+class EncoderClient:
+    """Embeds texts and images. Returns L2-normalized float32 arrays of shape (n, dim).
+
+    ``address`` defaults to ``$CLIPSEARCH_ENCODER`` or 127.0.0.1:50051. Large inputs
+    are sent in requests of ``batch_size`` items; the server batches across callers.
+    """
+
+    def __init__(
+        self,
+        address: str | None = None,
+        *,
+        timeout_s: float = 60.0,
+        batch_size: int = 64,
+        options: ChannelOptions | None = None,
+        channel: grpc.Channel | None = None,
+    ):
+        self.address = resolve_address(address, ENCODER_ENV, DEFAULT_ENCODER_ADDRESS)
+        self.timeout_s = timeout_s
+        self.batch_size = batch_size
+        self._owns_channel = channel is None
+        self._channel = channel or open_channel(self.address, options)
+        self._stub = encoder_pb2_grpc.EncoderServiceStub(self._channel)
+        self.last_fingerprint = ""
+
+    def model_info(self, *, timeout_s: float | None = None) -> ModelInfo:
+        with translate_errors():
+            response = self._stub.GetModelInfo(
+                encoder_pb2.GetModelInfoRequest(), timeout=timeout_s or self.timeout_s
+            )
+        return ModelInfo.from_proto(response.model)
+
+    def embed_texts(self, texts: Sequence[str], *, timeout_s: float | None = None) -> np.ndarray:
+        if isinstance(texts, str):
+            raise TypeError("embed_texts takes a sequence of strings; wrap a single text in a list")
+        return self.embed([encoder_pb2.EmbedInput(text=t) for t in texts], timeout_s=timeout_s)
+
+    def embed_images(self, images: Sequence[ImageInput], *, timeout_s: float | None = None) -> np.ndarray:
+        return self.embed([encoder_pb2.EmbedInput(image=image_bytes(i)) for i in images], timeout_s=timeout_s)
+
+    def embed(
+        self, inputs: Sequence[encoder_pb2.EmbedInput], *, timeout_s: float | None = None
+    ) -> np.ndarray:
+        """Embeds prepared inputs in order; INVALID_ARGUMENT names ``inputs[i]`` of the whole list."""
+        parts: list[np.ndarray] = []
+        for piece in chunks(len(inputs), self.batch_size):
+            request = encoder_pb2.EmbedRequest(inputs=inputs[piece])
+            try:
+                with translate_errors():
+                    response = self._stub.Embed(request, timeout=timeout_s or self.timeout_s)
+            except Exception as error:
+                _shift_input_index(error, piece.start)
+                raise
+            self.last_fingerprint = response.model_fingerprint
+            parts.append(vectors_from_protos(response.embeddings, field="embeddings"))
+        if not parts:
+            return np.zeros((0, 0), dtype=np.float32)
+        return np.concatenate(parts) if len(parts) > 1 else parts[0]
+
+    def close(self) -> None:
+        if self._owns_channel:
+            self._channel.close()
+
+    def __enter__(self) -> EncoderClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _shift_input_index(error: BaseException, offset: int) -> None:
+    """Re-bases ``inputs[i]`` in an error from chunk-relative to list-relative."""
+    field = getattr(error, "field", None)
+    if not offset or not field or not field.startswith("inputs["):
+        return
+    index_text, _, rest = field[len("inputs[") :].partition("]")
+    if index_text.isdigit():
+        rebased = f"inputs[{int(index_text) + offset}]"
+        error.field = rebased + rest  # type: ignore[attr-defined]
+        message = getattr(error, "message", str(error)).replace(f"inputs[{index_text}]", rebased, 1)
+        error.message = message  # type: ignore[attr-defined]
+        error.args = (message,)

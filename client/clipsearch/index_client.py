@@ -1,0 +1,181 @@
+"""Synchronous client of ``clipsearch.v1.IndexService``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import grpc
+import numpy as np
+
+from clipsearch._calls import chunks, translate_errors
+from clipsearch.channel import DEFAULT_INDEX_ADDRESS, INDEX_ENV, ChannelOptions, open_channel, resolve_address
+from clipsearch.errors import InvalidArgumentError
+from clipsearch.filters import FilterSpec, build_filter
+from clipsearch.types import METRICS_BY_NAME, CollectionInfo, Hit, Item
+from clipsearch.v1 import index_pb2, index_pb2_grpc
+from clipsearch.wire import MetadataScalar, metadata_to_proto, vectors_to_protos
+
+
+class IndexClient:
+    """Collections, upserts, deletes, gets and k-NN searches.
+
+    ``address`` defaults to ``$CLIPSEARCH_INDEX`` or 127.0.0.1:50052.
+    """
+
+    def __init__(
+        self,
+        address: str | None = None,
+        *,
+        timeout_s: float = 60.0,
+        upsert_batch_size: int = 512,
+        options: ChannelOptions | None = None,
+        channel: grpc.Channel | None = None,
+    ):
+        self.address = resolve_address(address, INDEX_ENV, DEFAULT_INDEX_ADDRESS)
+        self.timeout_s = timeout_s
+        self.upsert_batch_size = upsert_batch_size
+        self._owns_channel = channel is None
+        self._channel = channel or open_channel(self.address, options)
+        self._stub = index_pb2_grpc.IndexServiceStub(self._channel)
+
+    # -- collections -------------------------------------------------------------------------
+
+    def create_collection(
+        self,
+        name: str,
+        dimension: int,
+        *,
+        metric: str = "cosine",
+        num_shards: int = 1,
+        index_spec: str = "Flat",
+        model_fingerprint: str = "",
+        model_name: str = "",
+        exist_ok: bool = False,
+    ) -> CollectionInfo:
+        if metric not in METRICS_BY_NAME:
+            raise InvalidArgumentError(f"metric must be one of {sorted(METRICS_BY_NAME)}", field="metric")
+        config = index_pb2.CollectionConfig(
+            name=name,
+            dimension=dimension,
+            metric=METRICS_BY_NAME[metric],
+            num_shards=num_shards,
+            index_spec=index_spec,
+            model_fingerprint=model_fingerprint,
+            model_name=model_name,
+        )
+        request = index_pb2.CreateCollectionRequest(config=config, exist_ok=exist_ok)
+        with translate_errors():
+            response = self._stub.CreateCollection(request, timeout=self.timeout_s)
+        return CollectionInfo.from_proto(response.collection)
+
+    def list_collections(self) -> list[CollectionInfo]:
+        with translate_errors():
+            response = self._stub.ListCollections(index_pb2.ListCollectionsRequest(), timeout=self.timeout_s)
+        return [CollectionInfo.from_proto(c) for c in response.collections]
+
+    def describe_collection(self, name: str) -> CollectionInfo:
+        with translate_errors():
+            response = self._stub.DescribeCollection(
+                index_pb2.DescribeCollectionRequest(collection=name), timeout=self.timeout_s
+            )
+        return CollectionInfo.from_proto(response.collection)
+
+    def drop_collection(self, name: str, *, missing_ok: bool = False) -> bool:
+        request = index_pb2.DropCollectionRequest(collection=name, missing_ok=missing_ok)
+        with translate_errors():
+            return self._stub.DropCollection(request, timeout=self.timeout_s).dropped
+
+    # -- items -------------------------------------------------------------------------------
+
+    def upsert(
+        self,
+        collection: str,
+        ids: Sequence[str],
+        vectors: np.ndarray,
+        metadata: Sequence[Mapping[str, MetadataScalar]] | None = None,
+        *,
+        model_fingerprint: str = "",
+    ) -> int:
+        """Inserts or replaces items; returns how many were written (durably, when it returns)."""
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if vectors.ndim != 2 or vectors.shape[0] != len(ids):
+            raise InvalidArgumentError(
+                f"vectors must have shape (len(ids), dim) = ({len(ids)}, dim), got {vectors.shape}",
+                field="vectors",
+            )
+        if metadata is not None and len(metadata) != len(ids):
+            raise InvalidArgumentError("metadata must have one mapping per id", field="metadata")
+        written = 0
+        for piece in chunks(len(ids), self.upsert_batch_size):
+            protos = vectors_to_protos(vectors[piece])
+            items = [
+                index_pb2.Item(
+                    id=item_id,
+                    vector=vector,
+                    metadata=metadata_to_proto(metadata[piece.start + i]) if metadata is not None else None,
+                )
+                for i, (item_id, vector) in enumerate(zip(ids[piece], protos, strict=True))
+            ]
+            request = index_pb2.UpsertRequest(
+                collection=collection, items=items, model_fingerprint=model_fingerprint
+            )
+            with translate_errors():
+                written += self._stub.Upsert(request, timeout=self.timeout_s).upserted
+        return written
+
+    def delete(self, collection: str, ids: Sequence[str]) -> int:
+        """Deletes by id; returns how many existed. Unknown ids are not an error."""
+        with translate_errors():
+            response = self._stub.Delete(
+                index_pb2.DeleteRequest(collection=collection, ids=list(ids)), timeout=self.timeout_s
+            )
+        return response.deleted
+
+    def get(self, collection: str, ids: Sequence[str], *, include_vectors: bool = False) -> list[Item]:
+        request = index_pb2.GetRequest(collection=collection, ids=list(ids), include_vectors=include_vectors)
+        with translate_errors():
+            response = self._stub.Get(request, timeout=self.timeout_s)
+        return [Item.from_proto(item) for item in response.items]
+
+    # -- search ------------------------------------------------------------------------------
+
+    def search(self, collection: str, vector: np.ndarray | Sequence[float], **kwargs) -> list[Hit]:
+        """Hits for one query vector, best first. Keyword arguments as :meth:`search_batch`."""
+        return self.search_batch(collection, np.asarray(vector, dtype=np.float32)[None, :], **kwargs)[0]
+
+    def search_batch(
+        self,
+        collection: str,
+        vectors: np.ndarray,
+        *,
+        k: int = 10,
+        offset: int = 0,
+        filter: FilterSpec | None = None,
+        ef_search: int = 0,
+        nprobe: int = 0,
+        model_fingerprint: str = "",
+        timeout_s: float | None = None,
+    ) -> list[list[Hit]]:
+        """Hits for each row of ``vectors``. ``filter`` takes the dict syntax of :mod:`clipsearch.filters`."""
+        request = index_pb2.SearchRequest(
+            collection=collection,
+            queries=vectors_to_protos(np.asarray(vectors, dtype=np.float32)),
+            k=k,
+            offset=offset,
+            filter=build_filter(filter),
+            params=index_pb2.SearchParams(ef_search=ef_search, nprobe=nprobe),
+            model_fingerprint=model_fingerprint,
+        )
+        with translate_errors():
+            response = self._stub.Search(request, timeout=timeout_s or self.timeout_s)
+        return [[Hit.from_proto(hit) for hit in result.hits] for result in response.results]
+
+    def close(self) -> None:
+        if self._owns_channel:
+            self._channel.close()
+
+    def __enter__(self) -> IndexClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

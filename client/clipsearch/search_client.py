@@ -1,0 +1,125 @@
+"""The composed calls: text or image -> encoder -> index, and catalog ingestion."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from clipsearch.channel import ChannelOptions
+from clipsearch.encoder_client import EncoderClient
+from clipsearch.filters import FilterSpec
+from clipsearch.images import ImageInput
+from clipsearch.index_client import IndexClient
+from clipsearch.ingest import ProgressCallback, ingest_catalog
+from clipsearch.types import CollectionInfo, Hit, IngestReport, ModelInfo
+
+
+class SearchClient:
+    """Search a catalog by text or image through the encoder and index services.
+
+    >>> with SearchClient() as client:                      # doctest: +SKIP
+    ...     client.create_collection("products", exist_ok=True)
+    ...     client.ingest("catalog.csv", collection="products")
+    ...     for hit in client.search_text("a red dress", collection="products", k=5):
+    ...         print(hit.id, hit.score, hit.metadata["title"])
+
+    Addresses default to ``$CLIPSEARCH_ENCODER`` / ``$CLIPSEARCH_INDEX``, then
+    127.0.0.1:50051 / 127.0.0.1:50052. Query vectors are tagged with the encoder's
+    model fingerprint, so a collection built with another model refuses them.
+    """
+
+    def __init__(
+        self,
+        encoder: str | None = None,
+        index: str | None = None,
+        *,
+        timeout_s: float = 60.0,
+        options: ChannelOptions | None = None,
+    ):
+        self.encoder = EncoderClient(encoder, timeout_s=timeout_s, options=options)
+        self.index = IndexClient(index, timeout_s=timeout_s, options=options)
+
+    @cached_property
+    def model(self) -> ModelInfo:
+        return self.encoder.model_info()
+
+    def create_collection(
+        self,
+        name: str,
+        *,
+        num_shards: int = 1,
+        index_spec: str = "Flat",
+        metric: str = "cosine",
+        exist_ok: bool = False,
+    ) -> CollectionInfo:
+        """A collection for this encoder's vectors: its dimension and model fingerprint."""
+        return self.index.create_collection(
+            name,
+            self.model.embedding_dim,
+            metric=metric,
+            num_shards=num_shards,
+            index_spec=index_spec,
+            model_fingerprint=self.model.fingerprint,
+            model_name=self.model.name,
+            exist_ok=exist_ok,
+        )
+
+    def search_text(
+        self, text: str, *, collection: str, k: int = 10, filter: FilterSpec | None = None, offset: int = 0
+    ) -> list[Hit]:
+        vector = self.encoder.embed_texts([text])[0]
+        return self._search(vector, collection, k, filter, offset)
+
+    def search_image(
+        self,
+        image: ImageInput,
+        *,
+        collection: str,
+        k: int = 10,
+        filter: FilterSpec | None = None,
+        offset: int = 0,
+    ) -> list[Hit]:
+        """``image`` is a path, encoded bytes or a PIL image."""
+        vector = self.encoder.embed_images([image])[0]
+        return self._search(vector, collection, k, filter, offset)
+
+    def _search(self, vector, collection: str, k: int, filter: FilterSpec | None, offset: int) -> list[Hit]:
+        return self.index.search(
+            collection,
+            vector,
+            k=k,
+            filter=filter,
+            offset=offset,
+            model_fingerprint=self.encoder.last_fingerprint,
+        )
+
+    def ingest(
+        self,
+        catalog: str | Path,
+        *,
+        collection: str,
+        batch_size: int = 32,
+        on_progress: ProgressCallback | None = None,
+    ) -> IngestReport:
+        """Embeds every catalog image and upserts it with the row's metadata."""
+        return ingest_catalog(
+            self.encoder,
+            self.index,
+            catalog,
+            collection=collection,
+            batch_size=batch_size,
+            on_progress=on_progress,
+        )
+
+    def delete(self, *, collection: str, ids: list[str]) -> int:
+        return self.index.delete(collection, ids)
+
+    def close(self) -> None:
+        self.encoder.close()
+        self.index.close()
+
+    def __enter__(self) -> SearchClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
