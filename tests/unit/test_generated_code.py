@@ -19,7 +19,7 @@ def test_generated_code_is_up_to_date(tmp_path: Path) -> None:
     names = sorted(p.name for p in fresh.iterdir() if p.is_file())
     committed = sorted(p.name for p in COMMITTED.iterdir() if p.is_file())
     assert names == committed, "generated file set differs: run `make protos`"
-    match, mismatch, errors = filecmp.cmpfiles(fresh, COMMITTED, names, shallow=False)
+    _, mismatch, errors = filecmp.cmpfiles(fresh, COMMITTED, names, shallow=False)
     assert not mismatch and not errors, f"stale generated code {mismatch + errors}: run `make protos`"
 
 
