@@ -7,12 +7,11 @@ from collections.abc import Sequence
 import grpc
 import numpy as np
 
-from clipsearch._calls import chunks, translate_errors
+from clipsearch._calls import ServiceClient, chunks, translate_errors
 from clipsearch.channel import (
     DEFAULT_ENCODER_ADDRESS,
     ENCODER_ENV,
     ChannelOptions,
-    open_channel,
     resolve_address,
 )
 from clipsearch.images import ImageInput, image_bytes
@@ -21,7 +20,7 @@ from clipsearch.v1 import encoder_pb2, encoder_pb2_grpc
 from clipsearch.wire import vectors_from_protos
 
 
-class EncoderClient:
+class EncoderClient(ServiceClient):
     """Embeds texts and images. Returns L2-normalized float32 arrays of shape (n, dim).
 
     ``address`` defaults to ``$CLIPSEARCH_ENCODER`` or 127.0.0.1:50051. Large inputs
@@ -37,11 +36,13 @@ class EncoderClient:
         options: ChannelOptions | None = None,
         channel: grpc.Channel | None = None,
     ):
-        self.address = resolve_address(address, ENCODER_ENV, DEFAULT_ENCODER_ADDRESS)
-        self.timeout_s = timeout_s
+        super().__init__(
+            resolve_address(address, ENCODER_ENV, DEFAULT_ENCODER_ADDRESS),
+            timeout_s=timeout_s,
+            options=options,
+            channel=channel,
+        )
         self.batch_size = batch_size
-        self._owns_channel = channel is None
-        self._channel = channel or open_channel(self.address, options)
         self._stub = encoder_pb2_grpc.EncoderServiceStub(self._channel)
         self.last_fingerprint = ""
 
@@ -78,16 +79,6 @@ class EncoderClient:
         if not parts:
             return np.zeros((0, 0), dtype=np.float32)
         return np.concatenate(parts) if len(parts) > 1 else parts[0]
-
-    def close(self) -> None:
-        if self._owns_channel:
-            self._channel.close()
-
-    def __enter__(self) -> EncoderClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def _shift_input_index(error: BaseException, offset: int) -> None:

@@ -7,8 +7,8 @@ from collections.abc import Mapping, Sequence
 import grpc
 import numpy as np
 
-from clipsearch._calls import chunks, translate_errors
-from clipsearch.channel import DEFAULT_INDEX_ADDRESS, INDEX_ENV, ChannelOptions, open_channel, resolve_address
+from clipsearch._calls import ServiceClient, chunks, translate_errors
+from clipsearch.channel import DEFAULT_INDEX_ADDRESS, INDEX_ENV, ChannelOptions, resolve_address
 from clipsearch.errors import InvalidArgumentError
 from clipsearch.filters import FilterSpec, build_filter
 from clipsearch.types import METRICS_BY_NAME, CollectionInfo, Hit, Item
@@ -16,7 +16,7 @@ from clipsearch.v1 import index_pb2, index_pb2_grpc
 from clipsearch.wire import MetadataScalar, metadata_to_proto, vectors_to_protos
 
 
-class IndexClient:
+class IndexClient(ServiceClient):
     """Collections, upserts, deletes, gets and k-NN searches.
 
     ``address`` defaults to ``$CLIPSEARCH_INDEX`` or 127.0.0.1:50052.
@@ -31,11 +31,13 @@ class IndexClient:
         options: ChannelOptions | None = None,
         channel: grpc.Channel | None = None,
     ):
-        self.address = resolve_address(address, INDEX_ENV, DEFAULT_INDEX_ADDRESS)
-        self.timeout_s = timeout_s
+        super().__init__(
+            resolve_address(address, INDEX_ENV, DEFAULT_INDEX_ADDRESS),
+            timeout_s=timeout_s,
+            options=options,
+            channel=channel,
+        )
         self.upsert_batch_size = upsert_batch_size
-        self._owns_channel = channel is None
-        self._channel = channel or open_channel(self.address, options)
         self._stub = index_pb2_grpc.IndexServiceStub(self._channel)
 
     # -- collections -------------------------------------------------------------------------
@@ -169,13 +171,3 @@ class IndexClient:
         with translate_errors():
             response = self._stub.Search(request, timeout=timeout_s or self.timeout_s)
         return [[Hit.from_proto(hit) for hit in result.hits] for result in response.results]
-
-    def close(self) -> None:
-        if self._owns_channel:
-            self._channel.close()
-
-    def __enter__(self) -> IndexClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
