@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-fast lint protos check-protos clean
+.PHONY: help install demo demo-stop test test-fast lint protos clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -21,6 +21,9 @@ install: $(STAMP) ## Create .venv and install clipsearch with every extra
 
 demo: $(STAMP) ## Start both services, ingest the demo catalog, run a text and an image query
 	$(PY) -m clipsearch.demo.run
+
+demo-stop: $(STAMP) ## Stop the services `make demo` started
+	$(PY) -m clipsearch.demo.run --stop
 
 test: $(STAMP) ## Run the whole test suite (real servers on loopback)
 	$(PY) -m pytest -q
