@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import grpc
 import numpy as np
@@ -54,34 +54,56 @@ class EncoderClient(ServiceClient):
         return ModelInfo.from_proto(response.model)
 
     def embed_texts(self, texts: Sequence[str], *, timeout_s: float | None = None) -> np.ndarray:
-        if isinstance(texts, str):
-            raise TypeError("embed_texts takes a sequence of strings; wrap a single text in a list")
-        return self.embed([encoder_pb2.EmbedInput(text=t) for t in texts], timeout_s=timeout_s)
+        return self.embed(text_inputs(texts), timeout_s=timeout_s)
 
     def embed_images(self, images: Sequence[ImageInput], *, timeout_s: float | None = None) -> np.ndarray:
-        return self.embed([encoder_pb2.EmbedInput(image=image_bytes(i)) for i in images], timeout_s=timeout_s)
+        return self.embed(image_inputs(images), timeout_s=timeout_s)
 
     def embed(
         self, inputs: Sequence[encoder_pb2.EmbedInput], *, timeout_s: float | None = None
     ) -> np.ndarray:
         """Embeds prepared inputs in order; INVALID_ARGUMENT names ``inputs[i]`` of the whole list."""
         parts: list[np.ndarray] = []
-        for piece in chunks(len(inputs), self.batch_size):
-            request = encoder_pb2.EmbedRequest(inputs=inputs[piece])
+        for offset, request in embed_requests(inputs, self.batch_size):
             try:
                 with translate_errors():
                     response = self._stub.Embed(request, timeout=timeout_s or self.timeout_s)
             except Exception as error:
-                _shift_input_index(error, piece.start)
+                rebase_input_index(error, offset)
                 raise
             self.last_fingerprint = response.model_fingerprint
             parts.append(vectors_from_protos(response.embeddings, field="embeddings"))
-        if not parts:
-            return np.zeros((0, 0), dtype=np.float32)
-        return np.concatenate(parts) if len(parts) > 1 else parts[0]
+        return concatenate(parts)
 
 
-def _shift_input_index(error: BaseException, offset: int) -> None:
+# -- request building and response parsing, shared with clipsearch.aio -----------------------
+
+
+def text_inputs(texts: Sequence[str]) -> list[encoder_pb2.EmbedInput]:
+    if isinstance(texts, str):
+        raise TypeError("embed_texts takes a sequence of strings; wrap a single text in a list")
+    return [encoder_pb2.EmbedInput(text=t) for t in texts]
+
+
+def image_inputs(images: Sequence[ImageInput]) -> list[encoder_pb2.EmbedInput]:
+    return [encoder_pb2.EmbedInput(image=image_bytes(i)) for i in images]
+
+
+def embed_requests(
+    inputs: Sequence[encoder_pb2.EmbedInput], batch_size: int
+) -> Iterator[tuple[int, encoder_pb2.EmbedRequest]]:
+    """(offset of the first input, request) pairs of at most ``batch_size`` inputs."""
+    for piece in chunks(len(inputs), batch_size):
+        yield piece.start, encoder_pb2.EmbedRequest(inputs=inputs[piece])
+
+
+def concatenate(parts: list[np.ndarray]) -> np.ndarray:
+    if not parts:
+        return np.zeros((0, 0), dtype=np.float32)
+    return np.concatenate(parts) if len(parts) > 1 else parts[0]
+
+
+def rebase_input_index(error: BaseException, offset: int) -> None:
     """Re-bases ``inputs[i]`` in an error from chunk-relative to list-relative."""
     field = getattr(error, "field", None)
     if not offset or not field or not field.startswith("inputs["):

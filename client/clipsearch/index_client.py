@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import grpc
 import numpy as np
@@ -54,18 +54,16 @@ class IndexClient(ServiceClient):
         model_name: str = "",
         exist_ok: bool = False,
     ) -> CollectionInfo:
-        if metric not in METRICS_BY_NAME:
-            raise InvalidArgumentError(f"metric must be one of {sorted(METRICS_BY_NAME)}", field="metric")
-        config = index_pb2.CollectionConfig(
-            name=name,
-            dimension=dimension,
-            metric=METRICS_BY_NAME[metric],
+        request = create_collection_request(
+            name,
+            dimension,
+            metric=metric,
             num_shards=num_shards,
             index_spec=index_spec,
             model_fingerprint=model_fingerprint,
             model_name=model_name,
+            exist_ok=exist_ok,
         )
-        request = index_pb2.CreateCollectionRequest(config=config, exist_ok=exist_ok)
         with translate_errors():
             response = self._stub.CreateCollection(request, timeout=self.timeout_s)
         return CollectionInfo.from_proto(response.collection)
@@ -99,28 +97,15 @@ class IndexClient(ServiceClient):
         model_fingerprint: str = "",
     ) -> int:
         """Inserts or replaces items; returns how many were written (durably, when it returns)."""
-        vectors = np.asarray(vectors, dtype=np.float32)
-        if vectors.ndim != 2 or vectors.shape[0] != len(ids):
-            raise InvalidArgumentError(
-                f"vectors must have shape (len(ids), dim) = ({len(ids)}, dim), got {vectors.shape}",
-                field="vectors",
-            )
-        if metadata is not None and len(metadata) != len(ids):
-            raise InvalidArgumentError("metadata must have one mapping per id", field="metadata")
         written = 0
-        for piece in chunks(len(ids), self.upsert_batch_size):
-            protos = vectors_to_protos(vectors[piece])
-            items = [
-                index_pb2.Item(
-                    id=item_id,
-                    vector=vector,
-                    metadata=metadata_to_proto(metadata[piece.start + i]) if metadata is not None else None,
-                )
-                for i, (item_id, vector) in enumerate(zip(ids[piece], protos, strict=True))
-            ]
-            request = index_pb2.UpsertRequest(
-                collection=collection, items=items, model_fingerprint=model_fingerprint
-            )
+        for request in upsert_requests(
+            collection,
+            ids,
+            vectors,
+            metadata,
+            model_fingerprint=model_fingerprint,
+            batch_size=self.upsert_batch_size,
+        ):
             with translate_errors():
                 written += self._stub.Upsert(request, timeout=self.timeout_s).upserted
         return written
@@ -159,15 +144,101 @@ class IndexClient(ServiceClient):
         timeout_s: float | None = None,
     ) -> list[list[Hit]]:
         """Hits for each row of ``vectors``. ``filter`` takes the dict syntax of :mod:`clipsearch.filters`."""
-        request = index_pb2.SearchRequest(
-            collection=collection,
-            queries=vectors_to_protos(np.asarray(vectors, dtype=np.float32)),
+        request = search_request(
+            collection,
+            vectors,
             k=k,
             offset=offset,
-            filter=build_filter(filter),
-            params=index_pb2.SearchParams(ef_search=ef_search, nprobe=nprobe),
+            filter=filter,
+            ef_search=ef_search,
+            nprobe=nprobe,
             model_fingerprint=model_fingerprint,
         )
         with translate_errors():
             response = self._stub.Search(request, timeout=timeout_s or self.timeout_s)
-        return [[Hit.from_proto(hit) for hit in result.hits] for result in response.results]
+        return hits_from_response(response)
+
+
+# -- request building and response parsing, shared with clipsearch.aio -----------------------
+
+
+def create_collection_request(
+    name: str,
+    dimension: int,
+    *,
+    metric: str,
+    num_shards: int,
+    index_spec: str,
+    model_fingerprint: str,
+    model_name: str,
+    exist_ok: bool,
+) -> index_pb2.CreateCollectionRequest:
+    if metric not in METRICS_BY_NAME:
+        raise InvalidArgumentError(f"metric must be one of {sorted(METRICS_BY_NAME)}", field="metric")
+    config = index_pb2.CollectionConfig(
+        name=name,
+        dimension=dimension,
+        metric=METRICS_BY_NAME[metric],
+        num_shards=num_shards,
+        index_spec=index_spec,
+        model_fingerprint=model_fingerprint,
+        model_name=model_name,
+    )
+    return index_pb2.CreateCollectionRequest(config=config, exist_ok=exist_ok)
+
+
+def upsert_requests(
+    collection: str,
+    ids: Sequence[str],
+    vectors: np.ndarray,
+    metadata: Sequence[Mapping[str, MetadataScalar]] | None,
+    *,
+    model_fingerprint: str,
+    batch_size: int,
+) -> Iterator[index_pb2.UpsertRequest]:
+    """Upsert requests of at most ``batch_size`` items each."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    if vectors.ndim != 2 or vectors.shape[0] != len(ids):
+        raise InvalidArgumentError(
+            f"vectors must have shape (len(ids), dim) = ({len(ids)}, dim), got {vectors.shape}",
+            field="vectors",
+        )
+    if metadata is not None and len(metadata) != len(ids):
+        raise InvalidArgumentError("metadata must have one mapping per id", field="metadata")
+    for piece in chunks(len(ids), batch_size):
+        protos = vectors_to_protos(vectors[piece])
+        items = [
+            index_pb2.Item(
+                id=item_id,
+                vector=vector,
+                metadata=metadata_to_proto(metadata[piece.start + i]) if metadata is not None else None,
+            )
+            for i, (item_id, vector) in enumerate(zip(ids[piece], protos, strict=True))
+        ]
+        yield index_pb2.UpsertRequest(collection=collection, items=items, model_fingerprint=model_fingerprint)
+
+
+def search_request(
+    collection: str,
+    vectors: np.ndarray,
+    *,
+    k: int,
+    offset: int,
+    filter: FilterSpec | None,
+    ef_search: int,
+    nprobe: int,
+    model_fingerprint: str,
+) -> index_pb2.SearchRequest:
+    return index_pb2.SearchRequest(
+        collection=collection,
+        queries=vectors_to_protos(np.asarray(vectors, dtype=np.float32)),
+        k=k,
+        offset=offset,
+        filter=build_filter(filter),
+        params=index_pb2.SearchParams(ef_search=ef_search, nprobe=nprobe),
+        model_fingerprint=model_fingerprint,
+    )
+
+
+def hits_from_response(response: index_pb2.SearchResponse) -> list[list[Hit]]:
+    return [[Hit.from_proto(hit) for hit in result.hits] for result in response.results]

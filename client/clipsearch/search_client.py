@@ -5,12 +5,15 @@ from __future__ import annotations
 from functools import cached_property
 from pathlib import Path
 
+import numpy as np
+
 from clipsearch.channel import ChannelOptions
 from clipsearch.encoder_client import EncoderClient
 from clipsearch.filters import FilterSpec
 from clipsearch.images import ImageInput
 from clipsearch.index_client import IndexClient
 from clipsearch.ingest import ProgressCallback, ingest_catalog
+from clipsearch.query import Query, combine
 from clipsearch.types import CollectionInfo, Hit, IngestReport, ModelInfo
 
 
@@ -64,11 +67,24 @@ class SearchClient:
             exist_ok=exist_ok,
         )
 
+    def search(
+        self,
+        query: Query | str,
+        *,
+        collection: str,
+        k: int = 10,
+        filter: FilterSpec | None = None,
+        offset: int = 0,
+    ) -> list[Hit]:
+        """Search by a text or a hybrid :class:`~clipsearch.query.Query` of weighted texts and images."""
+        if isinstance(query, str):
+            query = Query.text(query)
+        return self._search(self.embed_query(query), collection, k, filter, offset)
+
     def search_text(
         self, text: str, *, collection: str, k: int = 10, filter: FilterSpec | None = None, offset: int = 0
     ) -> list[Hit]:
-        vector = self.encoder.embed_texts([text])[0]
-        return self._search(vector, collection, k, filter, offset)
+        return self.search(Query.text(text), collection=collection, k=k, filter=filter, offset=offset)
 
     def search_image(
         self,
@@ -80,8 +96,28 @@ class SearchClient:
         offset: int = 0,
     ) -> list[Hit]:
         """``image`` is a path, encoded bytes or a PIL image."""
-        vector = self.encoder.embed_images([image])[0]
-        return self._search(vector, collection, k, filter, offset)
+        return self.search(Query.image(image), collection=collection, k=k, filter=filter, offset=offset)
+
+    def more_like_this(
+        self, item_id: str, *, collection: str, k: int = 10, filter: FilterSpec | None = None, offset: int = 0
+    ) -> list[Hit]:
+        """Products closest to a stored one (itself excluded). NOT_FOUND for an unknown id."""
+        [item] = self.index.get(collection, [item_id], include_vectors=True)
+        # Fetch from the top and drop the item itself, so pages stay aligned whether
+        # or not the item matches the filter.
+        hits = self.index.search(collection, item.vector, k=offset + k + 1, filter=filter)
+        return [hit for hit in hits if hit.id != item_id][offset : offset + k]
+
+    def embed_query(self, query: Query) -> np.ndarray:
+        """The query's unit vector: its parts embedded, weighted and summed."""
+        texts, images = query.texts, query.images
+        vectors = []
+        if texts:
+            vectors.append(self.encoder.embed_texts([p.content for p in texts]))
+        if images:
+            vectors.append(self.encoder.embed_images([p.content for p in images]))
+        weights = [p.weight for p in texts] + [p.weight for p in images]
+        return combine(np.concatenate(vectors) if vectors else np.zeros((0, 0)), weights)
 
     def _search(self, vector, collection: str, k: int, filter: FilterSpec | None, offset: int) -> list[Hit]:
         return self.index.search(

@@ -1,0 +1,75 @@
+"""Hybrid queries: weighted texts and images, with negative terms.
+
+"Like this photo, but red, not striped":
+
+    Query.image("photo.jpg") + Query.text("red", 0.5) - Query.text("striped", 0.5)
+
+Each part is embedded, weighted (negative parts get a negative weight), summed
+and L2-normalized. Because CLIP puts texts and images in one space with unit
+norm, the sum points between the parts, pulled by the larger weights; the
+negative term pushes away from what it names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from clipsearch.errors import InvalidArgumentError
+from clipsearch.images import ImageInput
+
+
+@dataclass(frozen=True)
+class QueryPart:
+    kind: str  # "text" or "image"
+    content: str | ImageInput
+    weight: float
+
+
+@dataclass(frozen=True)
+class Query:
+    parts: tuple[QueryPart, ...] = field(default_factory=tuple)
+
+    @classmethod
+    def text(cls, text: str, weight: float = 1.0) -> Query:
+        return cls((QueryPart("text", text, weight),))
+
+    @classmethod
+    def image(cls, image: ImageInput, weight: float = 1.0) -> Query:
+        return cls((QueryPart("image", image, weight),))
+
+    def __add__(self, other: Query) -> Query:
+        return Query(self.parts + other.parts)
+
+    def __sub__(self, other: Query) -> Query:
+        return Query(self.parts + tuple(QueryPart(p.kind, p.content, -p.weight) for p in other.parts))
+
+    def __mul__(self, factor: float) -> Query:
+        return Query(tuple(QueryPart(p.kind, p.content, p.weight * factor) for p in self.parts))
+
+    __rmul__ = __mul__
+
+    @property
+    def texts(self) -> list[QueryPart]:
+        return [p for p in self.parts if p.kind == "text"]
+
+    @property
+    def images(self) -> list[QueryPart]:
+        return [p for p in self.parts if p.kind == "image"]
+
+
+def combine(vectors: np.ndarray, weights: Sequence[float]) -> np.ndarray:
+    """Weighted sum of unit vectors, L2-normalized. INVALID_ARGUMENT if it cancels out."""
+    if len(vectors) == 0:
+        raise InvalidArgumentError("a query needs at least one text or image", field="query")
+    if not any(w > 0 for w in weights):
+        raise InvalidArgumentError("a query needs at least one part with a positive weight", field="query")
+    summed = (np.asarray(weights, dtype=np.float32)[:, None] * np.asarray(vectors, dtype=np.float32)).sum(
+        axis=0
+    )
+    norm = float(np.linalg.norm(summed))
+    if norm < 1e-6:
+        raise InvalidArgumentError("the query's parts cancel each other out", field="query")
+    return (summed / norm).astype(np.float32)
