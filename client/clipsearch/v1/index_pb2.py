@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from clipsearch.v1 import types_pb2 as clipsearch_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x63lipsearch/v1/index.proto\x12\rclipsearch.v1\x1a\x19\x63lipsearch/v1/types.proto\"\xb1\x01\n\x10\x43ollectionConfig\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tdimension\x18\x02 \x01(\x05\x12%\n\x06metric\x18\x03 \x01(\x0e\x32\x15.clipsearch.v1.Metric\x12\x12\n\nnum_shards\x18\x04 \x01(\x05\x12\x12\n\nindex_spec\x18\x05 \x01(\t\x12\x19\n\x11model_fingerprint\x18\x06 \x01(\t\x12\x12\n\nmodel_name\x18\x07 \x01(\t\"\x7f\n\x0e\x43ollectionInfo\x12/\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1f.clipsearch.v1.CollectionConfig\x12\x12\n\nitem_count\x18\x02 \x01(\x03\x12(\n\x06shards\x18\x03 \x03(\x0b\x32\x18.clipsearch.v1.ShardInfo\"?\n\tShardInfo\x12\r\n\x05shard\x18\x01 \x01(\x05\x12\x12\n\nitem_count\x18\x02 \x01(\x03\x12\x0f\n\x07trained\x18\x03 \x01(\x08\"\\\n\x17\x43reateCollectionRequest\x12/\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1f.clipsearch.v1.CollectionConfig\x12\x10\n\x08\x65xist_ok\x18\x02 \x01(\x08\"M\n\x18\x43reateCollectionResponse\x12\x31\n\ncollection\x18\x01 \x01(\x0b\x32\x1d.clipsearch.v1.CollectionInfo\"\x18\n\x16ListCollectionsRequest\"M\n\x17ListCollectionsResponse\x12\x32\n\x0b\x63ollections\x18\x01 \x03(\x0b\x32\x1d.clipsearch.v1.CollectionInfo\"/\n\x19\x44\x65scribeCollectionRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\"O\n\x1a\x44\x65scribeCollectionResponse\x12\x31\n\ncollection\x18\x01 \x01(\x0b\x32\x1d.clipsearch.v1.CollectionInfo\"?\n\x15\x44ropCollectionRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x12\n\nmissing_ok\x18\x02 \x01(\x08\")\n\x16\x44ropCollectionResponse\x12\x0f\n\x07\x64ropped\x18\x01 \x01(\x08\"\xbd\x01\n\x04Item\x12\n\n\x02id\x18\x01 \x01(\t\x12%\n\x06vector\x18\x02 \x01(\x0b\x32\x15.clipsearch.v1.Vector\x12\x33\n\x08metadata\x18\x03 \x03(\x0b\x32!.clipsearch.v1.Item.MetadataEntry\x1aM\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12+\n\x05value\x18\x02 \x01(\x0b\x32\x1c.clipsearch.v1.MetadataValue:\x02\x38\x01\"b\n\rUpsertRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\"\n\x05items\x18\x02 \x03(\x0b\x32\x13.clipsearch.v1.Item\x12\x19\n\x11model_fingerprint\x18\x03 \x01(\t\"4\n\x0eUpsertResponse\x12\x10\n\x08upserted\x18\x01 \x01(\x03\x12\x10\n\x08sequence\x18\x02 \x01(\x04\"0\n\rDeleteRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x0b\n\x03ids\x18\x02 \x03(\t\"3\n\x0e\x44\x65leteResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x03\x12\x10\n\x08sequence\x18\x02 \x01(\x04\"F\n\nGetRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x0b\n\x03ids\x18\x02 \x03(\t\x12\x17\n\x0finclude_vectors\x18\x03 \x01(\x08\"1\n\x0bGetResponse\x12\"\n\x05items\x18\x01 \x03(\x0b\x32\x13.clipsearch.v1.Item\"\xc1\x01\n\x06\x46ilter\x12\x32\n\tcondition\x18\x01 \x01(\x0b\x32\x1d.clipsearch.v1.FieldConditionH\x00\x12(\n\x03\x61ll\x18\x02 \x01(\x0b\x32\x19.clipsearch.v1.FilterListH\x00\x12(\n\x03\x61ny\x18\x03 \x01(\x0b\x32\x19.clipsearch.v1.FilterListH\x00\x12\'\n\x06negate\x18\x04 \x01(\x0b\x32\x15.clipsearch.v1.FilterH\x00\x42\x06\n\x04kind\"4\n\nFilterList\x12&\n\x07\x66ilters\x18\x01 \x03(\x0b\x32\x15.clipsearch.v1.Filter\"\xa6\x01\n\x0e\x46ieldCondition\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12.\n\x06\x65quals\x18\x02 \x01(\x0b\x32\x1c.clipsearch.v1.MetadataValueH\x00\x12&\n\x02in\x18\x03 \x01(\x0b\x32\x18.clipsearch.v1.ValueListH\x00\x12%\n\x05range\x18\x04 \x01(\x0b\x32\x14.clipsearch.v1.RangeH\x00\x42\x06\n\x04test\"9\n\tValueList\x12,\n\x06values\x18\x01 \x03(\x0b\x32\x1c.clipsearch.v1.MetadataValue\"k\n\x05Range\x12\x0f\n\x02gt\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x10\n\x03gte\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\x0f\n\x02lt\x18\x03 \x01(\x01H\x02\x88\x01\x01\x12\x10\n\x03lte\x18\x04 \x01(\x01H\x03\x88\x01\x01\x42\x05\n\x03_gtB\x06\n\x04_gteB\x05\n\x03_ltB\x06\n\x04_lte\"1\n\x0cSearchParams\x12\x11\n\tef_search\x18\x01 \x01(\x05\x12\x0e\n\x06nprobe\x18\x02 \x01(\x05\"\xd5\x01\n\rSearchRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12&\n\x07queries\x18\x02 \x03(\x0b\x32\x15.clipsearch.v1.Vector\x12\t\n\x01k\x18\x03 \x01(\x05\x12\x0e\n\x06offset\x18\x04 \x01(\x05\x12%\n\x06\x66ilter\x18\x05 \x01(\x0b\x32\x15.clipsearch.v1.Filter\x12+\n\x06params\x18\x06 \x01(\x0b\x32\x1b.clipsearch.v1.SearchParams\x12\x19\n\x11model_fingerprint\x18\x07 \x01(\t\"\xa3\x01\n\x03Hit\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x32\n\x08metadata\x18\x03 \x03(\x0b\x32 .clipsearch.v1.Hit.MetadataEntry\x1aM\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12+\n\x05value\x18\x02 \x01(\x0b\x32\x1c.clipsearch.v1.MetadataValue:\x02\x38\x01\"/\n\x0bQueryResult\x12 \n\x04hits\x18\x01 \x03(\x0b\x32\x12.clipsearch.v1.Hit\"=\n\x0eSearchResponse\x12+\n\x07results\x18\x01 \x03(\x0b\x32\x1a.clipsearch.v1.QueryResult*\\\n\x06Metric\x12\x16\n\x12METRIC_UNSPECIFIED\x10\x00\x12\x11\n\rMETRIC_COSINE\x10\x01\x12\x18\n\x14METRIC_INNER_PRODUCT\x10\x02\x12\r\n\tMETRIC_L2\x10\x03\x32\xb2\x05\n\x0cIndexService\x12\x63\n\x10\x43reateCollection\x12&.clipsearch.v1.CreateCollectionRequest\x1a\'.clipsearch.v1.CreateCollectionResponse\x12`\n\x0fListCollections\x12%.clipsearch.v1.ListCollectionsRequest\x1a&.clipsearch.v1.ListCollectionsResponse\x12i\n\x12\x44\x65scribeCollection\x12(.clipsearch.v1.DescribeCollectionRequest\x1a).clipsearch.v1.DescribeCollectionResponse\x12]\n\x0e\x44ropCollection\x12$.clipsearch.v1.DropCollectionRequest\x1a%.clipsearch.v1.DropCollectionResponse\x12\x45\n\x06Upsert\x12\x1c.clipsearch.v1.UpsertRequest\x1a\x1d.clipsearch.v1.UpsertResponse\x12\x45\n\x06\x44\x65lete\x12\x1c.clipsearch.v1.DeleteRequest\x1a\x1d.clipsearch.v1.DeleteResponse\x12<\n\x03Get\x12\x19.clipsearch.v1.GetRequest\x1a\x1a.clipsearch.v1.GetResponse\x12\x45\n\x06Search\x12\x1c.clipsearch.v1.SearchRequest\x1a\x1d.clipsearch.v1.SearchResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x63lipsearch/v1/index.proto\x12\rclipsearch.v1\x1a\x19\x63lipsearch/v1/types.proto\"\xb1\x01\n\x10\x43ollectionConfig\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tdimension\x18\x02 \x01(\x05\x12%\n\x06metric\x18\x03 \x01(\x0e\x32\x15.clipsearch.v1.Metric\x12\x12\n\nnum_shards\x18\x04 \x01(\x05\x12\x12\n\nindex_spec\x18\x05 \x01(\t\x12\x19\n\x11model_fingerprint\x18\x06 \x01(\t\x12\x12\n\nmodel_name\x18\x07 \x01(\t\"\x7f\n\x0e\x43ollectionInfo\x12/\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1f.clipsearch.v1.CollectionConfig\x12\x12\n\nitem_count\x18\x02 \x01(\x03\x12(\n\x06shards\x18\x03 \x03(\x0b\x32\x18.clipsearch.v1.ShardInfo\"?\n\tShardInfo\x12\r\n\x05shard\x18\x01 \x01(\x05\x12\x12\n\nitem_count\x18\x02 \x01(\x03\x12\x0f\n\x07trained\x18\x03 \x01(\x08\"\\\n\x17\x43reateCollectionRequest\x12/\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1f.clipsearch.v1.CollectionConfig\x12\x10\n\x08\x65xist_ok\x18\x02 \x01(\x08\"M\n\x18\x43reateCollectionResponse\x12\x31\n\ncollection\x18\x01 \x01(\x0b\x32\x1d.clipsearch.v1.CollectionInfo\"\x18\n\x16ListCollectionsRequest\"M\n\x17ListCollectionsResponse\x12\x32\n\x0b\x63ollections\x18\x01 \x03(\x0b\x32\x1d.clipsearch.v1.CollectionInfo\"/\n\x19\x44\x65scribeCollectionRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\"O\n\x1a\x44\x65scribeCollectionResponse\x12\x31\n\ncollection\x18\x01 \x01(\x0b\x32\x1d.clipsearch.v1.CollectionInfo\"?\n\x15\x44ropCollectionRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x12\n\nmissing_ok\x18\x02 \x01(\x08\")\n\x16\x44ropCollectionResponse\x12\x0f\n\x07\x64ropped\x18\x01 \x01(\x08\"\xbd\x01\n\x04Item\x12\n\n\x02id\x18\x01 \x01(\t\x12%\n\x06vector\x18\x02 \x01(\x0b\x32\x15.clipsearch.v1.Vector\x12\x33\n\x08metadata\x18\x03 \x03(\x0b\x32!.clipsearch.v1.Item.MetadataEntry\x1aM\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12+\n\x05value\x18\x02 \x01(\x0b\x32\x1c.clipsearch.v1.MetadataValue:\x02\x38\x01\"b\n\rUpsertRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\"\n\x05items\x18\x02 \x03(\x0b\x32\x13.clipsearch.v1.Item\x12\x19\n\x11model_fingerprint\x18\x03 \x01(\t\"4\n\x0eUpsertResponse\x12\x10\n\x08upserted\x18\x01 \x01(\x03\x12\x10\n\x08sequence\x18\x02 \x01(\x04\"0\n\rDeleteRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x0b\n\x03ids\x18\x02 \x03(\t\"3\n\x0e\x44\x65leteResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x03\x12\x10\n\x08sequence\x18\x02 \x01(\x04\"Z\n\nGetRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x0b\n\x03ids\x18\x02 \x03(\t\x12\x17\n\x0finclude_vectors\x18\x03 \x01(\x08\x12\x12\n\nmissing_ok\x18\x04 \x01(\x08\"1\n\x0bGetResponse\x12\"\n\x05items\x18\x01 \x03(\x0b\x32\x13.clipsearch.v1.Item\"\xc1\x01\n\x06\x46ilter\x12\x32\n\tcondition\x18\x01 \x01(\x0b\x32\x1d.clipsearch.v1.FieldConditionH\x00\x12(\n\x03\x61ll\x18\x02 \x01(\x0b\x32\x19.clipsearch.v1.FilterListH\x00\x12(\n\x03\x61ny\x18\x03 \x01(\x0b\x32\x19.clipsearch.v1.FilterListH\x00\x12\'\n\x06negate\x18\x04 \x01(\x0b\x32\x15.clipsearch.v1.FilterH\x00\x42\x06\n\x04kind\"4\n\nFilterList\x12&\n\x07\x66ilters\x18\x01 \x03(\x0b\x32\x15.clipsearch.v1.Filter\"\xa6\x01\n\x0e\x46ieldCondition\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12.\n\x06\x65quals\x18\x02 \x01(\x0b\x32\x1c.clipsearch.v1.MetadataValueH\x00\x12&\n\x02in\x18\x03 \x01(\x0b\x32\x18.clipsearch.v1.ValueListH\x00\x12%\n\x05range\x18\x04 \x01(\x0b\x32\x14.clipsearch.v1.RangeH\x00\x42\x06\n\x04test\"9\n\tValueList\x12,\n\x06values\x18\x01 \x03(\x0b\x32\x1c.clipsearch.v1.MetadataValue\"k\n\x05Range\x12\x0f\n\x02gt\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x10\n\x03gte\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\x0f\n\x02lt\x18\x03 \x01(\x01H\x02\x88\x01\x01\x12\x10\n\x03lte\x18\x04 \x01(\x01H\x03\x88\x01\x01\x42\x05\n\x03_gtB\x06\n\x04_gteB\x05\n\x03_ltB\x06\n\x04_lte\"1\n\x0cSearchParams\x12\x11\n\tef_search\x18\x01 \x01(\x05\x12\x0e\n\x06nprobe\x18\x02 \x01(\x05\"\xd5\x01\n\rSearchRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12&\n\x07queries\x18\x02 \x03(\x0b\x32\x15.clipsearch.v1.Vector\x12\t\n\x01k\x18\x03 \x01(\x05\x12\x0e\n\x06offset\x18\x04 \x01(\x05\x12%\n\x06\x66ilter\x18\x05 \x01(\x0b\x32\x15.clipsearch.v1.Filter\x12+\n\x06params\x18\x06 \x01(\x0b\x32\x1b.clipsearch.v1.SearchParams\x12\x19\n\x11model_fingerprint\x18\x07 \x01(\t\"\xa3\x01\n\x03Hit\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x32\n\x08metadata\x18\x03 \x03(\x0b\x32 .clipsearch.v1.Hit.MetadataEntry\x1aM\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12+\n\x05value\x18\x02 \x01(\x0b\x32\x1c.clipsearch.v1.MetadataValue:\x02\x38\x01\"/\n\x0bQueryResult\x12 \n\x04hits\x18\x01 \x03(\x0b\x32\x12.clipsearch.v1.Hit\"=\n\x0eSearchResponse\x12+\n\x07results\x18\x01 \x03(\x0b\x32\x1a.clipsearch.v1.QueryResult*\\\n\x06Metric\x12\x16\n\x12METRIC_UNSPECIFIED\x10\x00\x12\x11\n\rMETRIC_COSINE\x10\x01\x12\x18\n\x14METRIC_INNER_PRODUCT\x10\x02\x12\r\n\tMETRIC_L2\x10\x03\x32\xb2\x05\n\x0cIndexService\x12\x63\n\x10\x43reateCollection\x12&.clipsearch.v1.CreateCollectionRequest\x1a\'.clipsearch.v1.CreateCollectionResponse\x12`\n\x0fListCollections\x12%.clipsearch.v1.ListCollectionsRequest\x1a&.clipsearch.v1.ListCollectionsResponse\x12i\n\x12\x44\x65scribeCollection\x12(.clipsearch.v1.DescribeCollectionRequest\x1a).clipsearch.v1.DescribeCollectionResponse\x12]\n\x0e\x44ropCollection\x12$.clipsearch.v1.DropCollectionRequest\x1a%.clipsearch.v1.DropCollectionResponse\x12\x45\n\x06Upsert\x12\x1c.clipsearch.v1.UpsertRequest\x1a\x1d.clipsearch.v1.UpsertResponse\x12\x45\n\x06\x44\x65lete\x12\x1c.clipsearch.v1.DeleteRequest\x1a\x1d.clipsearch.v1.DeleteResponse\x12<\n\x03Get\x12\x19.clipsearch.v1.GetRequest\x1a\x1a.clipsearch.v1.GetResponse\x12\x45\n\x06Search\x12\x1c.clipsearch.v1.SearchRequest\x1a\x1d.clipsearch.v1.SearchResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,8 +36,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ITEM_METADATAENTRY']._serialized_options = b'8\001'
   _globals['_HIT_METADATAENTRY']._loaded_options = None
   _globals['_HIT_METADATAENTRY']._serialized_options = b'8\001'
-  _globals['_METRIC']._serialized_start=2665
-  _globals['_METRIC']._serialized_end=2757
+  _globals['_METRIC']._serialized_start=2685
+  _globals['_METRIC']._serialized_end=2777
   _globals['_COLLECTIONCONFIG']._serialized_start=72
   _globals['_COLLECTIONCONFIG']._serialized_end=249
   _globals['_COLLECTIONINFO']._serialized_start=251
@@ -73,31 +73,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DELETERESPONSE']._serialized_start=1357
   _globals['_DELETERESPONSE']._serialized_end=1408
   _globals['_GETREQUEST']._serialized_start=1410
-  _globals['_GETREQUEST']._serialized_end=1480
-  _globals['_GETRESPONSE']._serialized_start=1482
-  _globals['_GETRESPONSE']._serialized_end=1531
-  _globals['_FILTER']._serialized_start=1534
-  _globals['_FILTER']._serialized_end=1727
-  _globals['_FILTERLIST']._serialized_start=1729
-  _globals['_FILTERLIST']._serialized_end=1781
-  _globals['_FIELDCONDITION']._serialized_start=1784
-  _globals['_FIELDCONDITION']._serialized_end=1950
-  _globals['_VALUELIST']._serialized_start=1952
-  _globals['_VALUELIST']._serialized_end=2009
-  _globals['_RANGE']._serialized_start=2011
-  _globals['_RANGE']._serialized_end=2118
-  _globals['_SEARCHPARAMS']._serialized_start=2120
-  _globals['_SEARCHPARAMS']._serialized_end=2169
-  _globals['_SEARCHREQUEST']._serialized_start=2172
-  _globals['_SEARCHREQUEST']._serialized_end=2385
-  _globals['_HIT']._serialized_start=2388
-  _globals['_HIT']._serialized_end=2551
+  _globals['_GETREQUEST']._serialized_end=1500
+  _globals['_GETRESPONSE']._serialized_start=1502
+  _globals['_GETRESPONSE']._serialized_end=1551
+  _globals['_FILTER']._serialized_start=1554
+  _globals['_FILTER']._serialized_end=1747
+  _globals['_FILTERLIST']._serialized_start=1749
+  _globals['_FILTERLIST']._serialized_end=1801
+  _globals['_FIELDCONDITION']._serialized_start=1804
+  _globals['_FIELDCONDITION']._serialized_end=1970
+  _globals['_VALUELIST']._serialized_start=1972
+  _globals['_VALUELIST']._serialized_end=2029
+  _globals['_RANGE']._serialized_start=2031
+  _globals['_RANGE']._serialized_end=2138
+  _globals['_SEARCHPARAMS']._serialized_start=2140
+  _globals['_SEARCHPARAMS']._serialized_end=2189
+  _globals['_SEARCHREQUEST']._serialized_start=2192
+  _globals['_SEARCHREQUEST']._serialized_end=2405
+  _globals['_HIT']._serialized_start=2408
+  _globals['_HIT']._serialized_end=2571
   _globals['_HIT_METADATAENTRY']._serialized_start=1074
   _globals['_HIT_METADATAENTRY']._serialized_end=1151
-  _globals['_QUERYRESULT']._serialized_start=2553
-  _globals['_QUERYRESULT']._serialized_end=2600
-  _globals['_SEARCHRESPONSE']._serialized_start=2602
-  _globals['_SEARCHRESPONSE']._serialized_end=2663
-  _globals['_INDEXSERVICE']._serialized_start=2760
-  _globals['_INDEXSERVICE']._serialized_end=3450
+  _globals['_QUERYRESULT']._serialized_start=2573
+  _globals['_QUERYRESULT']._serialized_end=2620
+  _globals['_SEARCHRESPONSE']._serialized_start=2622
+  _globals['_SEARCHRESPONSE']._serialized_end=2683
+  _globals['_INDEXSERVICE']._serialized_start=2780
+  _globals['_INDEXSERVICE']._serialized_end=3470
 # @@protoc_insertion_point(module_scope)

@@ -125,7 +125,8 @@ class IndexServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Get(self, request, context):
-        """Fetches items by id. NOT_FOUND names the ids that do not exist.
+        """Fetches items by id. NOT_FOUND names the ids that do not exist, unless
+        `missing_ok` is set.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -49,7 +49,9 @@ class IndexServiceStub:
     Delete: _grpc.UnaryUnaryMultiCallable[_index_pb2.DeleteRequest, _index_pb2.DeleteResponse]
     """Deletes items by id. Unknown ids are not an error (retrying is safe)."""
     Get: _grpc.UnaryUnaryMultiCallable[_index_pb2.GetRequest, _index_pb2.GetResponse]
-    """Fetches items by id. NOT_FOUND names the ids that do not exist."""
+    """Fetches items by id. NOT_FOUND names the ids that do not exist, unless
+    `missing_ok` is set.
+    """
     Search: _grpc.UnaryUnaryMultiCallable[_index_pb2.SearchRequest, _index_pb2.SearchResponse]
     """k-nearest-neighbour search for one or many query vectors."""
 
@@ -74,7 +76,9 @@ class IndexServiceAsyncStub(IndexServiceStub):
     Delete: _aio.UnaryUnaryMultiCallable[_index_pb2.DeleteRequest, _index_pb2.DeleteResponse]  # type: ignore[assignment]
     """Deletes items by id. Unknown ids are not an error (retrying is safe)."""
     Get: _aio.UnaryUnaryMultiCallable[_index_pb2.GetRequest, _index_pb2.GetResponse]  # type: ignore[assignment]
-    """Fetches items by id. NOT_FOUND names the ids that do not exist."""
+    """Fetches items by id. NOT_FOUND names the ids that do not exist, unless
+    `missing_ok` is set.
+    """
     Search: _aio.UnaryUnaryMultiCallable[_index_pb2.SearchRequest, _index_pb2.SearchResponse]  # type: ignore[assignment]
     """k-nearest-neighbour search for one or many query vectors."""
 
@@ -138,7 +142,9 @@ class IndexServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _index_pb2.GetRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_index_pb2.GetResponse, _abc.Awaitable[_index_pb2.GetResponse]]:
-        """Fetches items by id. NOT_FOUND names the ids that do not exist."""
+        """Fetches items by id. NOT_FOUND names the ids that do not exist, unless
+        `missing_ok` is set.
+        """
 
     @_abc_1.abstractmethod
     def Search(
