@@ -213,8 +213,12 @@ class IndexClient(_AsyncServiceClient):
         with translate_errors():
             return (await self._stub.Delete(request, timeout=self.timeout_s)).deleted
 
-    async def get(self, collection: str, ids: Sequence[str], *, include_vectors: bool = False) -> list[Item]:
-        request = index_pb2.GetRequest(collection=collection, ids=list(ids), include_vectors=include_vectors)
+    async def get(
+        self, collection: str, ids: Sequence[str], *, include_vectors: bool = False, missing_ok: bool = False
+    ) -> list[Item]:
+        request = index_pb2.GetRequest(
+            collection=collection, ids=list(ids), include_vectors=include_vectors, missing_ok=missing_ok
+        )
         with translate_errors():
             response = await self._stub.Get(request, timeout=self.timeout_s)
         return [Item.from_proto(item) for item in response.items]
@@ -343,6 +347,8 @@ class SearchClient:
         *,
         collection: str,
         batch_size: int = 32,
+        workers: int = 3,
+        resume: bool = True,
         on_progress: ProgressCallback | None = None,
     ) -> IngestReport:
         """Runs the (threaded, pipelined) sync ingestion off the event loop."""

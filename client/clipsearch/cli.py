@@ -8,6 +8,7 @@ Service addresses default to ``$CLIPSEARCH_ENCODER`` / ``$CLIPSEARCH_INDEX``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from collections.abc import Sequence
@@ -88,7 +89,11 @@ def _add_ingest(commands: argparse._SubParsersAction) -> None:
     ingest = commands.add_parser("ingest", help="embed a catalog's images and upsert them")
     ingest.add_argument("catalog", type=Path, help="CSV or JSONL with id, image and metadata columns")
     ingest.add_argument("--collection", required=True)
-    ingest.add_argument("--batch-size", type=int, default=32)
+    ingest.add_argument("--batch-size", type=int, default=32, help="images per encode request (default 32)")
+    ingest.add_argument("--workers", type=int, default=3, help="batches in flight at once (default 3)")
+    ingest.add_argument(
+        "--no-resume", dest="resume", action="store_false", help="re-embed items already stored unchanged"
+    )
     ingest.add_argument(
         "--num-shards", type=int, default=1, help="when the collection is created (default 1)"
     )
@@ -101,23 +106,30 @@ def _add_ingest(commands: argparse._SubParsersAction) -> None:
 
 
 def _ingest(args: argparse.Namespace) -> int:
+    from clipsearch.ingest import count_catalog_rows
     from clipsearch.search_client import SearchClient
 
+    total = count_catalog_rows(args.catalog)
     with SearchClient(args.encoder, args.index, timeout_s=args.timeout) as client:
         client.create_collection(
             args.collection, num_shards=args.num_shards, index_spec=args.index_spec, exist_ok=True
         )
-        progress = None if args.json else _print_progress
-        report = client.ingest(
-            args.catalog, collection=args.collection, batch_size=args.batch_size, on_progress=progress
-        )
+        with _progress_bar(total, enabled=not args.json) as on_progress:
+            report = client.ingest(
+                args.catalog,
+                collection=args.collection,
+                batch_size=args.batch_size,
+                workers=args.workers,
+                resume=args.resume,
+                on_progress=on_progress,
+            )
     failures = [{"row": f.row, "id": f.id, "reason": f.reason} for f in report.failed]
     if args.json:
         summary = {"ingested": report.ingested, "skipped": report.skipped, "failed": failures}
         print(json.dumps({**summary, "seconds": round(report.seconds, 3)}))
     else:
         print(
-            f"\ringested {report.ingested}, skipped {report.skipped}, failed {len(failures)} "
+            f"ingested {report.ingested}, skipped {report.skipped} (unchanged), failed {len(failures)} "
             f"in {report.seconds:.1f}s ({report.rate:.1f} items/s)"
         )
         for failure in failures:
@@ -125,9 +137,20 @@ def _ingest(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_progress(report) -> None:
-    done = report.ingested + len(report.failed)
-    print(f"\r{done} rows, {report.rate:.1f} items/s", end="", file=sys.stderr, flush=True)
+@contextlib.contextmanager
+def _progress_bar(total: int, *, enabled: bool):
+    """A tqdm bar (rate, ETA) fed by the ingest progress callback; a no-op when disabled."""
+    if not enabled:
+        yield None
+        return
+    from tqdm import tqdm
+
+    with tqdm(total=total, unit="item", desc="ingest", file=sys.stderr) as bar:
+
+        def on_progress(report) -> None:
+            bar.update(report.ingested + report.skipped + len(report.failed) - bar.n)
+
+        yield on_progress
 
 
 # -- search ----------------------------------------------------------------------------------

@@ -118,8 +118,13 @@ class IndexClient(ServiceClient):
             )
         return response.deleted
 
-    def get(self, collection: str, ids: Sequence[str], *, include_vectors: bool = False) -> list[Item]:
-        request = index_pb2.GetRequest(collection=collection, ids=list(ids), include_vectors=include_vectors)
+    def get(
+        self, collection: str, ids: Sequence[str], *, include_vectors: bool = False, missing_ok: bool = False
+    ) -> list[Item]:
+        """Items in request order. NOT_FOUND names unknown ids, unless ``missing_ok`` leaves them out."""
+        request = index_pb2.GetRequest(
+            collection=collection, ids=list(ids), include_vectors=include_vectors, missing_ok=missing_ok
+        )
         with translate_errors():
             response = self._stub.Get(request, timeout=self.timeout_s)
         return [Item.from_proto(item) for item in response.items]

@@ -135,15 +135,23 @@ class SearchClient:
         *,
         collection: str,
         batch_size: int = 32,
+        workers: int = 3,
+        resume: bool = True,
         on_progress: ProgressCallback | None = None,
     ) -> IngestReport:
-        """Embeds every catalog image and upserts it with the row's metadata."""
+        """Embeds every catalog image and upserts it with the row's metadata.
+
+        Pipelined over ``workers`` threads; with ``resume``, ids already stored with
+        the same image and metadata are skipped, so an interrupted run can be re-run.
+        """
         return ingest_catalog(
             self.encoder,
             self.index,
             catalog,
             collection=collection,
             batch_size=batch_size,
+            workers=workers,
+            resume=resume,
             on_progress=on_progress,
         )
 
