@@ -44,7 +44,7 @@ from clipsearch.index_client import (
     upsert_requests,
 )
 from clipsearch.ingest import ProgressCallback
-from clipsearch.query import Query, combine
+from clipsearch.query import Deadline, Query, combine_parts, page_without
 from clipsearch.types import CollectionInfo, Hit, IngestReport, Item, ModelInfo
 from clipsearch.v1 import encoder_pb2, encoder_pb2_grpc, index_pb2, index_pb2_grpc
 from clipsearch.wire import MetadataScalar, vectors_from_protos
@@ -267,6 +267,7 @@ class SearchClient:
         timeout_s: float = 60.0,
         options: ChannelOptions | None = None,
     ):
+        self.timeout_s = timeout_s
         self.encoder = EncoderClient(encoder, timeout_s=timeout_s, options=options)
         self.index = IndexClient(index, timeout_s=timeout_s, options=options)
         self._options = options
@@ -306,40 +307,59 @@ class SearchClient:
         k: int = 10,
         filter: FilterSpec | None = None,
         offset: int = 0,
+        ef_search: int = 0,
+        nprobe: int = 0,
+        timeout_s: float | None = None,
     ) -> list[Hit]:
-        if isinstance(query, str):
-            query = Query.text(query)
-        vector = await self.embed_query(query)
+        deadline = Deadline(timeout_s or self.timeout_s)
+        query = Query.text(query) if isinstance(query, str) else query
+        vector = await self.embed_query(query, timeout_s=deadline.remaining())
         return await self.index.search(
             collection,
             vector,
             k=k,
             filter=filter,
             offset=offset,
+            ef_search=ef_search,
+            nprobe=nprobe,
             model_fingerprint=self.encoder.last_fingerprint,
+            timeout_s=deadline.remaining(),
         )
 
-    async def search_text(self, text: str, *, collection: str, k: int = 10, **kwargs) -> list[Hit]:
-        return await self.search(Query.text(text), collection=collection, k=k, **kwargs)
+    async def search_text(self, text: str, *, collection: str, k: int = 10, **options) -> list[Hit]:
+        return await self.search(Query.text(text), collection=collection, k=k, **options)
 
-    async def search_image(self, image: ImageInput, *, collection: str, k: int = 10, **kwargs) -> list[Hit]:
-        return await self.search(Query.image(image), collection=collection, k=k, **kwargs)
+    async def search_image(self, image: ImageInput, *, collection: str, k: int = 10, **options) -> list[Hit]:
+        return await self.search(Query.image(image), collection=collection, k=k, **options)
 
     async def more_like_this(
-        self, item_id: str, *, collection: str, k: int = 10, filter: FilterSpec | None = None, offset: int = 0
+        self,
+        item_id: str,
+        *,
+        collection: str,
+        k: int = 10,
+        filter: FilterSpec | None = None,
+        offset: int = 0,
+        timeout_s: float | None = None,
     ) -> list[Hit]:
+        deadline = Deadline(timeout_s or self.timeout_s)
         [item] = await self.index.get(collection, [item_id], include_vectors=True)
-        hits = await self.index.search(collection, item.vector, k=offset + k + 1, filter=filter)
-        return [hit for hit in hits if hit.id != item_id][offset : offset + k]
-
-    async def embed_query(self, query: Query) -> np.ndarray:
-        texts, images = query.texts, query.images
-        parts = await asyncio.gather(
-            *([self.encoder.embed_texts([p.content for p in texts])] if texts else []),
-            *([self.encoder.embed_images([p.content for p in images])] if images else []),
+        hits = await self.index.search(
+            collection, item.vector, k=offset + k + 1, filter=filter, timeout_s=deadline.remaining()
         )
-        weights = [p.weight for p in texts] + [p.weight for p in images]
-        return combine(np.concatenate(parts) if parts else np.zeros((0, 0)), weights)
+        return page_without(hits, item_id, offset, k)
+
+    async def embed_query(self, query: Query, *, timeout_s: float | None = None) -> np.ndarray:
+        texts, images = query.texts, query.images
+        vectors = await asyncio.gather(
+            *([self.encoder.embed_texts([p.content for p in texts], timeout_s=timeout_s)] if texts else []),
+            *(
+                [self.encoder.embed_images([p.content for p in images], timeout_s=timeout_s)]
+                if images
+                else []
+            ),
+        )
+        return combine_parts(query, list(vectors))
 
     async def ingest(
         self,

@@ -57,6 +57,7 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:
     serve = commands.add_parser("serve", help="run a server")
     which = serve.add_subparsers(dest="service", required=True, metavar="SERVICE")
     # Each service owns its flags; its settings module needs only the stdlib.
+    from clipsearch.gateway.settings import GatewaySettings
     from encoder_service.settings import EncoderSettings
     from index_service.settings import IndexSettings
 
@@ -66,6 +67,11 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:
     index = which.add_parser("index", help="the FAISS index service")
     IndexSettings.add_arguments(index)
     index.set_defaults(handler=_serve_index)
+    gateway = which.add_parser(
+        "gateway", help="SearchService: the composed calls for other-language backends"
+    )
+    GatewaySettings.add_arguments(gateway)
+    gateway.set_defaults(handler=_serve_gateway)
 
 
 def _serve_encoder(args: argparse.Namespace) -> int:
@@ -80,6 +86,13 @@ def _serve_index(args: argparse.Namespace) -> int:
     from index_service.settings import IndexSettings
 
     return run(IndexSettings.from_args(args))
+
+
+def _serve_gateway(args: argparse.Namespace) -> int:
+    from clipsearch.gateway.server import run
+    from clipsearch.gateway.settings import GatewaySettings
+
+    return run(GatewaySettings.from_args(args))
 
 
 # -- ingest ----------------------------------------------------------------------------------

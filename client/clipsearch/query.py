@@ -12,6 +12,7 @@ negative term pushes away from what it names.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -73,3 +74,29 @@ def combine(vectors: np.ndarray, weights: Sequence[float]) -> np.ndarray:
     if norm < 1e-6:
         raise InvalidArgumentError("the query's parts cancel each other out", field="query")
     return (summed / norm).astype(np.float32)
+
+
+def combine_parts(query: Query, vectors: list[np.ndarray]) -> np.ndarray:
+    """Combines the embeddings of ``query.texts`` then ``query.images`` (in that order)."""
+    weights = [p.weight for p in query.texts] + [p.weight for p in query.images]
+    return combine(np.concatenate(vectors) if vectors else np.zeros((0, 0)), weights)
+
+
+def page_without(hits: list, item_id: str, offset: int, k: int) -> list:
+    """A page of more-like-this hits fetched from the top, with the item itself dropped.
+
+    Fetching from rank 0 and dropping the item keeps pages aligned whether or not
+    the item matches the filter.
+    """
+    return [hit for hit in hits if hit.id != item_id][offset : offset + k]
+
+
+class Deadline:
+    """One time budget for a composed call: each step gets what is left."""
+
+    def __init__(self, timeout_s: float):
+        self._expires = time.monotonic() + timeout_s
+
+    def remaining(self) -> float:
+        # A small positive floor lets the server answer DEADLINE_EXCEEDED itself.
+        return max(self._expires - time.monotonic(), 0.001)

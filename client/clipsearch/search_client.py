@@ -13,7 +13,7 @@ from clipsearch.filters import FilterSpec
 from clipsearch.images import ImageInput
 from clipsearch.index_client import IndexClient
 from clipsearch.ingest import ProgressCallback, ingest_catalog
-from clipsearch.query import Query, combine
+from clipsearch.query import Deadline, Query, combine_parts, page_without
 from clipsearch.types import CollectionInfo, Hit, IngestReport, ModelInfo
 
 
@@ -39,6 +39,7 @@ class SearchClient:
         timeout_s: float = 60.0,
         options: ChannelOptions | None = None,
     ):
+        self.timeout_s = timeout_s
         self.encoder = EncoderClient(encoder, timeout_s=timeout_s, options=options)
         self.index = IndexClient(index, timeout_s=timeout_s, options=options)
 
@@ -75,59 +76,65 @@ class SearchClient:
         k: int = 10,
         filter: FilterSpec | None = None,
         offset: int = 0,
+        ef_search: int = 0,
+        nprobe: int = 0,
+        timeout_s: float | None = None,
     ) -> list[Hit]:
-        """Search by a text or a hybrid :class:`~clipsearch.query.Query` of weighted texts and images."""
-        if isinstance(query, str):
-            query = Query.text(query)
-        return self._search(self.embed_query(query), collection, k, filter, offset)
+        """Search by a text or a hybrid :class:`~clipsearch.query.Query` of weighted texts and images.
 
-    def search_text(
-        self, text: str, *, collection: str, k: int = 10, filter: FilterSpec | None = None, offset: int = 0
-    ) -> list[Hit]:
-        return self.search(Query.text(text), collection=collection, k=k, filter=filter, offset=offset)
-
-    def search_image(
-        self,
-        image: ImageInput,
-        *,
-        collection: str,
-        k: int = 10,
-        filter: FilterSpec | None = None,
-        offset: int = 0,
-    ) -> list[Hit]:
-        """``image`` is a path, encoded bytes or a PIL image."""
-        return self.search(Query.image(image), collection=collection, k=k, filter=filter, offset=offset)
-
-    def more_like_this(
-        self, item_id: str, *, collection: str, k: int = 10, filter: FilterSpec | None = None, offset: int = 0
-    ) -> list[Hit]:
-        """Products closest to a stored one (itself excluded). NOT_FOUND for an unknown id."""
-        [item] = self.index.get(collection, [item_id], include_vectors=True)
-        # Fetch from the top and drop the item itself, so pages stay aligned whether
-        # or not the item matches the filter.
-        hits = self.index.search(collection, item.vector, k=offset + k + 1, filter=filter)
-        return [hit for hit in hits if hit.id != item_id][offset : offset + k]
-
-    def embed_query(self, query: Query) -> np.ndarray:
-        """The query's unit vector: its parts embedded, weighted and summed."""
-        texts, images = query.texts, query.images
-        vectors = []
-        if texts:
-            vectors.append(self.encoder.embed_texts([p.content for p in texts]))
-        if images:
-            vectors.append(self.encoder.embed_images([p.content for p in images]))
-        weights = [p.weight for p in texts] + [p.weight for p in images]
-        return combine(np.concatenate(vectors) if vectors else np.zeros((0, 0)), weights)
-
-    def _search(self, vector, collection: str, k: int, filter: FilterSpec | None, offset: int) -> list[Hit]:
+        ``timeout_s`` bounds the whole call (encode + search); ``ef_search``/``nprobe``
+        tune HNSW/IVF collections.
+        """
+        deadline = Deadline(timeout_s or self.timeout_s)
+        query = Query.text(query) if isinstance(query, str) else query
+        vector = self.embed_query(query, timeout_s=deadline.remaining())
         return self.index.search(
             collection,
             vector,
             k=k,
             filter=filter,
             offset=offset,
+            ef_search=ef_search,
+            nprobe=nprobe,
             model_fingerprint=self.encoder.last_fingerprint,
+            timeout_s=deadline.remaining(),
         )
+
+    def search_text(self, text: str, *, collection: str, k: int = 10, **options) -> list[Hit]:
+        """Options as :meth:`search` (filter, offset, ef_search, nprobe, timeout_s)."""
+        return self.search(Query.text(text), collection=collection, k=k, **options)
+
+    def search_image(self, image: ImageInput, *, collection: str, k: int = 10, **options) -> list[Hit]:
+        """``image`` is a path, encoded bytes or a PIL image. Options as :meth:`search`."""
+        return self.search(Query.image(image), collection=collection, k=k, **options)
+
+    def more_like_this(
+        self,
+        item_id: str,
+        *,
+        collection: str,
+        k: int = 10,
+        filter: FilterSpec | None = None,
+        offset: int = 0,
+        timeout_s: float | None = None,
+    ) -> list[Hit]:
+        """Products closest to a stored one (itself excluded). NOT_FOUND for an unknown id."""
+        deadline = Deadline(timeout_s or self.timeout_s)
+        [item] = self.index.get(collection, [item_id], include_vectors=True)
+        hits = self.index.search(
+            collection, item.vector, k=offset + k + 1, filter=filter, timeout_s=deadline.remaining()
+        )
+        return page_without(hits, item_id, offset, k)
+
+    def embed_query(self, query: Query, *, timeout_s: float | None = None) -> np.ndarray:
+        """The query's unit vector: its parts embedded, weighted and summed."""
+        texts, images = query.texts, query.images
+        vectors = []
+        if texts:
+            vectors.append(self.encoder.embed_texts([p.content for p in texts], timeout_s=timeout_s))
+        if images:
+            vectors.append(self.encoder.embed_images([p.content for p in images], timeout_s=timeout_s))
+        return combine_parts(query, vectors)
 
     def ingest(
         self,

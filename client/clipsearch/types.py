@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from clipsearch.v1 import encoder_pb2, index_pb2
-from clipsearch.wire import MetadataScalar, metadata_from_proto, vector_from_proto
+from clipsearch.wire import MetadataScalar, metadata_from_proto, metadata_to_proto, vector_from_proto
 
 METRIC_NAMES = {
     index_pb2.METRIC_COSINE: "cosine",
@@ -57,6 +57,9 @@ class Hit:
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "score": self.score, "metadata": dict(self.metadata)}
+
+    def to_proto(self) -> index_pb2.Hit:
+        return index_pb2.Hit(id=self.id, score=self.score, metadata=metadata_to_proto(self.metadata))
 
 
 @dataclass(frozen=True)

@@ -52,9 +52,16 @@ class ServiceBinding:
 class ManagedServer:
     """Owns a grpc.aio server, its health servicer and its shutdown."""
 
-    def __init__(self, options: ServerOptions, services: Sequence[ServiceBinding]):
+    def __init__(
+        self,
+        options: ServerOptions,
+        services: Sequence[ServiceBinding],
+        on_stop: Sequence[Callable[[], Any]] = (),
+    ):
+        """``on_stop`` callables (sync or async) run after the server stopped, e.g. to close clients."""
         self.options = options
         self.services = list(services)
+        self._on_stop = list(on_stop)
         self.health = health.aio.HealthServicer()
         self.port: int | None = None
         self._server = grpc.aio.server(
@@ -72,6 +79,10 @@ class ManagedServer:
     @property
     def server(self) -> grpc.aio.Server:
         return self._server
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
 
     async def start(self) -> int:
         """Binds and starts serving RPCs; health says NOT_SERVING until :meth:`set_serving`."""
@@ -106,6 +117,10 @@ class ManagedServer:
         self._stopping = True
         await self.health.enter_graceful_shutdown()
         await self._server.stop(self.options.grace_s if grace_s is None else grace_s)
+        for callback in self._on_stop:
+            result = callback()
+            if asyncio.iscoroutine(result):
+                await result
 
     async def wait_for_termination(self) -> None:
         await self._server.wait_for_termination()

@@ -1,0 +1,1 @@
+"""The gateway: clipsearch.v1.SearchService, the composed calls as one gRPC service."""
