@@ -1,0 +1,157 @@
+"""The index engine: every collection under one data directory, and their upkeep.
+
+Layout (docs/index.md)::
+
+    <data-dir>/LOCK                             flock: one server per data directory
+    <data-dir>/collections/<name>/store.sqlite  source of truth (WAL)
+    <data-dir>/collections/<name>/shard-NNNN/snap-<sequence>.faiss
+    <data-dir>/tmp/, <data-dir>/trash/          half-made and half-dropped collections
+
+A collection is created in ``tmp/`` and renamed into ``collections/``; dropped by renaming
+into ``trash/`` and deleting there. Both renames are atomic, so a crash never leaves a
+half-made collection in ``collections/``; ``tmp/`` and ``trash/`` are emptied at start.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import shutil
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from clipsearch.errors import AlreadyExistsError, NotFoundError
+from index_service import snapshots
+from index_service.collection import STORE_FILE, Collection, CollectionOptions
+from index_service.config import CollectionConfig, CollectionInfo, check_name
+from index_service.kinds import IndexKind
+from index_service.store import Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    data_dir: Path
+    search_threads: int = 2
+    collection: CollectionOptions = field(default_factory=CollectionOptions)
+    #: Run snapshots, training and rebuilds in a background thread (tests may drive them by hand).
+    background: bool = True
+    #: Seconds the background thread sleeps when nothing is due.
+    idle_s: float = 0.5
+
+
+class DataDirLockedError(RuntimeError):
+    pass
+
+
+class Engine:
+    def __init__(self, options: EngineOptions):
+        self.options = options
+        self.root = Path(options.data_dir)
+        for sub in ("collections", "tmp", "trash"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        self._lock_file = open(self.root / "LOCK", "a+")
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock_file.close()
+            raise DataDirLockedError(f"{self.root} is in use by another index server") from None
+        for sub in ("tmp", "trash"):
+            for leftover in (self.root / sub).iterdir():
+                shutil.rmtree(leftover, ignore_errors=True)
+        self._pool = ThreadPoolExecutor(options.search_threads, thread_name_prefix="shard-search")
+        self._mutex = threading.Lock()
+        self._collections: dict[str, Collection] = {}
+        for path in sorted((self.root / "collections").iterdir()):
+            if (path / STORE_FILE).exists():
+                self._collections[path.name] = Collection.open(path, self._pool, options.collection)
+        self._stop = threading.Event()
+        self._worker: threading.Thread | None = None
+        if options.background:
+            self._worker = threading.Thread(
+                target=self._maintain_forever, name="index-maintenance", daemon=True
+            )
+            self._worker.start()
+
+    # -- collections -------------------------------------------------------------------------
+
+    def create_collection(self, config: CollectionConfig, *, exist_ok: bool = False) -> CollectionInfo:
+        config = config.validated()
+        IndexKind.describe(config.index_spec, config.dimension, config.metric)
+        with self._mutex:
+            existing = self._collections.get(config.name)
+            if existing is not None:
+                if exist_ok and existing.config.same_settings(config):
+                    return existing.info()
+                raise AlreadyExistsError(
+                    f"collection {config.name!r} already exists"
+                    + (" with other settings" if exist_ok else ""),
+                    field="config.name",
+                )
+            staging = self.root / "tmp" / f"{config.name}.{uuid.uuid4().hex}"
+            staging.mkdir()
+            Store.create(staging / STORE_FILE, config).close()
+            final = self.root / "collections" / config.name
+            os.replace(staging, final)
+            snapshots.fsync_dir(final.parent)
+            collection = Collection.open(final, self._pool, self.options.collection)
+            self._collections[config.name] = collection
+            return collection.info()
+
+    def collection(self, name: str) -> Collection:
+        check_name(name)
+        found = self._collections.get(name)
+        if found is None:
+            raise NotFoundError(f"no collection named {name!r}", field="collection")
+        return found
+
+    def list_collections(self) -> list[CollectionInfo]:
+        return [c.info() for _, c in sorted(self._collections.items())]
+
+    def drop_collection(self, name: str, *, missing_ok: bool = False) -> bool:
+        check_name(name)
+        with self._mutex:
+            collection = self._collections.pop(name, None)
+        if collection is None:
+            if missing_ok:
+                return False
+            raise NotFoundError(f"no collection named {name!r}", field="collection")
+        collection.close(snapshot=False)
+        collection.drop_files(self.root / "trash" / f"{name}.{uuid.uuid4().hex}")
+        return True
+
+    # -- upkeep ------------------------------------------------------------------------------
+
+    def maintain_once(self) -> bool:
+        """Runs at most one due job per collection; False when nothing was due."""
+        did = False
+        for collection in list(self._collections.values()):
+            try:
+                did = collection.maintain() or did
+            except Exception:
+                log.exception("maintenance of %s failed", collection.config.name)
+        return did
+
+    def _maintain_forever(self) -> None:
+        while not self._stop.is_set():
+            if not self.maintain_once():
+                self._stop.wait(self.options.idle_s)
+
+    def close(self, *, snapshot: bool = True) -> None:
+        """Stops the upkeep thread, snapshots what changed (if asked) and releases the data dir."""
+        self._stop.set()
+        if self._worker is not None:
+            self._worker.join()
+        with self._mutex:
+            collections = list(self._collections.values())
+            self._collections.clear()
+        for collection in collections:
+            collection.close(snapshot=snapshot)
+        self._pool.shutdown(wait=True)
+        fcntl.flock(self._lock_file, fcntl.LOCK_UN)
+        self._lock_file.close()

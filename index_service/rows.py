@@ -1,0 +1,146 @@
+"""A shard's in-memory view of its items: labels, ids, metadata and filter columns.
+
+Rows are appended in label order (labels only grow), so ``labels`` stays sorted and a
+label's row is found by binary search. Deleting marks a row dead; :meth:`RowTable.compact`
+drops dead rows once they dominate. Metadata is kept twice: as compact JSON to return with
+hits, and as typed columns (number, string code, bool) for vectorized filtering.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from index_service.config import MetadataValue
+
+_MIN_CAPACITY = 1024
+
+
+@dataclass
+class FieldColumn:
+    """One metadata field; each kind's array is created when a value of that kind first appears."""
+
+    number: np.ndarray | None = None  # float64, NaN where absent
+    code: np.ndarray | None = None  # int32 into codebook, -1 where absent
+    flag: np.ndarray | None = None  # int8 0/1, -1 where absent
+    codebook: dict[str, int] = field(default_factory=dict)
+
+    def grow(self, capacity: int) -> None:
+        self.number = _grown(self.number, capacity, np.nan)
+        self.code = _grown(self.code, capacity, -1)
+        self.flag = _grown(self.flag, capacity, -1)
+
+    def set(self, row: int, value: MetadataValue, capacity: int) -> None:
+        if isinstance(value, bool):
+            if self.flag is None:
+                self.flag = np.full(capacity, -1, dtype=np.int8)
+            self.flag[row] = int(value)
+        elif isinstance(value, str):
+            if self.code is None:
+                self.code = np.full(capacity, -1, dtype=np.int32)
+            self.code[row] = self.codebook.setdefault(value, len(self.codebook))
+        else:
+            if self.number is None:
+                self.number = np.full(capacity, np.nan, dtype=np.float64)
+            self.number[row] = float(value)
+
+
+def _grown(array: np.ndarray | None, capacity: int, fill: float) -> np.ndarray | None:
+    if array is None or len(array) >= capacity:
+        return array
+    bigger = np.full(capacity, fill, dtype=array.dtype)
+    bigger[: len(array)] = array
+    return bigger
+
+
+def encode_metadata(metadata: dict[str, MetadataValue]) -> str:
+    return json.dumps(metadata, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+class RowTable:
+    def __init__(self) -> None:
+        self.n = 0
+        self.live = 0
+        self.labels = np.zeros(_MIN_CAPACITY, dtype=np.int64)
+        self.alive = np.zeros(_MIN_CAPACITY, dtype=bool)
+        self.ids: list[str] = []
+        self.metadata: list[str] = []
+        self.columns: dict[str, FieldColumn] = {}
+
+    @property
+    def capacity(self) -> int:
+        return len(self.labels)
+
+    def append(self, labels: np.ndarray, ids: Sequence[str], metadata_json: Sequence[str]) -> None:
+        """Adds live rows; ``labels`` must be increasing and above every label already here."""
+        count = len(labels)
+        if count == 0:
+            return
+        if self.n and labels[0] <= self.labels[self.n - 1]:
+            raise ValueError("labels must be appended in increasing order")
+        self._reserve(self.n + count)
+        start = self.n
+        self.labels[start : start + count] = labels
+        self.alive[start : start + count] = True
+        self.ids.extend(ids)
+        self.metadata.extend(metadata_json)
+        for offset, text in enumerate(metadata_json):
+            if text != "{}":
+                for key, value in json.loads(text).items():
+                    self._column(key).set(start + offset, value, self.capacity)
+        self.n += count
+        self.live += count
+
+    def _column(self, key: str) -> FieldColumn:
+        column = self.columns.get(key)
+        if column is None:
+            column = self.columns[key] = FieldColumn()
+        return column
+
+    def _reserve(self, needed: int) -> None:
+        if needed <= self.capacity:
+            return
+        capacity = max(needed, 2 * self.capacity)
+        self.labels = np.concatenate([self.labels, np.zeros(capacity - self.capacity, dtype=np.int64)])
+        self.alive = np.concatenate([self.alive, np.zeros(capacity - len(self.alive), dtype=bool)])
+        for column in self.columns.values():
+            column.grow(capacity)
+
+    def rows_of(self, labels: np.ndarray) -> np.ndarray:
+        """Row of each label, -1 for labels not here (or dead)."""
+        labels = np.asarray(labels, dtype=np.int64)
+        rows = np.searchsorted(self.labels[: self.n], labels)
+        inside = rows < self.n
+        found = np.zeros(len(labels), dtype=bool)
+        found[inside] = self.labels[rows[inside]] == labels[inside]
+        found[found] = self.alive[rows[found]]
+        return np.where(found, rows, -1)
+
+    def kill(self, labels: np.ndarray) -> int:
+        rows = self.rows_of(labels)
+        rows = rows[rows >= 0]
+        self.alive[rows] = False
+        self.live -= len(rows)
+        return len(rows)
+
+    def live_labels(self) -> np.ndarray:
+        return self.labels[: self.n][self.alive[: self.n]]
+
+    def max_label(self) -> int:
+        return int(self.labels[self.n - 1]) if self.n else -1
+
+    def item(self, row: int) -> tuple[str, dict[str, MetadataValue]]:
+        return self.ids[row], json.loads(self.metadata[row])
+
+    def needs_compaction(self) -> bool:
+        return self.n - self.live > max(1024, self.live)
+
+    def compacted(self) -> RowTable:
+        """A copy without the dead rows (columns rebuilt)."""
+        keep = np.flatnonzero(self.alive[: self.n])
+        fresh = RowTable()
+        fresh.append(self.labels[keep], [self.ids[i] for i in keep], [self.metadata[i] for i in keep])
+        return fresh

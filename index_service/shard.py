@@ -1,0 +1,211 @@
+"""One shard: a FAISS index and the rows it holds, behind a readers-writer lock.
+
+Searches take the read lock (so they run in parallel; FAISS releases the GIL), writes and
+index swaps take the write lock briefly. Everything a search returns is resolved against
+the rows while the read lock is held, so a hit is always a live item: labels the index
+still holds for deleted items (HNSW cannot remove) are excluded by an ``IDSelector``, and
+any label that is not alive is dropped before it leaves the shard.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import faiss
+import numpy as np
+
+from index_service.config import Metric, SearchParams
+from index_service.filters import Filter, evaluate
+from index_service.kinds import IndexKind, bitmap_selector, is_staging, search_parameters
+from index_service.rows import RowTable
+from index_service.rwlock import RWLock
+
+#: Fetches (labels, vectors) for labels from the store; used by the exact fallback.
+VectorReader = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+@dataclass
+class ShardResult:
+    """Per query, up to K candidates: score (higher is closer), label, id, metadata JSON."""
+
+    scores: np.ndarray  # (nq, K) float32, -inf where empty
+    labels: np.ndarray  # (nq, K) int64, -1 where empty
+    ids: np.ndarray  # (nq, K) object
+    metadata: np.ndarray  # (nq, K) object
+
+
+class Shard:
+    def __init__(
+        self, number: int, kind: IndexKind, index: faiss.Index, rows: RowTable, *, dead_in_index: int
+    ):
+        self.number = number
+        self.kind = kind
+        self.index = index
+        self.rows = rows
+        #: Deleted items still inside an index that cannot remove ids (masked at search time).
+        self.dead_in_index = dead_in_index
+        self.lock = RWLock()
+        #: Sequence number the shard's state reflects (what a snapshot of it covers).
+        self.applied_seq = 0
+        #: Writes since the last snapshot, and when that snapshot was taken.
+        self.dirty = 0
+        self.snapshot_time = time.monotonic()
+        self._version = 0
+        self._alive_cache: tuple[int, faiss.IDSelector, np.ndarray] | None = None
+
+    # -- state -------------------------------------------------------------------------------
+
+    @property
+    def trained(self) -> bool:
+        return not is_staging(self.index, self.kind)
+
+    @property
+    def exact(self) -> bool:
+        return self.kind.exact or not self.trained
+
+    @property
+    def removable(self) -> bool:
+        return self.kind.removable or not self.trained
+
+    def needs_rebuild(self, dead_ratio: float) -> bool:
+        if not self.trained:
+            return self.rows.live >= self.kind.train_threshold
+        return self.dead_in_index > 0 and self.dead_in_index >= dead_ratio * max(1, self.index.ntotal)
+
+    # -- writes (caller holds the collection's write mutex) -----------------------------------
+
+    def apply(
+        self,
+        sequence: int,
+        removed: np.ndarray,
+        labels: np.ndarray,
+        vectors: np.ndarray,
+        ids: list[str],
+        metadata: list[str],
+    ) -> None:
+        with self.lock.write():
+            if len(removed):
+                killed = self.rows.kill(removed)
+                if self.removable:
+                    self.index.remove_ids(faiss.IDSelectorBatch(removed))
+                else:
+                    self.dead_in_index += killed
+            if len(labels):
+                self.index.add_with_ids(vectors, labels)
+                self.rows.append(labels, ids, metadata)
+            if self.rows.needs_compaction():
+                self.rows = self.rows.compacted()
+            self.applied_seq = sequence
+            self.dirty += len(removed) + len(labels)
+            self._version += 1
+
+    def swap_index(self, index: faiss.Index, dead_in_index: int) -> None:
+        """Installs a rebuilt index (built from the same live rows)."""
+        with self.lock.write():
+            self.index = index
+            self.dead_in_index = dead_in_index
+            self.dirty += 1
+            self._version += 1
+
+    # -- search ------------------------------------------------------------------------------
+
+    def search(
+        self,
+        queries: np.ndarray,
+        k: int,
+        filter_: Filter | None,
+        params: SearchParams,
+        read_vectors: VectorReader,
+        exact_fallback_max: int,
+    ) -> ShardResult:
+        with self.lock.read():
+            selector, keep, candidates = self._selection(filter_)
+            width = min(k, candidates)
+            if width == 0:
+                return _empty(len(queries))
+            search_params = search_parameters(self.index, selector, params.ef_search, params.nprobe)
+            distances, labels = self.index.search(queries, width, params=search_params)
+            del keep
+            if not self.exact and (labels < 0).any() and candidates <= exact_fallback_max:
+                distances, labels = self._exact(queries, width, filter_, read_vectors)
+            scores = -distances if self.kind.metric == Metric.L2 else distances
+            return self._resolve(scores, labels)
+
+    def _selection(self, filter_: Filter | None) -> tuple[faiss.IDSelector | None, np.ndarray | None, int]:
+        """(selector, buffer it reads, number of candidates) for this search."""
+        rows = self.rows
+        if filter_ is not None:
+            selected = rows.labels[: rows.n][evaluate(filter_, rows) & rows.alive[: rows.n]]
+            if len(selected) == 0:
+                return None, None, 0
+            selector, bitmap = bitmap_selector(selected)
+            return selector, bitmap, len(selected)
+        if self.dead_in_index == 0:
+            return None, None, rows.live
+        cached = self._alive_cache
+        if cached is None or cached[0] != self._version:
+            selector, bitmap = bitmap_selector(rows.live_labels())
+            cached = self._alive_cache = (self._version, selector, bitmap)
+        return cached[1], cached[2], rows.live
+
+    def _exact(
+        self, queries: np.ndarray, width: int, filter_: Filter | None, read_vectors: VectorReader
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Brute force over the candidates' stored vectors (when an approximate search came back short)."""
+        rows = self.rows
+        mask = rows.alive[: rows.n].copy()
+        if filter_ is not None:
+            mask &= evaluate(filter_, rows)
+        labels, vectors = read_vectors(rows.labels[: rows.n][mask])
+        return exact_search(queries, labels, vectors, width, self.kind.metric)
+
+    def _resolve(self, scores: np.ndarray, labels: np.ndarray) -> ShardResult:
+        rows_of = self.rows.rows_of(labels.ravel()).reshape(labels.shape)
+        valid = rows_of >= 0
+        ids = np.empty(labels.shape, dtype=object)
+        metadata = np.empty(labels.shape, dtype=object)
+        for q, j in zip(*np.nonzero(valid), strict=True):
+            row = rows_of[q, j]
+            ids[q, j] = self.rows.ids[row]
+            metadata[q, j] = self.rows.metadata[row]
+        return ShardResult(
+            scores=np.where(valid, scores, -np.inf).astype(np.float32),
+            labels=np.where(valid, labels, -1),
+            ids=ids,
+            metadata=metadata,
+        )
+
+
+def exact_search(
+    queries: np.ndarray, labels: np.ndarray, vectors: np.ndarray, k: int, metric: Metric
+) -> tuple[np.ndarray, np.ndarray]:
+    """FAISS-style (distances, labels) by brute force, ties broken by the lower label."""
+    nq = len(queries)
+    if len(labels) == 0:
+        return np.full((nq, k), np.inf, dtype=np.float32), np.full((nq, k), -1, dtype=np.int64)
+    if metric == Metric.L2:
+        distances = faiss.pairwise_distances(queries, vectors)
+        order_key = distances
+    else:
+        distances = queries @ vectors.T
+        order_key = -distances
+    width = min(k, len(labels))
+    order = np.lexsort((np.broadcast_to(labels, order_key.shape), order_key), axis=-1)[:, :width]
+    out_d = np.take_along_axis(distances, order, axis=1)
+    out_l = labels[order]
+    if width < k:
+        pad = k - width
+        out_d = np.pad(out_d, ((0, 0), (0, pad)), constant_values=np.nan)
+        out_l = np.pad(out_l, ((0, 0), (0, pad)), constant_values=-1)
+    return out_d.astype(np.float32), out_l
+
+
+def _empty(nq: int) -> ShardResult:
+    return ShardResult(
+        scores=np.zeros((nq, 0), dtype=np.float32),
+        labels=np.zeros((nq, 0), dtype=np.int64),
+        ids=np.empty((nq, 0), dtype=object),
+        metadata=np.empty((nq, 0), dtype=object),
+    )
