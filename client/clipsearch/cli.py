@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_search(commands)
     _add_collections(commands)
     _add_health(commands)
+    _add_loadtest(commands)
     _add_demo_catalog(commands)
     return parser
 
@@ -269,6 +270,24 @@ def _health(args: argparse.Namespace) -> int:
         print(f"{name} {address}: {status}")
         healthy &= status == "SERVING"
     return 0 if healthy else 1
+
+
+# -- loadtest --------------------------------------------------------------------------------
+
+
+def _add_loadtest(commands: argparse._SubParsersAction) -> None:
+    from clipsearch.loadtest.command import add_arguments
+
+    loadtest = commands.add_parser("loadtest", help="closed- or open-loop load with a latency report")
+    add_arguments(loadtest)
+    _add_addresses(loadtest)
+    loadtest.set_defaults(handler=_loadtest)
+
+
+def _loadtest(args: argparse.Namespace) -> int:
+    from clipsearch.loadtest.command import run
+
+    return run(args)
 
 
 # -- demo-catalog ----------------------------------------------------------------------------

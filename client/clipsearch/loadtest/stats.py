@@ -1,0 +1,90 @@
+"""Latency samples and the report: throughput, percentiles per call type and stage, errors."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Sample:
+    kind: str
+    #: Seconds since the measured phase began, when the request was scheduled.
+    started_s: float
+    #: Scheduled-to-done seconds (open loop counts queueing: no coordinated omission).
+    latency_s: float
+    encode_s: float
+    search_s: float
+    status: str = "OK"
+
+
+@dataclass
+class Recorder:
+    samples: list[Sample] = field(default_factory=list)
+    dropped: int = 0
+    recall: list[float] = field(default_factory=list)
+
+    def add(self, sample: Sample) -> None:
+        self.samples.append(sample)
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {"p50": 0.0, "p90": 0.0, "p99": 0.0, "max": 0.0, "mean": 0.0}
+    array = np.asarray(values) * 1000.0
+    p50, p90, p99 = np.percentile(array, [50, 90, 99])
+    return {"p50": p50, "p90": p90, "p99": p99, "max": float(array.max()), "mean": float(array.mean())}
+
+
+def summarize(recorder: Recorder, duration_s: float, settings: dict) -> dict:
+    ok = [s for s in recorder.samples if s.status == "OK"]
+    by_kind: dict[str, list[Sample]] = defaultdict(list)
+    for sample in ok:
+        by_kind[sample.kind].append(sample)
+    calls = {
+        kind: {
+            "count": len(samples),
+            "latency_ms": percentiles([s.latency_s for s in samples]),
+            "encode_ms": percentiles([s.encode_s for s in samples]),
+            "search_ms": percentiles([s.search_s for s in samples]),
+        }
+        for kind, samples in sorted(by_kind.items())
+    }
+    errors = Counter(s.status for s in recorder.samples if s.status != "OK")
+    return {
+        "settings": settings,
+        "duration_s": round(duration_s, 3),
+        "requests": len(recorder.samples),
+        "ok": len(ok),
+        "throughput_rps": len(ok) / duration_s if duration_s > 0 else 0.0,
+        "latency_ms": percentiles([s.latency_s for s in ok]),
+        "calls": calls,
+        "errors": dict(errors),
+        "dropped_client_side": recorder.dropped,
+        "recall_at_k": float(np.mean(recorder.recall)) if recorder.recall else None,
+    }
+
+
+def format_table(summary: dict) -> str:
+    lines = [
+        f"{summary['requests']} requests in {summary['duration_s']:.1f}s, {summary['ok']} ok, "
+        f"{summary['throughput_rps']:.1f} req/s ({summary['settings']['mode']})",
+        "",
+        f"{'call':<8} {'stage':<7} {'count':>6} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'max ms':>8}",
+    ]
+    for kind, call in summary["calls"].items():
+        for stage, key in (("total", "latency_ms"), ("encode", "encode_ms"), ("search", "search_ms")):
+            p = call[key]
+            count = str(call["count"]) if stage == "total" else ""
+            figures = " ".join(f"{p[name]:>8.1f}" for name in ("p50", "p90", "p99", "max"))
+            lines.append(f"{kind:<8} {stage:<7} {count:>6} {figures}")
+    if summary["errors"]:
+        lines.append("")
+        lines.append("errors: " + ", ".join(f"{code} {n}" for code, n in sorted(summary["errors"].items())))
+    if summary["dropped_client_side"]:
+        lines.append(f"not sent (client at --max-in-flight): {summary['dropped_client_side']}")
+    if summary["recall_at_k"] is not None:
+        lines.append(f"recall@{summary['settings']['k']} vs exact: {summary['recall_at_k']:.4f}")
+    return "\n".join(lines)
