@@ -1,0 +1,142 @@
+"""``clipsearch.v1`` messages <-> the core's plain values (protobuf only, no gRPC).
+
+Shared by the gRPC servicer and any other transport that speaks the same messages. Every
+error names the request field at fault, e.g. ``filter.all.filters[1].condition.field``.
+"""
+
+from __future__ import annotations
+
+import math
+
+from clipsearch.errors import InvalidArgumentError
+from clipsearch.v1 import index_pb2, types_pb2
+from clipsearch.wire import (
+    metadata_to_proto,
+    metadata_value_from_proto,
+    vector_from_proto,
+    vector_to_proto,
+)
+from index_service import filters
+from index_service.config import CollectionConfig, CollectionInfo, Hit, MetadataValue, Metric, StoredItem
+
+
+def config_from_proto(message: index_pb2.CollectionConfig) -> CollectionConfig:
+    if message.metric and message.metric not in Metric.__members__.values():
+        raise InvalidArgumentError(f"config.metric: unknown metric {message.metric}", field="config.metric")
+    return CollectionConfig(
+        name=message.name,
+        dimension=message.dimension,
+        metric=Metric(message.metric) if message.metric else Metric.COSINE,
+        num_shards=message.num_shards,
+        index_spec=message.index_spec,
+        model_fingerprint=message.model_fingerprint,
+        model_name=message.model_name,
+    )
+
+
+def info_to_proto(info: CollectionInfo) -> index_pb2.CollectionInfo:
+    c = info.config
+    return index_pb2.CollectionInfo(
+        config=index_pb2.CollectionConfig(
+            name=c.name,
+            dimension=c.dimension,
+            metric=int(c.metric),
+            num_shards=c.num_shards,
+            index_spec=c.index_spec,
+            model_fingerprint=c.model_fingerprint,
+            model_name=c.model_name,
+        ),
+        item_count=info.item_count,
+        shards=[
+            index_pb2.ShardInfo(shard=s.shard, item_count=s.item_count, trained=s.trained)
+            for s in info.shards
+        ],
+    )
+
+
+def metadata_from_proto(entries: dict[str, types_pb2.MetadataValue], where: str) -> dict[str, MetadataValue]:
+    result: dict[str, MetadataValue] = {}
+    for key, message in entries.items():
+        result[key] = _value(message, f"{where}.{key}")
+    return result
+
+
+def _value(message: types_pb2.MetadataValue, where: str) -> MetadataValue:
+    value = metadata_value_from_proto(message)
+    if value is None:
+        raise InvalidArgumentError(f"{where}: the value is unset (string, number or bool)", field=where)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InvalidArgumentError(f"{where}: numbers must be finite", field=where)
+    return value
+
+
+def items_from_proto(
+    items: list[index_pb2.Item],
+) -> tuple[list[str], list, list[dict[str, MetadataValue]]]:
+    ids = [item.id for item in items]
+    vectors = [vector_from_proto(item.vector, field=f"items[{i}].vector") for i, item in enumerate(items)]
+    metadata = [metadata_from_proto(item.metadata, f"items[{i}].metadata") for i, item in enumerate(items)]
+    return ids, vectors, metadata
+
+
+def queries_from_proto(queries: list) -> list:
+    return [vector_from_proto(q, field=f"queries[{i}]") for i, q in enumerate(queries)]
+
+
+def item_to_proto(item: StoredItem) -> index_pb2.Item:
+    message = index_pb2.Item(id=item.id, metadata=metadata_to_proto(item.metadata))
+    if item.vector is not None:
+        message.vector.CopyFrom(vector_to_proto(item.vector))
+    return message
+
+
+def hit_to_proto(hit: Hit) -> index_pb2.Hit:
+    return index_pb2.Hit(id=hit.id, score=hit.score, metadata=metadata_to_proto(hit.metadata))
+
+
+def filter_from_proto(message: index_pb2.Filter, where: str = "filter") -> filters.Filter:
+    kind = message.WhichOneof("kind")
+    if kind is None:
+        raise InvalidArgumentError(f"{where}: empty filter (set condition, all, any or negate)", field=where)
+    if kind == "condition":
+        return _condition(message.condition, f"{where}.condition")
+    if kind == "negate":
+        return filters.Not(filter_from_proto(message.negate, f"{where}.negate"))
+    group = getattr(message, kind).filters
+    if not group:
+        raise InvalidArgumentError(
+            f"{where}.{kind}.filters: needs at least one filter", field=f"{where}.{kind}.filters"
+        )
+    children = tuple(
+        filter_from_proto(child, f"{where}.{kind}.filters[{i}]") for i, child in enumerate(group)
+    )
+    return filters.All(children) if kind == "all" else filters.AnyOf(children)
+
+
+def _condition(message: index_pb2.FieldCondition, where: str) -> filters.Filter:
+    if not message.field:
+        raise InvalidArgumentError(f"{where}.field: name the metadata field to test", field=f"{where}.field")
+    test = message.WhichOneof("test")
+    if test == "equals":
+        return filters.Equals(message.field, _value(message.equals, f"{where}.equals"))
+    if test == "in":
+        values = getattr(message, "in").values
+        if not values:
+            raise InvalidArgumentError(
+                f"{where}.in.values: needs at least one value", field=f"{where}.in.values"
+            )
+        return filters.In(
+            message.field, tuple(_value(v, f"{where}.in.values[{i}]") for i, v in enumerate(values))
+        )
+    if test == "range":
+        bounds = {}
+        for name in ("gt", "gte", "lt", "lte"):
+            if message.range.HasField(name):
+                bound = getattr(message.range, name)
+                if math.isnan(bound):
+                    raise InvalidArgumentError(f"{where}.range.{name}: NaN", field=f"{where}.range.{name}")
+                bounds[name] = bound
+        if not bounds:
+            raise InvalidArgumentError(f"{where}.range: set at least one bound", field=f"{where}.range")
+        return filters.Range(message.field, **bounds)
+    raise InvalidArgumentError(f"{where}: set a test (equals, in or range)", field=where)
