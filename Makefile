@@ -17,6 +17,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+NODE_STAMP := tests/interop/node_modules/.installed
+$(NODE_STAMP): tests/interop/package-lock.json
+	cd tests/interop && npm ci --no-audit --no-fund --loglevel=error
+	touch $(NODE_STAMP)
+
 install: $(STAMP) ## Create .venv and install clipsearch with every extra
 
 demo: $(STAMP) ## Start both services, ingest the demo catalog, run a text and an image query
@@ -25,7 +30,7 @@ demo: $(STAMP) ## Start both services, ingest the demo catalog, run a text and a
 demo-stop: $(STAMP) ## Stop the services `make demo` started
 	$(PY) -m clipsearch.demo.run --stop
 
-test: $(STAMP) ## Run the whole test suite (real servers on loopback)
+test: $(STAMP) $(NODE_STAMP) ## Run the whole test suite (real servers on loopback)
 	$(PY) -m pytest -q
 
 test-fast: $(STAMP) ## Unit tests only
