@@ -7,7 +7,6 @@ in-flight calls finish.
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 
@@ -16,36 +15,13 @@ import pytest
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 from harness import ServerThread
+from standin import StandInEncoder
 
 from clipsearch import EncoderClient
 from clipsearch.errors import InternalError, InvalidArgumentError, ResourceExhaustedError
 from clipsearch.health import check_health
 from clipsearch.serving.server import ManagedServer, ServerOptions, ServiceBinding
-from clipsearch.serving.status import map_errors
 from clipsearch.v1 import encoder_pb2, encoder_pb2_grpc
-from clipsearch.wire import vector_to_proto
-
-
-class StandInEncoder(encoder_pb2_grpc.EncoderServiceServicer):
-    @map_errors
-    async def Embed(self, request, context):
-        text = request.inputs[0].text if request.inputs else ""
-        if not text:
-            raise InvalidArgumentError("inputs[0].text: empty text", field="inputs[0].text")
-        if text == "busy":
-            raise ResourceExhaustedError("queue full", retry_after_s=0.5)
-        if text == "crash":
-            raise RuntimeError("secret internal detail")
-        if text == "slow":
-            await asyncio.sleep(1.5)
-        return encoder_pb2.EmbedResponse(embeddings=[vector_to_proto([1.0, 0.0])], model_fingerprint="fp")
-
-    @map_errors
-    async def EmbedStream(self, request_iterator, context):
-        async for chunk in request_iterator:
-            if chunk.chunk_id == "bad":
-                raise InvalidArgumentError("chunk_id: bad", field="chunk_id")
-            yield encoder_pb2.EmbedStreamResponse(chunk_id=chunk.chunk_id)
 
 
 def _factory(serving: bool = True):

@@ -19,6 +19,10 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from prometheus_client import CollectorRegistry, start_http_server
+
+from clipsearch.serving.observability import ObservabilityInterceptor, RpcMetrics
+from clipsearch.serving.security import TlsFiles, TokenAuthInterceptor, TokenScopes, check_bind_is_safe
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +42,14 @@ class ServerOptions:
     reflection: bool = True
     #: Seconds in-flight calls get to finish after SIGTERM.
     grace_s: float = 10.0
+    #: Serve TLS (mutual TLS when it names a client CA).
+    tls: TlsFiles | None = None
+    #: Require ``authorization: Bearer`` tokens with read/write scopes.
+    tokens: TokenScopes | None = None
+    #: Allow a non-loopback bind without TLS and tokens.
+    insecure: bool = False
+    #: Serve Prometheus metrics over HTTP on this port (same host); 0 = off.
+    metrics_port: int = 0
 
 
 @dataclass(frozen=True)
@@ -64,7 +76,17 @@ class ManagedServer:
         self._on_stop = list(on_stop)
         self.health = health.aio.HealthServicer()
         self.port: int | None = None
+        self.metrics_port: int | None = None
+        #: This server's Prometheus registry; cores add their own metrics to it.
+        self.metrics_registry = CollectorRegistry()
+        self._metrics_http = None
+        interceptors: list[grpc.aio.ServerInterceptor] = [
+            ObservabilityInterceptor(RpcMetrics(self.metrics_registry))
+        ]
+        if options.tokens is not None:
+            interceptors.append(TokenAuthInterceptor(options.tokens))
         self._server = grpc.aio.server(
+            interceptors=interceptors,
             options=[
                 ("grpc.max_receive_message_length", options.max_message_bytes),
                 ("grpc.max_send_message_length", options.max_message_bytes),
@@ -94,10 +116,24 @@ class ManagedServer:
             reflection.enable_server_reflection(
                 [*names, health.SERVICE_NAME, reflection.SERVICE_NAME], self._server
             )
+        check_bind_is_safe(
+            self.options.host,
+            tls=self.options.tls is not None,
+            auth=self.options.tokens is not None,
+            insecure=self.options.insecure,
+        )
         address = f"{self.options.host}:{self.options.port}"
-        self.port = self._server.add_insecure_port(address)
+        if self.options.tls is not None:
+            self.port = self._server.add_secure_port(address, self.options.tls.server_credentials())
+        else:
+            self.port = self._server.add_insecure_port(address)
         if self.port == 0:
             raise OSError(f"could not bind {address}")
+        if self.options.metrics_port:
+            self._metrics_http, _ = start_http_server(
+                self.options.metrics_port, addr=self.options.host, registry=self.metrics_registry
+            )
+            self.metrics_port = self._metrics_http.server_port
         await self._set_all(health_pb2.HealthCheckResponse.NOT_SERVING)
         await self._server.start()
         log.info("listening on %s:%d", self.options.host, self.port)
@@ -117,6 +153,8 @@ class ManagedServer:
         self._stopping = True
         await self.health.enter_graceful_shutdown()
         await self._server.stop(self.options.grace_s if grace_s is None else grace_s)
+        if self._metrics_http is not None:
+            self._metrics_http.shutdown()
         for callback in self._on_stop:
             result = callback()
             if asyncio.iscoroutine(result):

@@ -1,0 +1,180 @@
+"""Per-call observability for every server: request ids, metrics, one log line per call.
+
+Each server owns a Prometheus ``CollectorRegistry`` (several servers can share a
+process in tests); the interceptor counts calls by method and status code and
+times them. Logs can be one JSON object per line (``--log-format json``) and
+carry the caller's ``x-request-id``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+import grpc
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from clipsearch.request_context import REQUEST_ID_HEADER, current_request_id, new_request_id
+
+log = logging.getLogger("clipsearch.rpc")
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class RpcMetrics:
+    def __init__(self, registry: CollectorRegistry):
+        self.requests = Counter(
+            "clipsearch_rpc_requests_total",
+            "RPCs by method and status code",
+            ["method", "code"],
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "clipsearch_rpc_latency_seconds",
+            "RPC latency by method",
+            ["method"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+
+
+class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self, metrics: RpcMetrics):
+        self._metrics = metrics
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if handler is None:
+            return handler
+        method = details.method
+        request_id = (
+            next(
+                (
+                    v
+                    for k, v in details.invocation_metadata or ()
+                    if k == REQUEST_ID_HEADER and isinstance(v, str)
+                ),
+                None,
+            )
+            or new_request_id()
+        )
+        metrics = self._metrics
+
+        def finish(context: grpc.aio.ServicerContext, started: float, failed: BaseException | None) -> None:
+            code = context.code()
+            if code is None:
+                code = (
+                    grpc.StatusCode.UNKNOWN
+                    if failed is not None and not _is_abort(failed)
+                    else grpc.StatusCode.OK
+                )
+            name = code.name if isinstance(code, grpc.StatusCode) else str(code)
+            elapsed = time.perf_counter() - started
+            metrics.requests.labels(method, name).inc()
+            metrics.latency.labels(method).observe(elapsed)
+            if not method.startswith("/grpc.health"):
+                log.info(
+                    "rpc", extra={"rpc_method": method, "code": name, "duration_ms": round(elapsed * 1000, 3)}
+                )
+
+        def wrap_unary_response(behavior):
+            async def wrapped(request_or_iterator, context):
+                token = current_request_id.set(request_id)
+                started, failed = time.perf_counter(), None
+                try:
+                    result = behavior(request_or_iterator, context)
+                    return await result if inspect.isawaitable(result) else result
+                except BaseException as error:
+                    failed = error
+                    raise
+                finally:
+                    finish(context, started, failed)
+                    current_request_id.reset(token)
+
+            return wrapped
+
+        def wrap_streaming_response(behavior):
+            async def wrapped(request_or_iterator, context):
+                token = current_request_id.set(request_id)
+                started, failed = time.perf_counter(), None
+                try:
+                    async for response in behavior(request_or_iterator, context):
+                        yield response
+                except BaseException as error:
+                    failed = error
+                    raise
+                finally:
+                    finish(context, started, failed)
+                    current_request_id.reset(token)
+
+            return wrapped
+
+        codec = {
+            "request_deserializer": handler.request_deserializer,
+            "response_serializer": handler.response_serializer,
+        }
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(wrap_unary_response(handler.unary_unary), **codec)
+        if handler.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(wrap_unary_response(handler.stream_unary), **codec)
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(
+                wrap_streaming_response(handler.unary_stream), **codec
+            )
+        return grpc.stream_stream_rpc_method_handler(wrap_streaming_response(handler.stream_stream), **codec)
+
+
+def _is_abort(error: BaseException) -> bool:
+    return type(error).__name__ == "AbortError"
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, with the request id of the call being served."""
+
+    _EXTRA = ("rpc_method", "code", "duration_ms")
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "ts": round(record.created, 3),
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        request_id = current_request_id.get()
+        if request_id:
+            entry["request_id"] = request_id
+        for key in self._EXTRA:
+            if hasattr(record, key):
+                entry[key] = getattr(record, key)
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+class TextFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        parts = [f"{key}={getattr(record, key)}" for key in JsonFormatter._EXTRA if hasattr(record, key)]
+        request_id = current_request_id.get()
+        if request_id:
+            parts.append(f"request_id={request_id}")
+        return f"{text} {' '.join(parts)}" if parts else text
+
+
+def configure_logging(log_format: str = "text", level: str = "INFO") -> None:
+    """Root logging for a server process: ``text`` or ``json`` lines on stderr."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
