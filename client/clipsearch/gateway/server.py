@@ -10,6 +10,7 @@ from clipsearch.gateway.servicer import SearchServicer
 from clipsearch.gateway.settings import GatewaySettings
 from clipsearch.health import check_health
 from clipsearch.search_client import SearchClient
+from clipsearch.serving.observability import configure_logging
 from clipsearch.serving.server import ManagedServer, ServerOptions, ServiceBinding, run_until_signalled
 from clipsearch.v1 import search_pb2_grpc
 
@@ -31,6 +32,7 @@ async def create_server(settings: GatewaySettings) -> ManagedServer:
         max_concurrent_rpcs=settings.max_concurrent_rpcs,
         reflection=settings.reflection,
         grace_s=settings.grace_s,
+        **settings.operations.server_options(),
     )
     server = ManagedServer(options, [binding], on_stop=[client.close, ingest_client.close])
     await server.start()
@@ -53,7 +55,7 @@ async def _serve_when_upstream_ready(server: ManagedServer, client: aio.SearchCl
 
 
 def run(settings: GatewaySettings) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.operations.log_format, settings.operations.log_level)
 
     async def main() -> None:
         server = await create_server(settings)

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from clipsearch.serving.config import add_flag, port_number, positive_int
+from clipsearch.serving.config import (
+    OperationsSettings,
+    add_flag,
+    add_operations_flags,
+    port_number,
+    positive_int,
+)
 
 ENV_PREFIX = "CLIPSEARCH_GATEWAY"
 
@@ -21,6 +27,7 @@ class GatewaySettings:
     max_concurrent_rpcs: int = 256
     reflection: bool = True
     grace_s: float = 10.0
+    operations: OperationsSettings = field(default_factory=OperationsSettings)
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
@@ -51,6 +58,7 @@ class GatewaySettings:
         add_flag(
             parser, ENV_PREFIX, "--grace-s", type=float, default=default.grace_s, help="drain time on SIGTERM"
         )
+        add_operations_flags(parser, ENV_PREFIX)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> GatewaySettings:
@@ -63,4 +71,5 @@ class GatewaySettings:
             max_concurrent_rpcs=args.max_concurrent_rpcs,
             reflection=not args.no_reflection,
             grace_s=args.grace_s,
+            operations=OperationsSettings.from_args(args),
         )
