@@ -251,6 +251,7 @@ def _add_health(commands: argparse._SubParsersAction) -> None:
     health = commands.add_parser("health", help="exit 0 when the given services report SERVING")
     health.add_argument("--encoder", metavar="HOST:PORT")
     health.add_argument("--index", metavar="HOST:PORT")
+    health.add_argument("--gateway", metavar="HOST:PORT")
     health.add_argument("--timeout", type=float, default=5.0)
     health.set_defaults(handler=_health)
 
