@@ -60,6 +60,10 @@ class IndexKind:
                 field="config.index_spec",
             ) from None
         ivf = faiss.try_extract_index_ivf(index)
+        if ivf is not None and ivf.nlist < 1:
+            raise InvalidArgumentError(
+                "config.index_spec: IVF needs at least one list", field="config.index_spec"
+            )
         trainable = not index.is_trained
         threshold = 0
         if trainable:

@@ -125,8 +125,15 @@ class Shard:
             width = min(k, candidates)
             if width == 0:
                 return _empty(len(queries))
-            search_params = search_parameters(self.index, selector, params.ef_search, params.nprobe)
-            distances, labels = self.index.search(queries, width, params=search_params)
+
+            def run(rows: np.ndarray, w: int) -> tuple[np.ndarray, np.ndarray]:
+                search_params = search_parameters(self.index, selector, params.ef_search, params.nprobe)
+                return self.index.search(queries[rows], w, params=search_params)
+
+            if self.exact:
+                distances, labels = _with_whole_ties(run, len(queries), width, candidates, self.kind.metric)
+            else:
+                distances, labels = run(np.arange(len(queries)), width)
             del keep
             if not self.exact and (labels < 0).any() and candidates <= exact_fallback_max:
                 distances, labels = self._exact(queries, width, filter_, read_vectors)
@@ -176,6 +183,39 @@ class Shard:
             ids=ids,
             metadata=metadata,
         )
+
+
+def _with_whole_ties(
+    run: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]],
+    nq: int,
+    width: int,
+    candidates: int,
+    metric: Metric,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-``width`` ordered by (score, then lower label), whatever order FAISS breaks ties in.
+
+    FAISS keeps an arbitrary subset of the items tied at the k-th score. Fetching more until
+    the last fetched score is strictly worse than the k-th guarantees every tied item is in
+    hand; sorting by (distance, label) then picks the same ones on every shard and run.
+    """
+    rows = np.arange(nq)
+    fetch = min(width + 1, candidates)
+    distances, labels = run(rows, fetch)
+    while fetch > width:
+        open_ = distances[rows, -1] == distances[rows, width - 1] if len(rows) else rows
+        rows = rows[open_]
+        if len(rows) == 0 or fetch == candidates:
+            break
+        fetch = min(2 * fetch, candidates)
+        more_d, more_l = run(rows, fetch)
+        pad = fetch - distances.shape[1]
+        distances = np.pad(distances, ((0, 0), (0, pad)), constant_values=np.inf)
+        labels = np.pad(labels, ((0, 0), (0, pad)), constant_values=-1)
+        distances[rows], labels[rows] = more_d, more_l
+    key = distances if metric == Metric.L2 else -distances
+    key = np.where(labels < 0, np.inf, key)
+    order = np.lexsort((labels, key), axis=-1)[:, :width]
+    return np.take_along_axis(distances, order, axis=1), np.take_along_axis(labels, order, axis=1)
 
 
 def exact_search(

@@ -44,7 +44,7 @@ def test_pagination_continues_the_ranking(engine):
     collection = engine.collection("pages")
     collection.upsert(ids, vectors)
     queries = rng.standard_normal((50, 16)).astype(np.float32)
-    full = collection.search(queries, 30)
+    full = collection.search(queries, 40)
     for offset in (0, 10, 20, 25):
         page = collection.search(queries, 10, offset=offset)
         for whole, part in zip(full, page, strict=True):
