@@ -1,0 +1,103 @@
+"""Runs the encoder service: ``create_server`` for tests and embedding, ``run`` for the CLI.
+
+The server binds and answers health checks (NOT_SERVING) at once, loads the model and
+warms it up off the event loop, then turns SERVING. Stopping drains in-flight calls,
+then stops the model thread and the decode pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import torch
+
+from clipsearch.serving.server import ManagedServer, ServerOptions, ServiceBinding, run_until_signalled
+from encoder_service.batching import BatchPolicy
+from encoder_service.core import EncoderCore, InputLimits
+from encoder_service.images import ImageLimits
+from encoder_service.metrics import EncoderMetrics
+from encoder_service.model import ModelLoadError, load_model
+from encoder_service.servicer import SERVICE_NAME, EncoderServicer, add_to_server
+from encoder_service.settings import EncoderSettings
+
+log = logging.getLogger(__name__)
+
+
+class EncoderServer(ManagedServer):
+    """A ManagedServer that owns the encoder core; ``core`` and ``metrics`` are for tests and ops."""
+
+    def __init__(self, settings: EncoderSettings):
+        options = ServerOptions(
+            host=settings.host,
+            port=settings.port,
+            max_message_bytes=settings.max_message_bytes,
+            max_concurrent_rpcs=settings.max_concurrent_rpcs,
+            reflection=not settings.no_reflection,
+            grace_s=settings.grace_s,
+            metrics_port=settings.metrics_port,
+        )
+        self.servicer = EncoderServicer(None, stream_window=settings.stream_window)
+        super().__init__(options, [ServiceBinding(add_to_server, self.servicer, SERVICE_NAME)])
+        self.settings = settings
+        #: This server's encoder counters, in its own Prometheus registry.
+        self.metrics = EncoderMetrics(self.metrics_registry)
+        self.core: EncoderCore | None = None
+
+    async def load(self) -> None:
+        """Loads and warms up the model off the loop, starts the batcher, reports SERVING."""
+        s = self.settings
+        if s.threads:
+            torch.set_num_threads(s.threads)
+        model = await asyncio.to_thread(
+            load_model, s.model, s.pretrained_source, device=s.device, precision=s.precision
+        )
+        core = EncoderCore(
+            model,
+            policy=BatchPolicy(s.max_batch_size, s.max_wait_ms / 1000.0, s.max_queue),
+            limits=InputLimits(
+                max_text_bytes=s.max_text_bytes,
+                image=ImageLimits(max_bytes=s.max_image_bytes, max_pixels=s.max_image_pixels),
+            ),
+            decode_workers=s.decode_workers,
+            metrics=self.metrics,
+        )
+        await core.start()
+        self.core = core
+        self.servicer.core = core
+        await self.set_serving()
+        log.info("encoder ready: %s", core.identity)
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        await super().stop(grace_s)
+        if self.core is not None:
+            await asyncio.to_thread(self.core.close)
+
+
+async def create_server(settings: EncoderSettings) -> ManagedServer:
+    """A started server whose health is SERVING once the model is loaded and warmed up."""
+    server = EncoderServer(settings)
+    await server.start()
+    try:
+        await server.load()
+    except BaseException:
+        await server.stop(0)
+        raise
+    return server
+
+
+def run(settings: EncoderSettings) -> int:
+    """Serves until SIGTERM or SIGINT; returns the process exit code."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    async def serve() -> None:
+        server = await create_server(settings)
+        log.info("encoder service listening on %s:%s", settings.host, server.port)
+        await run_until_signalled(server)
+
+    try:
+        asyncio.run(serve())
+    except (ModelLoadError, OSError) as exc:
+        log.error("cannot start: %s", exc)
+        return 1
+    return 0

@@ -1,0 +1,213 @@
+"""The gRPC adapter of :class:`~encoder_service.core.EncoderCore`.
+
+Requests of ``Embed`` and ``EmbedStream`` are parsed with *lenient* twins of their
+messages, identical on the wire except that ``text`` and ``chunk_id`` are ``bytes``: a
+proto3 ``string`` holding invalid UTF-8 would otherwise fail the parse before any code of
+ours runs, and the caller would get a bare INTERNAL/UNKNOWN instead of INVALID_ARGUMENT
+naming ``inputs[i].text``. The core checks UTF-8 per input. Reflection still serves the
+real contract; responses use the real messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import asdict
+from typing import Any
+
+import grpc
+import numpy as np
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf.message import DecodeError
+
+from clipsearch.errors import ClipsearchError, InvalidArgumentError, UnavailableError
+from clipsearch.serving.status import map_errors
+from clipsearch.v1 import encoder_pb2, encoder_pb2_grpc
+from clipsearch.wire import vector_to_proto, vectors_to_protos
+from encoder_service.core import EncoderCore, ImageInput, Input, TextInput
+
+SERVICE_NAME = "clipsearch.v1.EncoderService"
+
+
+def _lenient_messages() -> tuple[Any, Any]:
+    f = descriptor_pb2.FieldDescriptorProto
+    proto = descriptor_pb2.FileDescriptorProto(
+        name="clipsearch/v1/encoder_lenient.proto", package="clipsearch.v1.lenient", syntax="proto3"
+    )
+    embed_input = proto.message_type.add(name="EmbedInput")
+    embed_input.oneof_decl.add(name="content")
+    embed_input.field.add(name="text", number=1, type=f.TYPE_BYTES, label=f.LABEL_OPTIONAL, oneof_index=0)
+    embed_input.field.add(name="image", number=2, type=f.TYPE_BYTES, label=f.LABEL_OPTIONAL, oneof_index=0)
+    inputs = {
+        "type": f.TYPE_MESSAGE,
+        "label": f.LABEL_REPEATED,
+        "type_name": ".clipsearch.v1.lenient.EmbedInput",
+    }
+    proto.message_type.add(name="EmbedRequest").field.add(name="inputs", number=1, **inputs)
+    stream_request = proto.message_type.add(name="EmbedStreamRequest")
+    stream_request.field.add(name="chunk_id", number=1, type=f.TYPE_BYTES, label=f.LABEL_OPTIONAL)
+    stream_request.field.add(name="inputs", number=2, **inputs)
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(proto)
+    return (
+        message_factory.GetMessageClass(pool.FindMessageTypeByName("clipsearch.v1.lenient.EmbedRequest")),
+        message_factory.GetMessageClass(
+            pool.FindMessageTypeByName("clipsearch.v1.lenient.EmbedStreamRequest")
+        ),
+    )
+
+
+LenientEmbedRequest, LenientEmbedStreamRequest = _lenient_messages()
+
+
+class _Malformed:
+    """Stands for request bytes that are not the message at all; the handler refuses it."""
+
+    def __init__(self, reason: str):
+        self.reason = reason
+
+
+def _parser(message_class: Any) -> Any:
+    def parse(data: bytes) -> Any:
+        try:
+            return message_class.FromString(data)
+        except DecodeError as exc:
+            return _Malformed(str(exc))
+
+    return parse
+
+
+def _inputs(message: Any) -> list[Input]:
+    if isinstance(message, _Malformed):
+        raise InvalidArgumentError(f"request is not a valid message: {message.reason}", field="inputs")
+    inputs: list[Input] = []
+    for item in message.inputs:
+        which = item.WhichOneof("content")
+        if which == "text":
+            inputs.append(TextInput(item.text))
+        elif which == "image":
+            inputs.append(ImageInput(item.image))
+        else:
+            inputs.append(None)
+    return inputs
+
+
+def _deadline(context: grpc.aio.ServicerContext) -> float | None:
+    remaining = context.time_remaining()
+    return None if remaining is None else time.monotonic() + remaining
+
+
+def _result(outcome: np.ndarray | ClipsearchError) -> encoder_pb2.EmbedResult:
+    if isinstance(outcome, ClipsearchError):
+        return encoder_pb2.EmbedResult(
+            error=encoder_pb2.ItemError(code=outcome.code.value[0], message=outcome.message)
+        )
+    return encoder_pb2.EmbedResult(embedding=vector_to_proto(outcome))
+
+
+class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
+    """``core`` is None until the model is loaded; calls before that get UNAVAILABLE."""
+
+    def __init__(self, core: EncoderCore | None, *, stream_window: int = 4):
+        self._core = core
+        self.stream_window = stream_window
+
+    @property
+    def core(self) -> EncoderCore:
+        if self._core is None:
+            raise UnavailableError("the model is still loading", retry_after_s=1.0)
+        return self._core
+
+    @core.setter
+    def core(self, core: EncoderCore) -> None:
+        self._core = core
+
+    @map_errors
+    async def Embed(self, request: Any, context: grpc.aio.ServicerContext) -> encoder_pb2.EmbedResponse:
+        vectors = await self.core.embed(_inputs(request), deadline=_deadline(context))
+        return encoder_pb2.EmbedResponse(
+            embeddings=vectors_to_protos(vectors), model_fingerprint=self.core.identity.fingerprint
+        )
+
+    @map_errors
+    async def EmbedStream(
+        self, request_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[encoder_pb2.EmbedStreamResponse]:
+        """Chunks are worked on ``stream_window`` at a time and answered in order.
+
+        The next chunk is read only when a slot is free, so a fast sender is held back by
+        HTTP/2 flow control instead of filling the server's memory.
+        """
+        deadline = _deadline(context)
+        slots = asyncio.Semaphore(self.stream_window)
+        pending: asyncio.Queue[asyncio.Future | None] = asyncio.Queue()
+
+        async def read() -> None:
+            try:
+                iterator = request_iterator.__aiter__()
+                while True:
+                    await slots.acquire()
+                    try:
+                        chunk = await iterator.__anext__()
+                    except StopAsyncIteration:
+                        return
+                    pending.put_nowait(asyncio.ensure_future(self._chunk(chunk, deadline)))
+            finally:
+                pending.put_nowait(None)
+
+        reader = asyncio.ensure_future(read())
+        try:
+            while (task := await pending.get()) is not None:
+                response = await task
+                slots.release()
+                yield response
+            await reader
+        finally:
+            reader.cancel()
+            while not pending.empty():
+                leftover = pending.get_nowait()
+                if leftover is not None:
+                    leftover.cancel()
+
+    async def _chunk(self, chunk: Any, deadline: float | None) -> encoder_pb2.EmbedStreamResponse:
+        inputs = _inputs(chunk)
+        try:
+            chunk_id = chunk.chunk_id.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidArgumentError("chunk_id: not valid UTF-8", field="chunk_id") from None
+        outcomes = await self.core.embed_each(inputs, deadline=deadline)
+        return encoder_pb2.EmbedStreamResponse(
+            chunk_id=chunk_id,
+            results=[_result(outcome) for outcome in outcomes],
+            model_fingerprint=self.core.identity.fingerprint,
+        )
+
+    @map_errors
+    async def GetModelInfo(
+        self, request: encoder_pb2.GetModelInfoRequest, context: grpc.aio.ServicerContext
+    ) -> encoder_pb2.GetModelInfoResponse:
+        return encoder_pb2.GetModelInfoResponse(model=encoder_pb2.ModelInfo(**asdict(self.core.identity)))
+
+
+def add_to_server(servicer: EncoderServicer, server: grpc.aio.Server) -> None:
+    """Like the generated ``add_EncoderServiceServicer_to_server``, with the lenient parsers."""
+    handlers = {
+        "Embed": grpc.unary_unary_rpc_method_handler(
+            servicer.Embed,
+            request_deserializer=_parser(LenientEmbedRequest),
+            response_serializer=encoder_pb2.EmbedResponse.SerializeToString,
+        ),
+        "EmbedStream": grpc.stream_stream_rpc_method_handler(
+            servicer.EmbedStream,
+            request_deserializer=_parser(LenientEmbedStreamRequest),
+            response_serializer=encoder_pb2.EmbedStreamResponse.SerializeToString,
+        ),
+        "GetModelInfo": grpc.unary_unary_rpc_method_handler(
+            servicer.GetModelInfo,
+            request_deserializer=encoder_pb2.GetModelInfoRequest.FromString,
+            response_serializer=encoder_pb2.GetModelInfoResponse.SerializeToString,
+        ),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+    server.add_registered_method_handlers(SERVICE_NAME, handlers)  # type: ignore[attr-defined]

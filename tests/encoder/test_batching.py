@@ -1,0 +1,261 @@
+"""The dynamic batcher on its own, with a runner the tests control (no model, no gRPC)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+from clipsearch.errors import DeadlineExceededError, InternalError, ResourceExhaustedError, UnavailableError
+from encoder_service.batching import BatchPolicy, DynamicBatcher
+from encoder_service.metrics import EncoderMetrics
+
+
+class Runner:
+    """Records every batch; the first ``hold`` batches wait until released."""
+
+    def __init__(self, hold: int = 0, fail_on: object = None):
+        self.batches: list[tuple[str, list]] = []
+        self.started = threading.Event()
+        self.release = threading.Event()
+        self.hold = hold
+        self.fail_on = fail_on
+
+    def __call__(self, kind: str, payloads: list) -> list:
+        self.batches.append((kind, list(payloads)))
+        self.started.set()
+        if len(self.batches) <= self.hold and not self.release.wait(timeout=30):
+            raise RuntimeError("never released")
+        if self.fail_on in payloads:
+            raise ValueError("boom")
+        return [(kind, p) for p in payloads]
+
+
+async def started(runner: Runner) -> None:
+    await asyncio.to_thread(runner.started.wait, 30)
+
+
+def make(runner: Runner, **policy) -> tuple[DynamicBatcher, EncoderMetrics]:
+    metrics = EncoderMetrics()
+    batcher = DynamicBatcher(runner, BatchPolicy(**{"max_wait_s": 0.0, **policy}), observer=metrics)
+    batcher.start()
+    return batcher, metrics
+
+
+async def call(batcher: DynamicBatcher, kind: str, payloads: list, deadline: float | None = None) -> list:
+    with batcher.admit(len(payloads)) as admission:
+        return await batcher.submit(kind, payloads, admission, deadline=deadline)
+
+
+def test_concurrent_callers_share_batches_and_get_their_own_results_in_order() -> None:
+    async def scenario() -> None:
+        runner = Runner(hold=1)
+        batcher, metrics = make(runner, max_batch_size=64)
+        first = asyncio.ensure_future(call(batcher, "text", ["first"]))
+        await started(runner)  # the model is busy: everything below queues up
+        callers = [
+            asyncio.ensure_future(call(batcher, "text", [f"{i}-{j}" for j in range(3)])) for i in range(10)
+        ]
+        await asyncio.sleep(0.05)
+        runner.release.set()
+        results = await asyncio.gather(*callers)
+        assert await first == [("text", "first")]
+        for i, result in enumerate(results):
+            assert result == [("text", f"{i}-{j}") for j in range(3)]
+        assert [len(p) for _, p in runner.batches] == [1, 30]
+        snap = metrics.snapshot()
+        assert snap.batch_sizes["text"] == {1: 1, 30: 1}
+        assert snap.batches["text"] == 2
+        batcher.close()
+
+    asyncio.run(scenario())
+
+
+def test_batches_never_exceed_max_size_and_split_one_callers_items_in_order() -> None:
+    async def scenario() -> None:
+        runner = Runner()
+        batcher, _ = make(runner, max_batch_size=4)
+        result = await call(batcher, "image", list(range(10)))
+        assert result == [("image", i) for i in range(10)]
+        assert [len(p) for _, p in runner.batches] == [4, 4, 2]
+        batcher.close()
+
+    asyncio.run(scenario())
+
+
+def test_max_batch_size_one_runs_every_item_alone() -> None:
+    async def scenario() -> None:
+        runner = Runner(hold=1)
+        batcher, metrics = make(runner, max_batch_size=1, max_wait_s=0.05)
+        first = asyncio.ensure_future(call(batcher, "text", ["a"]))
+        await started(runner)
+        rest = [asyncio.ensure_future(call(batcher, "text", [str(i), str(i)])) for i in range(5)]
+        await asyncio.sleep(0.02)
+        runner.release.set()
+        await asyncio.gather(first, *rest)
+        assert {len(p) for _, p in runner.batches} == {1}
+        assert metrics.snapshot().batch_sizes["text"] == {1: 11}
+        batcher.close()
+
+    asyncio.run(scenario())
+
+
+def test_text_and_images_are_never_mixed_in_a_batch() -> None:
+    async def scenario() -> None:
+        runner = Runner(hold=1)
+        batcher, _ = make(runner, max_batch_size=32)
+        first = asyncio.ensure_future(call(batcher, "text", ["x"]))
+        await started(runner)
+        calls = [asyncio.ensure_future(call(batcher, kind, [kind] * 2)) for kind in ("text", "image") * 4]
+        await asyncio.sleep(0.02)
+        runner.release.set()
+        await asyncio.gather(first, *calls)
+        for kind, payloads in runner.batches[1:]:
+            assert set(payloads) == {kind}
+        assert sorted(len(p) for _, p in runner.batches[1:]) == [8, 8]
+        batcher.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_partial_batch_waits_at_most_max_wait_for_company() -> None:
+    async def scenario() -> None:
+        runner = Runner()
+        batcher, _ = make(runner, max_batch_size=8, max_wait_s=0.2)
+        first = asyncio.ensure_future(call(batcher, "text", ["a"]))
+        await asyncio.sleep(0.02)
+        second = asyncio.ensure_future(call(batcher, "text", ["b"]))
+        await asyncio.gather(first, second)
+        # Both arrived within the first item's wait, so they ran together.
+        assert [p for _, p in runner.batches] == [["a", "b"]]
+        batcher.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_full_queue_refuses_at_once_with_a_retry_hint() -> None:
+    async def scenario() -> None:
+        runner = Runner(hold=1)
+        batcher, metrics = make(runner, max_batch_size=2, max_queue=4)
+        first = asyncio.ensure_future(call(batcher, "text", ["a"]))
+        await started(runner)  # "a" left the queue for the model; 4 places are free
+        queued = asyncio.ensure_future(call(batcher, "text", ["b", "c", "d"]))
+        await asyncio.sleep(0)
+        with pytest.raises(ResourceExhaustedError) as caught:
+            batcher.admit(2)
+        assert caught.value.retry_after_s is not None and caught.value.retry_after_s > 0
+        batcher.admit(1).release()  # exactly one place is left
+        assert metrics.snapshot().rejected == 2
+        runner.release.set()
+        assert await queued == [("text", x) for x in "bcd"]
+        await first
+        batcher.admit(4).release()  # all room is back
+        batcher.close()
+
+    asyncio.run(scenario())
+
+
+def test_items_past_their_deadline_never_reach_the_model() -> None:
+    async def scenario() -> None:
+        runner = Runner(hold=1)
+        batcher, metrics = make(runner, max_batch_size=8)
+        first = asyncio.ensure_future(call(batcher, "text", ["busy"]))
+        await started(runner)
+        late = asyncio.ensure_future(
+            call(batcher, "text", ["late1", "late2"], deadline=time.monotonic() + 0.05)
+        )
+        patient = asyncio.ensure_future(call(batcher, "text", ["patient"], deadline=time.monotonic() + 60))
+        await asyncio.sleep(0.15)
+        runner.release.set()
+        with pytest.raises(DeadlineExceededError):
+            await late
+        assert await patient == [("text", "patient")]
+        await first
+        ran = [p for _, batch in runner.batches for p in batch]
+        assert "late1" not in ran and "late2" not in ran
+        assert metrics.snapshot().dropped[("text", "deadline")] == 2
+        assert batcher.admitted == 0
+        batcher.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_caller_that_goes_away_is_dropped_before_the_model() -> None:
+    async def scenario() -> None:
+        runner = Runner(hold=1)
+        batcher, metrics = make(runner, max_batch_size=8)
+        first = asyncio.ensure_future(call(batcher, "image", ["busy"]))
+        await started(runner)
+        gone = asyncio.ensure_future(call(batcher, "image", ["gone"]))
+        await asyncio.sleep(0.01)
+        gone.cancel()
+        stays = asyncio.ensure_future(call(batcher, "image", ["stays"]))
+        await asyncio.sleep(0.01)
+        runner.release.set()
+        assert await stays == [("image", "stays")]
+        await first
+        assert "gone" not in [p for _, batch in runner.batches for p in batch]
+        assert metrics.snapshot().dropped[("image", "abandoned")] == 1
+        assert batcher.admitted == 0
+        batcher.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_failing_batch_fails_its_callers_only_with_internal() -> None:
+    async def scenario() -> None:
+        runner = Runner(fail_on="bad")
+        batcher, _ = make(runner, max_batch_size=8)
+        with pytest.raises(InternalError):
+            await call(batcher, "text", ["ok", "bad"])
+        assert await call(batcher, "text", ["fine"]) == [("text", "fine")]
+        batcher.close()
+
+    asyncio.run(scenario())
+
+
+def test_admit_waiting_waits_for_room_instead_of_failing() -> None:
+    async def scenario() -> None:
+        runner = Runner(hold=1)
+        batcher, _ = make(runner, max_batch_size=4, max_queue=2)
+        first = asyncio.ensure_future(call(batcher, "text", ["a"]))
+        await started(runner)
+        queued = asyncio.ensure_future(call(batcher, "text", ["b", "c"]))
+        await asyncio.sleep(0.01)
+
+        async def patient() -> list:
+            with await batcher.admit_waiting(2) as admission:
+                return await batcher.submit("text", ["d", "e"], admission)
+
+        waiting = asyncio.ensure_future(patient())
+        await asyncio.sleep(0.05)
+        assert not waiting.done()
+        runner.release.set()
+        assert await waiting == [("text", "d"), ("text", "e")]
+        await asyncio.gather(first, queued)
+        batcher.close()
+
+    asyncio.run(scenario())
+
+
+def test_close_fails_what_is_queued_with_unavailable() -> None:
+    async def scenario() -> None:
+        runner = Runner(hold=1)
+        batcher, _ = make(runner, max_batch_size=8)
+        first = asyncio.ensure_future(call(batcher, "text", ["a"]))
+        await started(runner)
+        queued = asyncio.ensure_future(call(batcher, "text", ["b"]))
+        await asyncio.sleep(0.01)
+        closer = asyncio.ensure_future(asyncio.to_thread(batcher.close))
+        await asyncio.sleep(0.05)
+        runner.release.set()
+        await closer
+        with pytest.raises(UnavailableError):
+            await queued
+        assert await first == [("text", "a")]
+        with pytest.raises(UnavailableError):
+            batcher.admit(1)
+
+    asyncio.run(scenario())
