@@ -208,19 +208,23 @@ class Collection:
 
     # -- reads -------------------------------------------------------------------------------
 
-    def get(self, ids: Sequence[str], *, include_vectors: bool = False) -> list[StoredItem]:
-        """Items in the order asked; NOT_FOUND naming the ids that do not exist."""
+    def get(
+        self, ids: Sequence[str], *, include_vectors: bool = False, missing_ok: bool = False
+    ) -> list[StoredItem]:
+        """Items in the order asked; NOT_FOUND naming the ids that do not exist, unless ``missing_ok``."""
         self._check_open()
         for i, item_id in enumerate(ids):
             _check_id(item_id, f"ids[{i}]")
         found = self.store.get(ids)
         missing = [item_id for item_id in dict.fromkeys(ids) if item_id not in found]
-        if missing:
+        if missing and not missing_ok:
             shown = ", ".join(repr(m) for m in missing[:10])
             more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
             raise NotFoundError(f"ids not found in {self.config.name!r}: {shown}{more}", field="ids")
         items = []
         for item_id in ids:
+            if item_id not in found:
+                continue
             blob, meta = found[item_id]
             vector = np.frombuffer(blob, dtype="<f4").astype(np.float32) if include_vectors else None
             items.append(StoredItem(item_id, json.loads(meta), vector))

@@ -106,7 +106,7 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
     async def Get(self, request: index_pb2.GetRequest, context: Any) -> Any:
         def work(engine: Engine) -> index_pb2.GetResponse:
             items = engine.collection(request.collection).get(
-                list(request.ids), include_vectors=request.include_vectors
+                list(request.ids), include_vectors=request.include_vectors, missing_ok=request.missing_ok
             )
             return index_pb2.GetResponse(items=[convert.item_to_proto(item) for item in items])
 
