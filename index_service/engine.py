@@ -24,6 +24,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import faiss
+
 from clipsearch.errors import AlreadyExistsError, NotFoundError
 from index_service import snapshots
 from index_service.collection import STORE_FILE, Collection, CollectionOptions
@@ -38,6 +40,9 @@ log = logging.getLogger(__name__)
 class EngineOptions:
     data_dir: Path
     search_threads: int = 2
+    #: OpenMP threads inside one FAISS call, set in every thread that calls FAISS (the setting
+    #: is per thread: a pool thread left alone would use every core and spin against the others).
+    omp_threads: int = 1
     collection: CollectionOptions = field(default_factory=CollectionOptions)
     #: Run snapshots, training and rebuilds in a background thread (tests may drive them by hand).
     background: bool = True
@@ -64,7 +69,12 @@ class Engine:
         for sub in ("tmp", "trash"):
             for leftover in (self.root / sub).iterdir():
                 shutil.rmtree(leftover, ignore_errors=True)
-        self._pool = ThreadPoolExecutor(options.search_threads, thread_name_prefix="shard-search")
+        self._pool = ThreadPoolExecutor(
+            options.search_threads,
+            thread_name_prefix="shard-search",
+            initializer=faiss.omp_set_num_threads,
+            initargs=(options.omp_threads,),
+        )
         self._mutex = threading.Lock()
         self._collections: dict[str, Collection] = {}
         for path in sorted((self.root / "collections").iterdir()):
@@ -138,6 +148,7 @@ class Engine:
         return did
 
     def _maintain_forever(self) -> None:
+        faiss.omp_set_num_threads(self.options.omp_threads)
         while not self._stop.is_set():
             if not self.maintain_once():
                 self._stop.wait(self.options.idle_s)

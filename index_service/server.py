@@ -75,6 +75,7 @@ def engine_options(settings: IndexSettings) -> EngineOptions:
     return EngineOptions(
         data_dir=settings.data_dir,
         search_threads=settings.search_threads,
+        omp_threads=settings.omp_threads,
         collection=CollectionOptions(
             snapshot_min_ops=settings.snapshot_min_ops,
             snapshot_interval_s=settings.snapshot_interval_s,
@@ -87,7 +88,12 @@ def engine_options(settings: IndexSettings) -> EngineOptions:
 async def create_server(settings: IndexSettings) -> ManagedServer:
     """A started server whose health is SERVING once every collection is loaded."""
     faiss.omp_set_num_threads(settings.omp_threads)
-    executor = ThreadPoolExecutor(settings.request_threads, thread_name_prefix="index-request")
+    executor = ThreadPoolExecutor(
+        settings.request_threads,
+        thread_name_prefix="index-request",
+        initializer=faiss.omp_set_num_threads,
+        initargs=(settings.omp_threads,),
+    )
     server = IndexServer(settings, IndexServicer(executor), executor)
     await server.start()
     try:

@@ -63,9 +63,11 @@ def free_port() -> int:
 def start_server(data_dir: Path, port: int, spec_args: list[str]) -> subprocess.Popen:
     command = [sys.executable, "-m", "index_service", "--port", str(port), "--data-dir", str(data_dir)]
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    return subprocess.Popen(
-        [*command, *spec_args], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
+    # The log goes to a file: an unread pipe fills up and blocks the server's logging.
+    with open(data_dir.parent / f"{data_dir.name}-server.log", "ab") as log_file:
+        return subprocess.Popen(
+            [*command, *spec_args], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log_file
+        )
 
 
 def wait_serving(channel: grpc.Channel, process: subprocess.Popen, timeout_s: float = 120) -> float:
@@ -75,7 +77,7 @@ def wait_serving(channel: grpc.Channel, process: subprocess.Popen, timeout_s: fl
     while time.monotonic() - started < timeout_s:
         if process.poll() is not None:
             raise RuntimeError(
-                f"server exited with {process.returncode}: {process.stderr.read().decode()[-2000:]}"
+                f"server exited with {process.returncode}; its log is next to the data directory"
             )
         try:
             reply = health.Check(
