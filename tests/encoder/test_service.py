@@ -12,47 +12,11 @@ import grpc
 import numpy as np
 import pytest
 from encoder_media import colored_images, image_bytes
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from encoder_rpc import SERVICE, embed, expected, image, serving, text
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
 from clipsearch.errors import from_rpc_error
 from clipsearch.v1 import encoder_pb2, encoder_pb2_grpc
-from clipsearch.wire import vectors_from_protos
-from encoder_service.images import ImageLimits, decode_image
-
-SERVICE = "clipsearch.v1.EncoderService"
-
-
-def text(value: str) -> encoder_pb2.EmbedInput:
-    return encoder_pb2.EmbedInput(text=value)
-
-
-def image(data: bytes) -> encoder_pb2.EmbedInput:
-    return encoder_pb2.EmbedInput(image=data)
-
-
-def embed(stub, inputs, **kwargs) -> tuple[np.ndarray, str]:
-    response = stub.Embed(encoder_pb2.EmbedRequest(inputs=inputs), timeout=30, **kwargs)
-    return vectors_from_protos(response.embeddings), response.model_fingerprint
-
-
-def expected(reference_model, inputs) -> np.ndarray:
-    """What in-process open_clip gives for these inputs, one by one."""
-    rows = []
-    for item in inputs:
-        if item.WhichOneof("content") == "text":
-            rows.append(reference_model.encode_texts([reference_model.tokenize([item.text])[0]])[0])
-        else:
-            pixels = reference_model.preprocess_image(decode_image(item.image, ImageLimits()))
-            rows.append(reference_model.encode_images([pixels])[0])
-    return np.stack(rows)
-
-
-def serving(channel: grpc.Channel, service: str = "") -> bool:
-    response = health_pb2_grpc.HealthStub(channel).Check(
-        health_pb2.HealthCheckRequest(service=service), timeout=5
-    )
-    return response.status == health_pb2.HealthCheckResponse.SERVING
 
 
 def test_get_model_info_describes_the_loaded_model(stub, reference_model) -> None:

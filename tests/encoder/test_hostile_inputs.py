@@ -1,0 +1,140 @@
+"""Hostile input over real gRPC: INVALID_ARGUMENT naming the input, the server unharmed.
+
+Every case sits at index 1 behind a good input; the answer must name ``inputs[1]``, the
+server must stay SERVING, and callers sending good inputs meanwhile must get exactly
+the vectors they would get alone.
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import numpy as np
+import pytest
+from encoder_media import colored_images, hostile_images
+from encoder_rpc import embed, expected, image, serving, text
+
+from clipsearch.errors import from_rpc_error
+from clipsearch.v1 import encoder_pb2
+from encoder_service.settings import EncoderSettings
+
+IMAGES = hostile_images(EncoderSettings().max_image_bytes)
+TEXTS = {
+    "empty-text": "",
+    "whitespace-text": " \t\n ",
+    "megabyte-text": "lorem ipsum " * 90_000,
+}
+
+
+def refused(stub, inputs) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as caught:
+        embed(stub, inputs)
+    return caught.value
+
+
+@pytest.mark.parametrize("name", sorted(IMAGES))
+def test_hostile_image_is_invalid_argument_naming_it(stub, channel, name: str) -> None:
+    error = refused(stub, [text("fine"), image(IMAGES[name])])
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error.details()
+    assert from_rpc_error(error).field == "inputs[1].image"
+    assert error.details().startswith("inputs[1].image: ")
+    assert serving(channel)
+
+
+@pytest.mark.parametrize("name", sorted(TEXTS))
+def test_hostile_text_is_invalid_argument_naming_it(stub, channel, name: str) -> None:
+    error = refused(stub, [text("fine"), text(TEXTS[name])])
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error.details()
+    assert from_rpc_error(error).field == "inputs[1].text"
+    assert serving(channel)
+
+
+def test_an_input_with_nothing_set_is_invalid_argument(stub) -> None:
+    error = refused(stub, [text("fine"), encoder_pb2.EmbedInput()])
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert from_rpc_error(error).field == "inputs[1]"
+
+
+def invalid_utf8_request() -> bytes:
+    """An EmbedRequest on the wire whose inputs[1].text is not UTF-8 (no Python client can send it)."""
+    placeholder = "\u00e9\u00e9"  # 4 bytes of valid UTF-8, swapped below for 4 invalid ones
+    wire = encoder_pb2.EmbedRequest(
+        inputs=[encoder_pb2.EmbedInput(text="fine"), encoder_pb2.EmbedInput(text=placeholder)]
+    )
+    raw = wire.SerializeToString()
+    assert raw.count(placeholder.encode()) == 1
+    return raw.replace(placeholder.encode(), b"\xff\xfe\xc3\x28")
+
+
+def test_invalid_utf8_text_is_invalid_argument_naming_it(channel) -> None:
+    call = channel.unary_unary(
+        "/clipsearch.v1.EncoderService/Embed",
+        request_serializer=lambda raw: raw,
+        response_deserializer=encoder_pb2.EmbedResponse.FromString,
+    )
+    with pytest.raises(grpc.RpcError) as caught:
+        call(invalid_utf8_request(), timeout=10)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert from_rpc_error(caught.value).field == "inputs[1].text"
+    assert "UTF-8" in caught.value.details()
+    assert serving(channel)
+
+
+def test_invalid_utf8_in_a_stream_fails_only_its_item(channel) -> None:
+    call = channel.stream_stream(
+        "/clipsearch.v1.EncoderService/EmbedStream",
+        request_serializer=lambda raw: raw,
+        response_deserializer=encoder_pb2.EmbedStreamResponse.FromString,
+    )
+    raw_chunk = encoder_pb2.EmbedStreamRequest(chunk_id="c0").SerializeToString() + _as_stream_inputs(
+        invalid_utf8_request()
+    )
+    (response,) = list(call(iter([raw_chunk]), timeout=10))
+    assert response.chunk_id == "c0"
+    first, second = response.results
+    assert first.WhichOneof("outcome") == "embedding"
+    assert second.error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert second.error.message.startswith("inputs[1].text: not valid UTF-8")
+
+
+def _as_stream_inputs(embed_request: bytes) -> bytes:
+    # EmbedRequest.inputs is field 1, EmbedStreamRequest.inputs field 2, both length-delimited:
+    # the tag byte 0x0a becomes 0x12. Each input here is short, so lengths are one byte.
+    out, i = bytearray(), 0
+    while i < len(embed_request):
+        assert embed_request[i] == 0x0A
+        length = embed_request[i + 1]
+        out += b"\x12" + embed_request[i + 1 : i + 2 + length]
+        i += 2 + length
+    return bytes(out)
+
+
+def test_other_callers_are_unaffected_by_hostile_ones(stub, channel, reference_model) -> None:
+    good_inputs = [[text(f"good caller {i}"), image(picture)] for i, picture in enumerate(colored_images(6))]
+    wanted = [expected(reference_model, inputs) for inputs in good_inputs]
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def good_caller(n: int) -> int:
+        calls = 0
+        while not stop.is_set() or calls == 0:
+            vectors, _ = embed(stub, good_inputs[n])
+            if not np.allclose(vectors, wanted[n], atol=1e-5):
+                failures.append(f"caller {n} got wrong vectors")
+            calls += 1
+        return calls
+
+    hostile = [[text("x"), image(data)] for data in IMAGES.values()] + [
+        [text("x"), text(t)] for t in TEXTS.values()
+    ]
+    with ThreadPoolExecutor(4) as pool:
+        callers = [pool.submit(good_caller, n) for n in range(3)]
+        for _ in range(2):
+            for inputs in hostile:
+                assert refused(stub, inputs).code() == grpc.StatusCode.INVALID_ARGUMENT
+        stop.set()
+        assert all(c.result() > 0 for c in callers)
+    assert failures == []
+    assert serving(channel)
