@@ -15,6 +15,7 @@ from clipsearch.errors import (
     UnavailableError,
 )
 from clipsearch.index_client import IndexClient
+from clipsearch.query import Query
 from clipsearch.search_client import SearchClient
 from clipsearch.types import CollectionInfo, Hit, IngestFailure, IngestReport, Item, ModelInfo
 
@@ -35,6 +36,7 @@ __all__ = [
     "InvalidArgumentError",
     "Item",
     "ModelInfo",
+    "Query",
     "NotFoundError",
     "PermissionDeniedError",
     "ResourceExhaustedError",

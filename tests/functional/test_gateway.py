@@ -10,7 +10,7 @@ from harness import ServerThread
 
 from clipsearch.gateway.server import create_server
 from clipsearch.gateway.settings import GatewaySettings
-from clipsearch.health import check_health
+from clipsearch.health import wait_until_serving
 from clipsearch.v1 import encoder_pb2, index_pb2, search_pb2, search_pb2_grpc, types_pb2
 
 
@@ -43,7 +43,7 @@ def _stream(small_catalog, extra=()):
 
 def test_ingest_stream_then_every_search(gateway, pair, small_catalog) -> None:
     running, stub = gateway
-    assert check_health(running.address) == "SERVING"
+    wait_until_serving(running.address, timeout_s=30)  # SERVING once both upstream services are
     from clipsearch import SearchClient
 
     with SearchClient(pair.encoder, pair.index) as client:

@@ -42,4 +42,5 @@ def test_node_client_discovers_and_calls_both_services(pair) -> None:
     assert result["vector_bytes"] == 4 * result["model"]["embedding_dim"]
     assert result["vector_norm"] == pytest.approx(1.0, abs=1e-4)
     assert result["hits"][0]["id"] == "node-1" and result["hits"][0]["score"] == pytest.approx(1.0, abs=1e-4)
+    assert result["hits"][0]["title"] == "Red dress"
     assert result["unknown_collection_status"] == "NOT_FOUND"

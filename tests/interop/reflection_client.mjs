@@ -28,6 +28,11 @@ function call(client, method, request) {
   });
 }
 
+// Descriptors fetched by reflection describe a map<string, V> as its wire form, a
+// repeated {key, value} entry message, and protobufjs loads it that way.
+const entries = (object) => Object.entries(object).map(([key, value]) => ({ key, value }));
+const fromEntries = (list) => Object.fromEntries((list || []).map(({ key, value }) => [key, value]));
+
 function norm(bytes) {
   const buffer = Buffer.from(bytes);
   let sum = 0;
@@ -50,7 +55,7 @@ await call(index.client, 'CreateCollection', {
 });
 await call(index.client, 'Upsert', {
   collection,
-  items: [{ id: 'node-1', vector: { float32_le: vector }, metadata: { title: { string_value: 'Red dress' } } }],
+  items: [{ id: 'node-1', vector: { float32_le: vector }, metadata: entries({ title: { string_value: 'Red dress' } }) }],
   model_fingerprint: embedded.model_fingerprint,
 });
 const found = await call(index.client, 'Search', { collection, queries: [{ float32_le: vector }], k: 1 });
@@ -67,7 +72,11 @@ console.log(JSON.stringify({
   model: { name: model.name, embedding_dim: model.embedding_dim, fingerprint: model.fingerprint },
   vector_bytes: vector.length,
   vector_norm: norm(vector),
-  hits: found.results[0].hits.map((hit) => ({ id: hit.id, score: hit.score, title: hit.metadata.title.string_value })),
+  hits: found.results[0].hits.map((hit) => ({
+    id: hit.id,
+    score: hit.score,
+    title: fromEntries(hit.metadata).title.string_value,
+  })),
   unknown_collection_status: notFound,
 }));
 process.exit(0);
