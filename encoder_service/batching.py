@@ -4,7 +4,9 @@ Callers (coroutines on an asyncio loop) first :meth:`DynamicBatcher.admit` their
 which fails at once with RESOURCE_EXHAUSTED when ``max_queue`` items are already waiting,
 then :meth:`~DynamicBatcher.submit` them to a queue of their kind ("text", "image").
 One worker thread owns the model: it takes the queue whose oldest item waited longest,
-lets it fill up to ``max_batch_size`` or until that item has waited ``max_wait_s``, drops
+lets it fill up to ``max_batch_size`` or until that item has waited ``max_wait_s`` (waiting
+only while more admitted inputs are still being prepared, so a lone caller never waits
+for nothing; under load, batches form while the model is busy anyway), drops
 items whose caller's deadline passed or who went away, runs the rest as one batch, and
 hands each caller its results in order. ``max_batch_size=1`` turns batching off.
 
@@ -226,6 +228,7 @@ class DynamicBatcher:
     def _release(self, size: int) -> None:
         with self._cond:
             self._admitted -= size
+            self._cond.notify()  # a batch may have been waiting for these
             waiters, self._capacity_waiters = self._capacity_waiters, []
         for waiter in waiters:
             _call_soon(waiter.get_loop(), _wake, waiter)
@@ -284,7 +287,10 @@ class DynamicBatcher:
             kind = min(heads, key=heads.__getitem__)
             queue = self._queues[kind]
             wait = heads[kind] + self.policy.max_wait_s - time.monotonic()
-            if len(queue) < max_size and wait > 0 and not self._closed:
+            # Wait for company only if some is on its way: inputs admitted but still being
+            # decoded or tokenized. A lone caller is never held back for nothing.
+            incoming = self._admitted - sum(len(q) for q in self._queues.values())
+            if len(queue) < max_size and wait > 0 and incoming > 0 and not self._closed:
                 self._cond.wait(wait)
                 continue
             now = time.monotonic()

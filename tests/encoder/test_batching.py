@@ -120,16 +120,41 @@ def test_text_and_images_are_never_mixed_in_a_batch() -> None:
     asyncio.run(scenario())
 
 
-def test_a_partial_batch_waits_at_most_max_wait_for_company() -> None:
+def test_a_partial_batch_waits_for_inputs_still_being_prepared() -> None:
     async def scenario() -> None:
         runner = Runner()
-        batcher, _ = make(runner, max_batch_size=8, max_wait_s=0.2)
-        first = asyncio.ensure_future(call(batcher, "text", ["a"]))
-        await asyncio.sleep(0.02)
-        second = asyncio.ensure_future(call(batcher, "text", ["b"]))
-        await asyncio.gather(first, second)
-        # Both arrived within the first item's wait, so they ran together.
+        batcher, _ = make(runner, max_batch_size=8, max_wait_s=30)
+        # Two inputs admitted (as if being decoded); the first is ready before the second.
+        with batcher.admit(2) as admission:
+            first = asyncio.ensure_future(batcher.submit("text", ["a"], admission))
+            await asyncio.sleep(0.05)
+            second = asyncio.ensure_future(batcher.submit("text", ["b"], admission))
+            await asyncio.gather(first, second)
         assert [p for _, p in runner.batches] == [["a", "b"]]
+        batcher.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_partial_batch_stops_waiting_when_the_rest_fails_to_prepare() -> None:
+    async def scenario() -> None:
+        runner = Runner()
+        batcher, _ = make(runner, max_batch_size=8, max_wait_s=60)
+        with batcher.admit(2) as admission:
+            first = asyncio.ensure_future(batcher.submit("text", ["a"], admission))
+            await asyncio.sleep(0.05)
+        # Leaving the block released the second place (it "failed to decode"): no more waiting.
+        assert await asyncio.wait_for(first, timeout=20) == [("text", "a")]
+        batcher.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_lone_caller_is_not_held_for_company_that_is_not_coming() -> None:
+    async def scenario() -> None:
+        runner = Runner()
+        batcher, _ = make(runner, max_batch_size=8, max_wait_s=60)
+        assert await asyncio.wait_for(call(batcher, "image", ["alone"]), timeout=20) == [("image", "alone")]
         batcher.close()
 
     asyncio.run(scenario())
