@@ -40,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_health(commands)
     _add_loadtest(commands)
     _add_demo_catalog(commands)
+    _add_ui(commands)
     return parser
 
 
@@ -307,6 +308,24 @@ def _demo_catalog(args: argparse.Namespace) -> int:
 
     print(generate_catalog(args.out_dir, n_products=args.products, seed=args.seed))
     return 0
+
+
+# -- ui --------------------------------------------------------------------------------------
+
+
+def _add_ui(commands: argparse._SubParsersAction) -> None:
+    from clipsearch.ui.settings import UISettings
+
+    ui = commands.add_parser("ui", help="serve the visual search page (needs clipsearch[ui])")
+    UISettings.add_arguments(ui)
+    ui.set_defaults(handler=_ui)
+
+
+def _ui(args: argparse.Namespace) -> int:
+    from clipsearch.ui.server import run
+    from clipsearch.ui.settings import UISettings
+
+    return run(UISettings.from_args(args))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,45 @@
+"""Runs the search page with uvicorn: ``clipsearch ui``."""
+
+from __future__ import annotations
+
+import logging
+
+from clipsearch.ui.settings import UISettings
+
+log = logging.getLogger("clipsearch.ui")
+
+
+def build_server(settings: UISettings):
+    """A uvicorn server for the page (not started); tests run it in a thread on port 0."""
+    try:
+        import uvicorn
+
+        from clipsearch.ui.app import create_app
+    except ImportError as error:
+        raise SystemExit(
+            f"error: the search page needs the 'ui' extra ({error.name} is missing): "
+            "pip install 'clipsearch[ui]'"
+        ) from None
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level.lower(),
+        access_log=settings.log_level == "DEBUG",
+        server_header=False,
+    )
+    return uvicorn.Server(config)
+
+
+def run(settings: UISettings) -> int:
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    server = build_server(settings)
+    page = server.config.app.state.page
+    log.info(
+        "searching collection %r through encoder %s and index %s",
+        settings.collection,
+        page.addresses["encoder"],
+        page.addresses["index"],
+    )
+    server.run()  # logs the page's address once it listens
+    return 0 if server.started else 1
