@@ -12,6 +12,7 @@ import logging
 
 import torch
 
+from clipsearch.serving.observability import configure_logging
 from clipsearch.serving.server import ManagedServer, ServerOptions, ServiceBinding, run_until_signalled
 from encoder_service.batching import BatchPolicy
 from encoder_service.core import EncoderCore, InputLimits
@@ -88,7 +89,7 @@ async def create_server(settings: EncoderSettings) -> ManagedServer:
 
 def run(settings: EncoderSettings) -> int:
     """Serves until SIGTERM or SIGINT; returns the process exit code."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
 
     async def serve() -> None:
         server = await create_server(settings)
