@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from clipsearch.cli import format_hits
@@ -31,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--state-dir", type=Path, default=Path("var/demo"))
     parser.add_argument("--encoder-port", type=int, default=50051)
     parser.add_argument("--index-port", type=int, default=50052)
+    parser.add_argument("--ui-port", type=int, default=8501, help="port of the search page")
     parser.add_argument("--products", type=int, default=300)
     parser.add_argument("--stop", action="store_true", help="stop the services a previous run started")
     args = parser.parse_args(argv)
@@ -65,8 +67,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nimage: {query_image.name}")
         print(format_hits(client.search_image(query_image, collection=COLLECTION, k=5)))
 
+    page = start_ui(state, args.ui_port, encoder, index)
     clipsearch = Path(sys.executable).with_name("clipsearch")
     print(
+        f"\nSearch page: {page}\n"
         f"\nThe services keep running: encoder {encoder}, index {index} (logs in {state / 'logs'}).\n"
         f"Try:  {clipsearch} search --collection {COLLECTION} --text 'a dotted yellow scarf'\n"
         f"Stop: make demo-stop"
@@ -79,11 +83,36 @@ def start_service(state: Path, name: str, address: str, flags: list[str]) -> Non
     if check_health(address, timeout_s=2) == "SERVING":
         print(f"      {name} already serving at {address}")
         return
+    argv = ["serve", name, "--host", "127.0.0.1", *flags]
+    start_detached(state, name, argv, address, wait=lambda: wait_until_serving(address, timeout_s=2))
+
+
+def start_ui(state: Path, port: int, encoder: str, index: str) -> str:
+    """Starts `clipsearch ui` (the search page) detached, unless it already answers; its URL."""
+    from clipsearch.ui.probe import is_answering, wait_until_answering
+
+    url = f"http://127.0.0.1:{port}/"
+    if is_answering(url):
+        print(f"      ui already answering at {url}")
+        return url
+    argv = ["ui", "--host", "127.0.0.1", "--port", str(port), "--encoder", encoder, "--index", index]
+    argv += ["--collection", COLLECTION]
+    start_detached(state, "ui", argv, url, wait=lambda: wait_until_answering(url, timeout_s=2))
+    return url
+
+
+def start_detached(
+    state: Path, name: str, argv: list[str], address: str, *, wait: Callable[[], None]
+) -> None:
+    """Runs `clipsearch ARGV` in its own session with a pid file; returns once ``wait()`` does.
+
+    ``wait`` raises TimeoutError while the process is not ready yet.
+    """
     (state / "logs").mkdir(parents=True, exist_ok=True)
     log_path = state / "logs" / f"{name}.log"
     with log_path.open("ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "clipsearch.cli", "serve", name, "--host", "127.0.0.1", *flags],
+            [sys.executable, "-m", "clipsearch.cli", *argv],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -96,12 +125,12 @@ def start_service(state: Path, name: str, address: str, flags: list[str]) -> Non
             tail = log_path.read_text(errors="replace").splitlines()[-20:]
             raise SystemExit(f"{name} exited with {process.returncode}; last log lines:\n" + "\n".join(tail))
         try:
-            wait_until_serving(address, timeout_s=2)
+            wait()
             print(f"      {name} serving at {address} (pid {process.pid})")
             return
         except TimeoutError:
             continue
-    raise SystemExit(f"{name} did not become SERVING within 300 s; see {log_path}")
+    raise SystemExit(f"{name} did not become ready within 300 s; see {log_path}")
 
 
 def stop_services(state: Path) -> int:

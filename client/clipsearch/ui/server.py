@@ -17,7 +17,7 @@ def build_server(settings: UISettings):
         from clipsearch.ui.app import create_app
     except ImportError as error:
         raise SystemExit(
-            f"error: the search page needs the 'ui' extra ({error.name} is missing): "
+            f"error: the search page needs the 'ui' extra ({error.name or error} is missing): "
             "pip install 'clipsearch[ui]'"
         ) from None
     config = uvicorn.Config(
