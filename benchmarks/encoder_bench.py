@@ -1,7 +1,7 @@
 """Encoder throughput and latency, side by side in one run.
 
-For each model (the demo model if its checkpoint exists, else clipsearch-tiny; and
-ViT-B-32 with random weights), two servers run as real processes (`clipsearch serve
+For each model (the demo model: its checkpoint if it exists, else its architecture with
+random weights; and ViT-B-32 with random weights), two servers run as real processes (`clipsearch serve
 encoder`): batching on (the defaults) and `--max-batch-size 1`. Closed-loop callers
 send one image per call at concurrency 1, 8 and 32, alternating between the two servers
 cell by cell, so both see the same machine. Then, with the servers idle, in-process
@@ -125,7 +125,14 @@ async def one_call_of(address: str, batch: int, payload: bytes, seconds: float) 
 
 
 def in_process_rates(
-    model: str, pretrained: str, payload: bytes, batch: int, seconds: float
+    model: str,
+    pretrained: str,
+    payload: bytes,
+    batch: int,
+    seconds: float,
+    device: str,
+    precision: str,
+    threads: int,
 ) -> tuple[float, float]:
     """open_clip in this process, ``batch`` images per step, images/s: (decode + preprocess +
     encode, one thread; encode alone, inputs already preprocessed)."""
@@ -134,17 +141,23 @@ def in_process_rates(
 
     import encoder_service.model  # noqa: F401  (registers the shipped model configs)
 
+    torch.set_num_threads(threads)
+
     net, _, preprocess = open_clip.create_model_and_transforms(
         model, pretrained=None if pretrained == "random" else pretrained
     )
-    net.eval()
+    target = torch.device(
+        "cuda" if device == "auto" and torch.cuda.is_available() else device.replace("auto", "cpu")
+    )
+    net = net.eval().to(target)
+    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision)
 
     def prepare() -> torch.Tensor:
         return torch.stack([preprocess(Image.open(io.BytesIO(payload)).convert("RGB")) for _ in range(batch)])
 
     def encode(pixels: torch.Tensor) -> None:
-        with torch.inference_mode():
-            net.encode_image(pixels, normalize=True).numpy()
+        with torch.inference_mode(), torch.autocast(target.type, dtype=dtype, enabled=dtype is not None):
+            net.encode_image(pixels.to(target), normalize=True).float().cpu().numpy()
 
     ready = prepare()
     return _rate(lambda: encode(prepare()), batch, seconds), _rate(lambda: encode(ready), batch, seconds)
@@ -207,9 +220,12 @@ def hostile_latencies(address: str) -> dict[str, float]:
 
 def bench_model(model: str, pretrained: str, args: argparse.Namespace, logs: Path) -> ModelResult:
     result = ModelResult(model, pretrained)
-    payload = sample_jpeg()
+    payload = sample_jpeg(side=image_side(model))
     batch = EncoderSettings().max_batch_size
-    common = ["--model", model, "--pretrained", pretrained, "--device", "cpu"]
+    common = [
+        *("--model", model, "--pretrained", pretrained, "--device", args.device),
+        *("--precision", args.precision, "--threads", str(args.threads)),
+    ]
     on_metrics, off_metrics = free_port(), free_port()
     print(f"\n== {model} ({pretrained}) ==", flush=True)
     with (
@@ -236,7 +252,7 @@ def bench_model(model: str, pretrained: str, args: argparse.Namespace, logs: Pat
         result.one_call_rate = asyncio.run(one_call_of(on, batch, payload, args.seconds))
         result.hostile_ms = hostile_latencies(on)
     result.in_process_rate, result.encode_only_rate = in_process_rates(
-        model, pretrained, payload, batch, args.seconds
+        model, pretrained, payload, batch, args.seconds, args.device, args.precision, args.threads
     )
     print(
         f"  one call of {batch}: {result.one_call_rate:.1f}/s; "
@@ -246,7 +262,7 @@ def bench_model(model: str, pretrained: str, args: argparse.Namespace, logs: Pat
     return result
 
 
-def machine() -> str:
+def machine(device: str, precision: str) -> str:
     cpu = "unknown CPU"
     with open("/proc/cpuinfo") as info:
         for line in info:
@@ -256,10 +272,15 @@ def machine() -> str:
     import torch
 
     load = os.getloadavg()[0]
+    accelerator = (
+        f"{torch.cuda.get_device_name(0)}, --device {device} --precision {precision}"
+        if device != "cpu" and torch.cuda.is_available()
+        else f"CPU only, --precision {precision}"
+    )
     return (
-        f"{os.cpu_count()} cores ({cpu}), CPU only, torch {torch.__version__} with {torch.get_num_threads()} "
-        f"threads, Python {platform.python_version()}; load average {load:.1f} at the start "
-        f"(the machine was shared with other work)"
+        f"{os.cpu_count()} cores ({cpu}), {accelerator}, torch {torch.__version__}, "
+        f"Python {platform.python_version()}; "
+        f"load average {load:.1f} at the start (the machine was shared with other work)"
     )
 
 
@@ -269,13 +290,15 @@ def markdown(results: list[ModelResult], args: argparse.Namespace, header: str) 
         "## Encoder",
         "",
         "`python benchmarks/encoder_bench.py" + (" --quick" if args.quick else "") + " --write-docs` — "
-        "closed-loop callers, one 256x256 JPEG per call, against two `clipsearch serve encoder` processes "
+        "closed-loop callers, one JPEG per call (128 px for the small models, like the demo catalog's; "
+        "256 px for ViT-B-32), against two `clipsearch serve encoder` processes "
         f"(batching on: `--max-batch-size {s.max_batch_size} --max-wait-ms {s.max_wait_ms:g}`; off: "
         "`--max-batch-size 1`), alternating cell by cell; then in-process open_clip doing the same "
         f"decode + preprocess + encode in batches of {s.max_batch_size} in one thread (and the encode "
         "alone, on inputs preprocessed beforehand), servers idle.",
         "",
-        f"Machine: {header}. {args.seconds:g} s per cell (twice that for ViT-B-32 at concurrency > 1). "
+        f"Machine: {header}. `--threads {args.threads}` for servers and in-process alike. "
+        f"{args.seconds:g} s per cell (twice that for ViT-B-32 at concurrency > 1). "
         "Throughput in images/s, latency p50 / p95 / p99 in ms.",
         "",
         "| model | concurrency | batching on | p50 / p95 / p99 | mean batch | `--max-batch-size 1` | "
@@ -291,17 +314,19 @@ def markdown(results: list[ModelResult], args: argparse.Namespace, header: str) 
             )
     lines += [
         "",
-        "| model | batching ratio at 32 "
-        f"| service (32 callers x 1 image) / in-process (batch {s.max_batch_size}) "
-        f"| service (1 call x {s.max_batch_size} images) / in-process "
-        "| service (32 callers) / in-process encode only |",
+        "| model | batching on / off at 32 callers "
+        f"| service / in-process, same batch: 1 call of {s.max_batch_size} images "
+        f"vs batches of {s.max_batch_size} "
+        f"| service with 32 callers of 1 image / in-process batches of {s.max_batch_size} "
+        "| service with 32 callers / in-process encode alone |",
         "|---|---|---|---|---|",
     ]
     for r in results:
         lines.append(
             f"| {r.model} ({r.pretrained}) | **{r.on[32].rate / r.off[32].rate:.2f}x** | "
-            f"**{r.on[32].rate / r.in_process_rate:.2f}** ({r.on[32].rate:.1f} / {r.in_process_rate:.1f}) | "
-            f"{r.one_call_rate / r.in_process_rate:.2f} ({r.one_call_rate:.1f} / {r.in_process_rate:.1f}) | "
+            f"**{r.one_call_rate / r.in_process_rate:.2f}** "
+            f"({r.one_call_rate:.1f} / {r.in_process_rate:.1f}) | "
+            f"{r.on[32].rate / r.in_process_rate:.2f} ({r.on[32].rate:.1f} / {r.in_process_rate:.1f}) | "
             f"{r.on[32].rate / r.encode_only_rate:.2f} ({r.on[32].rate:.1f} / {r.encode_only_rate:.1f}) |"
         )
     worst = {name: max(r.hostile_ms[name] for r in results) for name in results[0].hostile_ms}
@@ -326,8 +351,27 @@ def write_section(text: str, path: Path = DOCS) -> None:
     path.write_text(updated.rstrip() + "\n")
 
 
+def image_side(model: str) -> int:
+    """Pixels a side of the sample JPEG: the demo catalog's 128 for small models, else 256."""
+    import open_clip
+
+    import encoder_service.model  # noqa: F401  (registers the shipped model configs)
+
+    size = open_clip.get_model_config(model)["vision_cfg"]["image_size"]
+    return 128 if (size[0] if isinstance(size, (list, tuple)) else size) <= 128 else 256
+
+
 def default_models() -> list[tuple[str, str]]:
-    first = (DEMO_MODEL, str(DEMO_CHECKPOINT)) if DEMO_CHECKPOINT.is_file() else ("clipsearch-tiny", "random")
+    """The demo model (its checkpoint; or its architecture with random weights, which runs at
+    the same speed, until the checkpoint exists; or the tiny config) and ViT-B-32."""
+    if DEMO_CHECKPOINT.is_file():
+        first = (DEMO_MODEL, str(DEMO_CHECKPOINT))
+    elif (
+        Path(__file__).resolve().parents[1] / "encoder_service" / "model_configs" / f"{DEMO_MODEL}.json"
+    ).is_file():
+        first = (DEMO_MODEL, "random")
+    else:
+        first = ("clipsearch-tiny", "random")
     return [first, ("ViT-B-32", "random")]
 
 
@@ -341,6 +385,15 @@ def main(argv: list[str] | None = None) -> int:
         metavar="NAME[=PRETRAINED]",
         help="default: the demo model (or tiny) and ViT-B-32",
     )
+    parser.add_argument("--device", default="cpu", help="servers' and in-process --device (default cpu)")
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"))
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads, servers and in-process alike (default 1: on a 2-core machine shared "
+        "with other work, 2 OpenMP threads ran a small model 10x slower than 1)",
+    )
     parser.add_argument("--write-docs", action="store_true", help=f"write the table into {DOCS}")
     parser.add_argument("--json", type=Path, help="also write the raw figures here")
     args = parser.parse_args(argv)
@@ -350,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.models
         else default_models()
     )
-    header = machine()
+    header = machine(args.device, args.precision)
     print(header)
     logs = Path(tempfile.mkdtemp(prefix="encoder-bench-"))
     results = [bench_model(model, pretrained, args, logs) for model, pretrained in models]
