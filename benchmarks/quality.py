@@ -1,0 +1,121 @@
+"""Retrieval quality of the demo model through the whole stack: SDK → encoder → index, real gRPC.
+
+    python benchmarks/quality.py [--n-products 300] [--seed 7] [--image-trials 150]
+
+Starts both services on loopback (the encoder with `clipsearch-demo` and the committed
+checkpoint, or --model/--pretrained), renders a catalog from --seed, ingests it, and prints
+the figures issue 3 asks for: fresh, then after deleting a third and re-upserting it. The
+definitions live in `encoder_service/training/quality.py`, shared with training and tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))  # the loopback server harness
+
+from harness import ServerThread  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from clipsearch import SearchClient  # noqa: E402
+from clipsearch.demo.catalog import generate_catalog  # noqa: E402
+from encoder_service.training.quality import (  # noqa: E402
+    StackSearch,
+    measure_image_queries,
+    measure_text_queries,
+    products_from_csv,
+    reupsert_csv,
+)
+
+CHECKPOINT = REPO / "encoder_service" / "weights" / "clipsearch-demo.pt"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n-products", type=int, default=300)
+    parser.add_argument(
+        "--seed", type=int, default=7, help="catalog seed (the model trained on 1000, watched 99)"
+    )
+    parser.add_argument("--image-trials", type=int, default=150)
+    parser.add_argument("--shards", type=int, default=2)
+    parser.add_argument("--model", default="clipsearch-demo")
+    parser.add_argument("--pretrained", default=str(CHECKPOINT))
+    args = parser.parse_args(argv)
+
+    from encoder_service.server import create_server as create_encoder
+    from encoder_service.settings import EncoderSettings
+    from index_service.server import create_server as create_index
+    from index_service.settings import IndexSettings
+
+    with tempfile.TemporaryDirectory(prefix="clipsearch-quality-") as tmp:
+        started = time.perf_counter()
+        catalog = generate_catalog(Path(tmp) / "catalog", n_products=args.n_products, seed=args.seed)
+        products = products_from_csv(catalog)
+        encoder_settings = EncoderSettings(port=0, model=args.model, pretrained=args.pretrained)
+        index_settings = IndexSettings(port=0, data_dir=Path(tmp) / "index")
+        with (
+            ServerThread(lambda: create_encoder(encoder_settings), name="encoder") as encoder,
+            ServerThread(lambda: create_index(index_settings), name="index") as index,
+            SearchClient(encoder=encoder.address, index=index.address) as client,
+        ):
+            client.create_collection("quality", num_shards=args.shards)
+            report = client.ingest(catalog, collection="quality")
+            print(
+                f"ingested {report.ingested} products ({len(report.failed)} failed) in {report.seconds:.1f}s"
+            )
+
+            def measure(label: str) -> list[str]:
+                search = StackSearch(client, "quality", products)
+                text = measure_text_queries(products, search.texts)
+                image = measure_image_queries(
+                    products,
+                    lambda p: Image.open(catalog.parent / "images" / f"{p.id}.jpg").convert("RGB"),
+                    search.images,
+                    trials=args.image_trials,
+                    seed=1,
+                )
+                for miss in text.pair_misses + text.exact_misses + image.misses + search.mismatches:
+                    print(f"  [{label}] miss: {miss}")
+                return [
+                    f"{text.pair_top1:.3f} ({text.pair_queries})",
+                    f"{text.pair_precision_at_k:.3f}",
+                    f"{text.exact_top1:.3f} ({text.exact_queries})",
+                    f"{image.top1:.3f} ({image.trials})",
+                    str(len(search.mismatches)),
+                ]
+
+            fresh = measure("fresh")
+            churned_ids = {p.id for p in products[::3]}
+            client.delete(collection="quality", ids=sorted(churned_ids))
+            client.ingest(reupsert_csv(catalog, churned_ids), collection="quality")
+            churned = measure("churned")
+            model = client.model
+
+    print(
+        f"\nmodel {model.name} ({Path(model.pretrained).name}, dim {model.embedding_dim}), "
+        f"catalog seed {args.seed}, {args.n_products} products, {args.shards} shards; "
+        f"{platform.machine()}, {os.cpu_count()} CPUs; {time.perf_counter() - started:.0f}s\n"
+    )
+    rows = [
+        ("text→image top-1, category+color (queries)", ">= 1.0"),
+        ("text→image precision@5, category+color", ">= 0.9"),
+        ("text→image top-1, category+color+pattern (queries)", ">= 0.9"),
+        ("image→image top-1, degraded upload (trials)", ">= 0.95"),
+        ("hits whose metadata is not their id's", "0"),
+    ]
+    print("| figure | required | fresh | after deleting and re-upserting a third |")
+    print("|---|---|---|---|")
+    for (name, required), a, b in zip(rows, fresh, churned, strict=True):
+        print(f"| {name} | {required} | {a} | {b} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
