@@ -183,7 +183,8 @@ class HeldOutEval:
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     """open_clip_train's split: no decay on gains, biases, norms and the logit scale."""
-    decay, no_decay = [], []
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
     for name, param in model.named_parameters():
         exclude = param.ndim < 2 or "bn" in name or "ln" in name or "bias" in name or "logit_scale" in name
         (no_decay if exclude else decay).append(param)
