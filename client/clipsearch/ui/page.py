@@ -251,7 +251,7 @@ class SearchPage:
         try:
             yield
         except ClipsearchError as error:
-            log.warning("search failed: %s: %s", error.code.name, error.message)
+            log.warning("call to the services failed: %s: %s", error.code.name, error.message)
             raise self._page_error(error) from None
 
     def _page_error(self, error: ClipsearchError) -> PageError:
@@ -268,10 +268,10 @@ class SearchPage:
                 return PageError(404, self._service_message("index", error))
             return PageError(404, f"Not found: {error.message}")
         if isinstance(error, InvalidArgumentError):
-            if (error.field or "").endswith(".image"):  # the encoder names the input: inputs[0].image
-                return PageError(
-                    400, f"That file could not be read as an image (JPEG, PNG or WebP): {error.message}"
-                )
+            field = error.field or ""
+            if field.endswith(".image"):  # the encoder names the input: "inputs[0].image: why"
+                why = error.message.removeprefix(f"{field}: ")
+                return PageError(400, f"That file could not be read as an image: {why}.")
             return PageError(400, error.message)
         if isinstance(error, FailedPreconditionError):
             return PageError(

@@ -226,6 +226,7 @@ document.addEventListener("DOMContentLoaded", () => {
   $("text-form").addEventListener("submit", searchText);
   $("image").addEventListener("change", searchImage);
   $("options").addEventListener("change", rerun);
+  $("query-image").addEventListener("error", () => { $("query-image").hidden = true; });
   loadStatus();
   const initial = new URLSearchParams(window.location.search);
   if (initial.get("k")) $("k").value = initial.get("k");

@@ -1,0 +1,181 @@
+"""The page's server without a browser: parameters, errors, and which files it agrees to serve."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from ui_harness import COLLECTION, PageServer
+
+from clipsearch import SearchClient
+from clipsearch.types import Hit
+from clipsearch.ui.page import PageError, SearchPage, SearchParams, hit_to_json, sniff_image_type
+from clipsearch.ui.settings import UISettings
+
+# -- parameters (no services) -------------------------------------------------------------------
+
+
+def test_params_become_an_sdk_filter() -> None:
+    params = SearchParams.parse(
+        {"k": "20", "category": " dress ", "min_price": "10", "max_price": "49.5"}, max_k=100
+    )
+    assert params.k == 20
+    assert params.filter() == {"category": "dress", "price": {"gte": 10.0, "lte": 49.5}}
+    assert SearchParams.parse({"max_price": "30"}, max_k=100).filter() == {"price": {"lte": 30.0}}
+    assert SearchParams.parse({"k": "", "category": "  "}, max_k=100) == SearchParams()
+    assert SearchParams().filter() is None
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ({"k": "0"}, "k must be between 1 and 100, got 0."),
+        ({"k": "101"}, "k must be between 1 and 100, got 101."),
+        ({"k": "ten"}, "k must be a number, got 'ten'."),
+        ({"min_price": "cheap"}, "min_price must be a number, got 'cheap'."),
+        ({"max_price": "nan"}, "max_price must be a finite number, got 'nan'."),
+        ({"min_price": "-1"}, "Min price must not be negative."),
+        ({"min_price": "50", "max_price": "20"}, "Min price (50) is above max price (20)."),
+    ],
+)
+def test_bad_params_are_refused_with_a_sentence(query: dict, message: str) -> None:
+    with pytest.raises(PageError) as caught:
+        SearchParams.parse(query, max_k=100)
+    assert caught.value.status == 400 and caught.value.message == message
+
+
+def test_hits_leave_server_paths_and_bookkeeping_out() -> None:
+    hit = Hit(
+        "p1", 0.5, {"title": "Red dress", "image": "/data/p1.jpg", "content_sha256": "ab", "price": 9.99}
+    )
+    assert hit_to_json(hit) == {
+        "id": "p1",
+        "score": 0.5,
+        "title": "Red dress",
+        "has_image": True,
+        "metadata": {"price": 9.99},
+    }
+    assert hit_to_json(Hit("p2", 0.1, {}))["title"] == "p2"
+
+
+def test_image_types_are_sniffed_from_bytes() -> None:
+    assert sniff_image_type(b"\xff\xd8\xff\xe0\x00\x10JFIF\x00") == "image/jpeg"
+    assert sniff_image_type(b"\x89PNG\r\n\x1a\n\x00\x00\x00\r") == "image/png"
+    assert sniff_image_type(b"RIFF\x10\x00\x00\x00WEBP") == "image/webp"
+    assert sniff_image_type(b"GIF89a\x01\x00") == "image/gif"
+    assert sniff_image_type(b"root:x:0:0:root") is None
+    assert sniff_image_type(b"") is None
+
+
+# -- against the services -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def hostile(services, tmp_path_factory):
+    """A collection whose items point at files that are not product images."""
+    secret = tmp_path_factory.mktemp("secret") / "token.png"
+    secret.write_text("not an image: a secret the page must not serve\n")
+    with SearchClient(services.encoder, services.index) as client:
+        client.create_collection("hostile", exist_ok=True)
+        paths = {
+            "passwd": "/etc/passwd",
+            "text": str(secret),
+            "folder": str(secret.parent),
+            "gone": str(secret.parent / "gone.jpg"),
+            "number": 7,
+        }
+        vectors = np.eye(len(paths), client.model.embedding_dim, dtype=np.float32)
+        metadata = [{"image": path, "title": name} for name, path in paths.items()]
+        client.index.upsert(
+            "hostile", list(paths), vectors, metadata, model_fingerprint=client.model.fingerprint
+        )
+    page = SearchPage(UISettings(encoder=services.encoder, index=services.index, collection="hostile"))
+    yield page, list(paths)
+    page.close()
+
+
+def test_only_images_of_stored_products_are_served(services, hostile) -> None:
+    page, ids = hostile
+    for item_id in [*ids, "../../etc/passwd", "/etc/passwd", "unknown"]:
+        with pytest.raises(PageError) as caught:
+            page.image_file(item_id)
+        assert caught.value.status == 404, item_id
+    demo = SearchPage(UISettings(encoder=services.encoder, index=services.index, collection=COLLECTION))
+    try:
+        path, media_type = demo.image_file("p00001")
+        assert media_type == "image/jpeg" and path.read_bytes()[:3] == b"\xff\xd8\xff"
+    finally:
+        demo.close()
+
+
+def test_status_and_errors_name_the_service_that_is_down(services) -> None:
+    page = SearchPage(UISettings(encoder=services.encoder, index="127.0.0.1:1", collection=COLLECTION))
+    try:
+        status = page.status()
+        assert status["encoder"]["ok"] and not status["index"]["ok"]
+        assert status["index"]["message"].startswith("The index service at 127.0.0.1:1 is not reachable")
+        with pytest.raises(PageError) as caught:
+            page.search_text("a red dress", SearchParams())
+        assert caught.value.status == 503
+        assert caught.value.message.startswith("The index service at 127.0.0.1:1 is not reachable")
+    finally:
+        page.close()
+
+
+def test_missing_collection_says_how_to_fill_it(services) -> None:
+    page = SearchPage(UISettings(encoder=services.encoder, index=services.index, collection="empty"))
+    try:
+        assert "clipsearch ingest CATALOG --collection empty" in page.status()["index"]["message"]
+        with pytest.raises(PageError) as caught:
+            page.more_like_this("p00001", SearchParams())
+        assert caught.value.status == 404 and "no collection 'empty'" in caught.value.message
+    finally:
+        page.close()
+
+
+def get(url: str, data: bytes | None = None) -> tuple[int, dict[str, str], bytes]:
+    request = urllib.request.Request(url, data=data, method="POST" if data is not None else "GET")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), error.read()
+
+
+def test_http_answers(services, page_url) -> None:
+    status, headers, body = get(page_url + "/")
+    assert status == 200 and b'id="results"' in body
+    assert "default-src 'self'" in headers["content-security-policy"]
+    assert headers["x-content-type-options"] == "nosniff"
+
+    status, headers, body = get(page_url + "/api/image?id=p00003")
+    assert status == 200 and headers["content-type"] == "image/jpeg" and body[:3] == b"\xff\xd8\xff"
+    for query in ("id=..%2F..%2Fetc%2Fpasswd", "id=", ""):
+        status, _, body = get(page_url + "/api/image?" + query)
+        assert status == 404 and "error" in json.loads(body), query
+
+    status, _, body = get(page_url + "/api/search/text?q=hat&k=3")
+    assert status == 200 and len(json.loads(body)["hits"]) == 3
+    status, _, body = get(page_url + "/api/search/text?q=hat&k=1000")
+    assert status == 400 and json.loads(body) == {"error": "k must be between 1 and 100, got 1000."}
+    status, _, body = get(page_url + "/static/../conftest.py")
+    assert status == 404
+    status, _, body = get(page_url + "/no/such/page")
+    assert status == 404 and json.loads(body) == {"error": "No such page: /no/such/page"}
+
+
+def test_upload_limit(services) -> None:
+    settings = UISettings(
+        port=0, encoder=services.encoder, index=services.index, collection=COLLECTION, max_upload_bytes=1000
+    )
+    image = Path(next(services.catalog.parent.glob("images/*")))
+    assert image.stat().st_size > 1000
+    with PageServer(settings) as server:
+        status, _, body = get(server.url + "/api/search/image", data=image.read_bytes())
+        assert status == 413 and "too large" in json.loads(body)["error"]
+        status, _, body = get(server.url + "/api/search/image", data=b"")
+        assert status == 400 and json.loads(body) == {"error": "Choose an image file to search with."}

@@ -1,0 +1,172 @@
+"""The search page as a visitor uses it, in headless Chromium, with a screenshot of each answer."""
+
+from __future__ import annotations
+
+import csv
+import socket
+import subprocess
+import sys
+
+from ui_harness import COLLECTION, screenshot
+
+from clipsearch.ui.probe import wait_until_answering
+
+#: How many result images have finished loading with real pixels.
+LOADED = "() => [...document.querySelectorAll('#results .card img')].filter(i => i.naturalWidth > 0).length"
+#: True once every result image has finished loading (or failed to).
+ALL_SETTLED = "() => [...document.querySelectorAll('#results .card img')].every(i => i.complete)"
+CARDS = """cards => cards.map(card => {
+    const metadata = {};
+    const terms = card.querySelectorAll('dt');
+    card.querySelectorAll('dd').forEach((dd, i) => { metadata[terms[i].textContent] = dd.textContent; });
+    return {id: card.dataset.id, title: card.querySelector('h3').textContent, metadata};
+})"""
+TIMEOUT_MS = 60_000
+
+
+def settle(tab) -> list[dict]:
+    """Waits for the answer and its images; the result cards (id, title, metadata)."""
+    tab.wait_for_selector(
+        '#results[data-state="done"], #results[data-state="error"]', state="attached", timeout=TIMEOUT_MS
+    )
+    tab.wait_for_function(ALL_SETTLED, timeout=TIMEOUT_MS)
+    return tab.eval_on_selector_all("#results .card", CARDS)
+
+
+def search_text(tab, page_url: str, text: str) -> list[dict]:
+    tab.goto(page_url)
+    tab.fill("#text", text)
+    tab.click("#text-search")
+    return settle(tab)
+
+
+def assert_no_stack_trace(tab) -> None:
+    text = tab.inner_text("body")
+    assert "Traceback" not in text and 'File "' not in text and "Error:" not in text
+
+
+def catalog_rows(services) -> list[dict]:
+    with services.catalog.open(newline="") as file:
+        return list(csv.DictReader(file))
+
+
+def test_text_query_shows_product_images(tab, page_url) -> None:
+    cards = search_text(tab, page_url, "a red dress")
+    assert tab.evaluate(LOADED) >= 5
+    assert len(cards) == 10  # the default k
+    assert tab.inner_text("#query-text") == "“a red dress”"
+    assert all(card["title"] and card["metadata"]["category"] for card in cards)
+    assert "image" not in cards[0]["metadata"]  # server paths stay on the server
+    # The trained demo model: the catalog's red dresses come first.
+    top = [(card["metadata"]["category"], card["metadata"]["color"]) for card in cards[:3]]
+    assert top == [("dress", "red")] * 3, top
+    screenshot(tab, "text-query")
+    assert tab.errors == []
+
+
+def test_image_upload_finds_the_product(tab, page_url, services) -> None:
+    row = catalog_rows(services)[42]
+    tab.goto(page_url)
+    tab.set_input_files("#image", str(services.catalog.parent / row["image"]))
+    cards = settle(tab)
+    assert tab.evaluate(LOADED) >= 5
+    assert cards[0]["id"] == row["id"]
+    assert tab.evaluate("() => document.querySelector('#query-image').naturalWidth") > 0
+    assert tab.inner_text("#query-text") == row["image"].split("/")[-1]
+    screenshot(tab, "image-query")
+    assert tab.errors == []
+
+
+def test_more_like_this_from_a_result(tab, page_url) -> None:
+    first = search_text(tab, page_url, "blue sneakers")[0]
+    tab.click(f'#results .card[data-id="{first["id"]}"] .more-like-this')
+    tab.wait_for_function(
+        "title => document.querySelector('#query-text').textContent === 'More like: ' + title",
+        arg=first["title"],
+    )
+    cards = settle(tab)
+    assert tab.evaluate(LOADED) >= 5
+    assert first["id"] not in {card["id"] for card in cards}  # the product itself is left out
+    assert tab.evaluate("() => document.querySelector('#query-image').naturalWidth") > 0
+    assert cards[0]["metadata"]["category"] == first["metadata"]["category"]
+    screenshot(tab, "more-like-this")
+    assert tab.errors == []
+
+
+def test_filters_and_k(tab, page_url) -> None:
+    tab.goto(page_url)
+    tab.fill("#category", "dress")
+    tab.fill("#max-price", "100")
+    tab.select_option("#k", "5")
+    tab.fill("#text", "a red dress")
+    tab.click("#text-search")
+    cards = settle(tab)
+    assert len(cards) == 5
+    assert all(c["metadata"]["category"] == "dress" and float(c["metadata"]["price"]) <= 100 for c in cards)
+
+    tab.select_option("#k", "20")  # a changed option re-runs the query
+    tab.wait_for_function("() => document.querySelectorAll('#results .card').length > 5", timeout=TIMEOUT_MS)
+    cards = settle(tab)
+    assert 5 < len(cards) <= 20
+    assert all(c["metadata"]["category"] == "dress" and float(c["metadata"]["price"]) <= 100 for c in cards)
+
+    tab.fill("#min-price", "200")
+    tab.dispatch_event("#min-price", "change")
+    tab.wait_for_function(
+        "() => document.querySelectorAll('#results .card').length === 0", timeout=TIMEOUT_MS
+    )
+    assert tab.inner_text("#message") == "Min price (200) is above max price (100)."
+    tab.fill("#max-price", "")
+    tab.dispatch_event("#max-price", "change")
+    tab.wait_for_selector("#summary:has-text('No products match')", timeout=TIMEOUT_MS)
+    assert tab.errors == []
+
+
+def test_unreadable_upload_gets_a_message(tab, page_url, tmp_path) -> None:
+    fake = tmp_path / "holiday.png"
+    fake.write_text("these are my notes, not a picture\n")
+    tab.goto(page_url)
+    tab.set_input_files("#image", str(fake))
+    tab.wait_for_selector('#results[data-state="error"]', state="attached", timeout=TIMEOUT_MS)
+    assert tab.inner_text("#message").startswith("That file could not be read as an image: not a JPEG")
+    tab.wait_for_selector("#query-image", state="hidden")  # no broken-image icon for it
+    assert_no_stack_trace(tab)
+    screenshot(tab, "bad-upload")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_service_down_message(tab, services) -> None:
+    """`clipsearch ui` (the real command) pointed at an encoder that is not running."""
+    dead, port = free_port(), free_port()
+    command = [sys.executable, "-m", "clipsearch.cli", "ui", "--port", str(port), "--collection", COLLECTION]
+    command += ["--encoder", f"127.0.0.1:{dead}", "--index", services.index]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        wait_until_answering(url, timeout_s=60)
+        expected = f"The encoder service at 127.0.0.1:{dead} is not reachable"
+        tab.goto(url)
+        tab.wait_for_selector(f"#message:has-text('{expected}')", timeout=TIMEOUT_MS)
+        assert tab.inner_text("#status") == "Not ready"
+
+        tab.fill("#text", "a red dress")
+        tab.click("#text-search")
+        tab.wait_for_selector('#results[data-state="error"]', state="attached", timeout=TIMEOUT_MS)
+        assert expected in tab.inner_text("#message")
+        assert_no_stack_trace(tab)
+        screenshot(tab, "service-down")
+    finally:
+        process.terminate()
+        _, stderr = process.communicate(timeout=30)
+    assert "Traceback" not in stderr, stderr
+
+
+def test_link_with_a_query_runs_it(tab, page_url) -> None:
+    tab.goto(page_url + "/?q=a+red+dress&k=5")
+    cards = settle(tab)
+    assert len(cards) == 5 and tab.input_value("#text") == "a red dress"
