@@ -23,7 +23,7 @@ import torch
 from clipsearch.errors import ClipsearchError, DeadlineExceededError, InvalidArgumentError
 from clipsearch.types import ModelInfo
 from encoder_service.batching import Admission, BatchPolicy, DynamicBatcher
-from encoder_service.images import ImageLimits, decode_image, sniff_format
+from encoder_service.images import ImageLimits, check_image_bytes, decode_image
 from encoder_service.metrics import EncoderMetrics
 from encoder_service.model import EncoderModel
 
@@ -92,7 +92,9 @@ class EncoderCore:
     async def embed(self, inputs: Sequence[Input], *, deadline: float | None = None) -> np.ndarray:
         """(n, dim) vectors in input order; the first bad input (lowest index) fails the call."""
         outcomes = await self._embed(inputs, deadline=deadline, per_item=False)
-        return np.stack(outcomes) if outcomes else np.zeros((0, self.identity.embedding_dim), np.float32)  # type: ignore[arg-type]
+        if not outcomes:
+            return np.zeros((0, self.identity.embedding_dim), np.float32)
+        return np.stack(outcomes)  # type: ignore[arg-type]
 
     async def embed_each(
         self, inputs: Sequence[Input], *, deadline: float | None = None
@@ -146,21 +148,8 @@ class EncoderCore:
     def _check(self, index: int, item: Input) -> _Valid:
         """Cheap checks on the event loop, before any input takes room in the queue."""
         if isinstance(item, ImageInput):
-            field = f"inputs[{index}].image"
-            data = item.data
-            limits = self.limits.image
-            if len(data) == 0:
-                raise InvalidArgumentError(f"{field}: empty image (0 bytes)", field=field)
-            if len(data) > limits.max_bytes:
-                raise InvalidArgumentError(
-                    f"{field}: image of {len(data)} bytes is over the limit of {limits.max_bytes}",
-                    field=field,
-                )
-            if sniff_format(data) is None:
-                raise InvalidArgumentError(
-                    f"{field}: not a JPEG, PNG or WebP image (starts with {data[:8].hex()})", field=field
-                )
-            return _Valid(index, "image", data)
+            check_image_bytes(item.data, self.limits.image, field=f"inputs[{index}].image")
+            return _Valid(index, "image", item.data)
         if isinstance(item, TextInput):
             field = f"inputs[{index}].text"
             raw = item.text

@@ -45,8 +45,8 @@ def sniff_format(data: bytes) -> str | None:
     return None
 
 
-def decode_image(data: bytes, limits: ImageLimits, *, field: str = "image") -> Image.Image:
-    """Decodes to an RGB image with EXIF orientation applied, or raises InvalidArgumentError."""
+def check_image_bytes(data: bytes, limits: ImageLimits, *, field: str = "image") -> str:
+    """The cheap checks (size, magic bytes) before any decoding; returns the declared format."""
     if len(data) == 0:
         raise InvalidArgumentError(f"{field}: empty image (0 bytes)", field=field)
     if len(data) > limits.max_bytes:
@@ -58,6 +58,12 @@ def decode_image(data: bytes, limits: ImageLimits, *, field: str = "image") -> I
         raise InvalidArgumentError(
             f"{field}: not a JPEG, PNG or WebP image (starts with {data[:8].hex()})", field=field
         )
+    return declared
+
+
+def decode_image(data: bytes, limits: ImageLimits, *, field: str = "image") -> Image.Image:
+    """Decodes to an RGB image with EXIF orientation applied, or raises InvalidArgumentError."""
+    declared = check_image_bytes(data, limits, field=field)
     try:
         opened = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
     except Image.DecompressionBombError as exc:
