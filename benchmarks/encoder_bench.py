@@ -336,8 +336,20 @@ def markdown(results: list[ModelResult], args: argparse.Namespace, header: str) 
         + ", ".join(f"{name} {ms:.0f}" for name, ms in worst.items())
         + ".",
         "",
+        READING_NOTE,
+        "",
     ]
     return "\n".join(lines)
+
+
+READING_NOTE = """How to read it: at concurrency 1 there is nothing to batch, so on/off differ by noise only
+(a lone caller is not held for `--max-wait-ms`). With closed-loop callers about half of
+them are queued while the other half are on their way back, so batches of ~c/2 form. The
+same-batch ratio compares like with like: one call of 32 images against open_clip encoding
+batches of 32 in this process. With 32 callers of one image each, every image also pays a
+gRPC call, a thread hop and a response; for ViT-B-32 that is noise next to the model, for
+the small demo model it is most of the work, on the same 2 cores as the model (and as the
+load generator)."""
 
 
 def write_section(text: str, path: Path = DOCS) -> None:
