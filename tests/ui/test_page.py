@@ -179,3 +179,22 @@ def test_upload_limit(services) -> None:
         assert status == 413 and "too large" in json.loads(body)["error"]
         status, _, body = get(server.url + "/api/search/image", data=b"")
         assert status == 400 and json.loads(body) == {"error": "Choose an image file to search with."}
+
+
+class BrokenPage(SearchPage):
+    def status(self):
+        raise RuntimeError("boom in /srv/secret/config.py")
+
+
+def test_unexpected_errors_answer_without_details(services) -> None:
+    settings = UISettings(port=0, encoder=services.encoder, index=services.index, collection=COLLECTION)
+    page = BrokenPage(settings)
+    try:
+        with PageServer(settings, page) as server:
+            status, _, body = get(server.url + "/api/status")
+    finally:
+        page.close()
+    assert status == 500
+    assert json.loads(body) == {
+        "error": "Something went wrong on the search page's server; the details are in its log."
+    }

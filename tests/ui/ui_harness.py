@@ -41,10 +41,10 @@ def missing(reason: str) -> None:
 class PageServer:
     """The page's uvicorn server in a thread, on a free loopback port."""
 
-    def __init__(self, settings: UISettings):
+    def __init__(self, settings: UISettings, page=None):
         from clipsearch.ui.server import build_server
 
-        self.server = build_server(settings)
+        self.server = build_server(settings, page)
         self.thread = threading.Thread(target=self.server.run, name="ui", daemon=True)
 
     def __enter__(self) -> PageServer:

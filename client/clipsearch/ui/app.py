@@ -13,7 +13,6 @@ Every failure is JSON ``{"error": message}``; tracebacks stay in the server log.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable
 from contextlib import asynccontextmanager
@@ -30,8 +29,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from clipsearch.ui.page import PageError, SearchPage, SearchParams
 from clipsearch.ui.settings import UISettings
-
-log = logging.getLogger(__name__)
 
 STATIC_DIR = resources.files("clipsearch.ui") / "static"
 
@@ -136,7 +133,7 @@ async def _not_found(request: Request, error: Exception) -> Response:
 
 
 async def _unexpected(request: Request, error: Exception) -> Response:
-    log.exception("unexpected error on %s %s", request.method, request.url.path, exc_info=error)
+    # Starlette re-raises the error after this answer, so the server logs its traceback.
     return JSONResponse(
         {"error": "Something went wrong on the search page's server; the details are in its log."},
         status_code=500,

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 
+from clipsearch.ui.page import SearchPage
 from clipsearch.ui.settings import UISettings
 
 log = logging.getLogger("clipsearch.ui")
 
 
-def build_server(settings: UISettings):
+def build_server(settings: UISettings, page: SearchPage | None = None):
     """A uvicorn server for the page (not started); tests run it in a thread on port 0."""
     try:
         import uvicorn
@@ -21,7 +22,7 @@ def build_server(settings: UISettings):
             "pip install 'clipsearch[ui]'"
         ) from None
     config = uvicorn.Config(
-        create_app(settings),
+        create_app(settings, page),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),
