@@ -7,16 +7,14 @@ model they can hold still use ``start_encoder`` and :class:`ModelGate`.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator
 
 import grpc
 import pytest
+from encoder_rpc import TINY, ModelGate
 from harness import ServerThread
 
 from clipsearch.v1 import encoder_pb2_grpc
-
-TINY = {"model": "clipsearch-tiny", "pretrained": "random", "port": 0}
 
 
 @pytest.fixture(scope="session")
@@ -70,38 +68,6 @@ def start_encoder() -> Iterator[Callable[..., ServerThread]]:
     yield start
     for thread in threads:
         thread.stop(grace_s=0.5)
-
-
-class ModelGate:
-    """Holds the model thread of a server inside its next batch until :meth:`open`.
-
-    With the model held, callers queue up deterministically: what batches form, what the
-    queue refuses and what expires no longer depends on timing.
-    """
-
-    def __init__(self, thread: ServerThread):
-        self.model = thread.server.core.model
-        self.entered = threading.Event()
-        self._open = threading.Event()
-        self.batches: list[tuple[str, int]] = []
-        self._originals = {"image": self.model.encode_images, "text": self.model.encode_texts}
-        self.model.encode_images = self._wrap("image")
-        self.model.encode_texts = self._wrap("text")
-
-    def _wrap(self, kind: str):
-        original = self._originals[kind]
-
-        def encode(rows):
-            self.batches.append((kind, len(rows)))
-            self.entered.set()
-            if not self._open.wait(timeout=60):
-                raise RuntimeError("gate never opened")
-            return original(rows)
-
-        return encode
-
-    def open(self) -> None:
-        self._open.set()
 
 
 @pytest.fixture
