@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -200,8 +200,3 @@ def _create(name: str, pretrained: str | None):
         return open_clip.create_model_and_transforms(name, pretrained=pretrained)
     except Exception as exc:
         raise ModelLoadError(f"--pretrained {pretrained}: cannot load {name} ({exc})") from exc
-
-
-def iter_batches(items: Sequence, size: int) -> Iterator[Sequence]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
