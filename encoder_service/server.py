@@ -36,7 +36,7 @@ class EncoderServer(ManagedServer):
             max_concurrent_rpcs=settings.max_concurrent_rpcs,
             reflection=not settings.no_reflection,
             grace_s=settings.grace_s,
-            metrics_port=settings.metrics_port,
+            **settings.server_options(),
         )
         self.servicer = EncoderServicer(None, stream_window=settings.stream_window)
         super().__init__(options, [ServiceBinding(add_to_server, self.servicer, SERVICE_NAME)])
@@ -89,7 +89,7 @@ async def create_server(settings: EncoderSettings) -> ManagedServer:
 
 def run(settings: EncoderSettings) -> int:
     """Serves until SIGTERM or SIGINT; returns the process exit code."""
-    configure_logging()
+    configure_logging(settings.log_format, settings.log_level)
 
     async def serve() -> None:
         server = await create_server(settings)
@@ -98,7 +98,7 @@ def run(settings: EncoderSettings) -> int:
 
     try:
         asyncio.run(serve())
-    except (ModelLoadError, OSError) as exc:
+    except (ModelLoadError, OSError, ValueError) as exc:
         log.error("cannot start: %s", exc)
         return 1
     return 0

@@ -123,6 +123,10 @@ class Engine:
     def list_collections(self) -> list[CollectionInfo]:
         return [c.info() for _, c in sorted(self._collections.items())]
 
+    def collections(self) -> list[tuple[str, Collection]]:
+        """(name, collection) pairs, sorted by name: a snapshot of the current set."""
+        return sorted(self._collections.items())
+
     def drop_collection(self, name: str, *, missing_ok: bool = False) -> bool:
         check_name(name)
         with self._mutex:

@@ -1,16 +1,57 @@
-"""Prometheus metrics of the index server (served on ``--metrics-port`` when set)."""
+"""Prometheus metrics of the index server, in the server's own registry.
+
+Per-RPC counts and latencies come from the shared interceptor
+(``clipsearch_rpc_*``); this adds what only the index knows: durable writes, and,
+read from the engine at scrape time, items per collection and shard and the age
+of each shard's newest snapshot.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+import time
+from collections.abc import Callable, Iterator
 
-REQUESTS = Counter(
-    "clipsearch_index_requests_total", "Index RPCs by method and status code", ["method", "code"]
-)
-LATENCY = Histogram(
-    "clipsearch_index_request_seconds",
-    "Index RPC latency (work done off the event loop)",
-    ["method"],
-    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
-)
-ITEMS_WRITTEN = Counter("clipsearch_index_items_written_total", "Items upserted durably")
+from prometheus_client import CollectorRegistry, Counter
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from index_service.engine import Engine
+
+
+class IndexMetrics:
+    def __init__(self, registry: CollectorRegistry, engine: Callable[[], Engine | None]):
+        self.items_written = Counter(
+            "clipsearch_index_items_written_total", "Items upserted durably", registry=registry
+        )
+        registry.register(_EngineCollector(engine))
+
+
+class _EngineCollector(Collector):
+    def __init__(self, engine: Callable[[], Engine | None]):
+        self._engine = engine
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        items = GaugeMetricFamily(
+            "clipsearch_index_items", "Live items per collection and shard", labels=["collection", "shard"]
+        )
+        age = GaugeMetricFamily(
+            "clipsearch_index_snapshot_age_seconds",
+            "Seconds since the shard's newest snapshot",
+            labels=["collection", "shard"],
+        )
+        unsnapshotted = GaugeMetricFamily(
+            "clipsearch_index_unsnapshotted_writes",
+            "Writes applied since the shard's newest snapshot (replayed from SQLite on restart)",
+            labels=["collection", "shard"],
+        )
+        engine = self._engine()
+        now = time.monotonic()
+        for name, collection in engine.collections() if engine is not None else ():
+            for shard in collection.shards:
+                labels = [name, str(shard.number)]
+                items.add_metric(labels, shard.rows.live)
+                age.add_metric(labels, now - shard.snapshot_time)
+                unsnapshotted.add_metric(labels, shard.dirty)
+        yield items
+        yield age
+        yield unsnapshotted

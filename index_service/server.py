@@ -14,10 +14,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import faiss
 
+from clipsearch.serving.observability import configure_logging
 from clipsearch.serving.server import ManagedServer, ServerOptions, ServiceBinding, run_until_signalled
 from clipsearch.v1 import index_pb2_grpc
 from index_service.collection import CollectionOptions
 from index_service.engine import DataDirLockedError, Engine, EngineOptions
+from index_service.metrics import IndexMetrics
 from index_service.servicer import IndexServicer
 from index_service.settings import IndexSettings
 
@@ -37,13 +39,14 @@ class IndexServer(ManagedServer):
             max_concurrent_rpcs=settings.max_concurrent_rpcs,
             reflection=not settings.no_reflection,
             grace_s=settings.grace_s,
+            **settings.server_options(),
         )
         binding = ServiceBinding(index_pb2_grpc.add_IndexServiceServicer_to_server, servicer, SERVICE_NAME)
         super().__init__(options, [binding])
         self.settings = settings
         self.servicer = servicer
         self.executor = executor
-        self._metrics_server = None
+        servicer.metrics = IndexMetrics(self.metrics_registry, lambda: servicer.engine)
 
     @property
     def engine(self) -> Engine | None:
@@ -55,10 +58,6 @@ class IndexServer(ManagedServer):
         self.servicer.engine = await loop.run_in_executor(
             self.executor, Engine, engine_options(self.settings)
         )
-        if self.settings.metrics_port:
-            from prometheus_client import start_http_server
-
-            self._metrics_server, _ = start_http_server(self.settings.metrics_port, addr=self.settings.host)
         await self.set_serving()
 
     async def stop(self, grace_s: float | None = None) -> None:
@@ -66,8 +65,6 @@ class IndexServer(ManagedServer):
         engine, self.servicer.engine = self.servicer.engine, None
         if engine is not None:
             await asyncio.get_running_loop().run_in_executor(self.executor, engine.close)
-        if self._metrics_server is not None:
-            self._metrics_server.shutdown()
         self.executor.shutdown(wait=False)
 
 
@@ -106,7 +103,7 @@ async def create_server(settings: IndexSettings) -> ManagedServer:
 
 def run(settings: IndexSettings) -> int:
     """Serves until SIGTERM or SIGINT; returns the process exit code."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.log_format, settings.log_level)
 
     async def serve() -> None:
         server = await create_server(settings)
@@ -118,7 +115,7 @@ def run(settings: IndexSettings) -> int:
     except DataDirLockedError as exc:
         log.error("cannot start: %s", exc)
         return 1
-    except OSError as exc:
+    except (OSError, ValueError) as exc:
         log.error("cannot start: %s", exc)
         return 1
     return 0

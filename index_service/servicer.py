@@ -8,19 +8,21 @@ status codes through :func:`clipsearch.serving.status.map_errors`.
 from __future__ import annotations
 
 import asyncio
-import time
+import contextvars
+import functools
 from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import Any, TypeVar
 
 import grpc
 
-from clipsearch.errors import ClipsearchError, UnavailableError
+from clipsearch.errors import UnavailableError
 from clipsearch.serving.status import map_errors
 from clipsearch.v1 import index_pb2, index_pb2_grpc
-from index_service import convert, metrics
+from index_service import convert
 from index_service.config import SearchParams
 from index_service.engine import Engine
+from index_service.metrics import IndexMetrics
 
 T = TypeVar("T")
 
@@ -30,24 +32,16 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
         self._executor = executor
         #: Set once the collections are loaded; until then calls get UNAVAILABLE.
         self.engine: Engine | None = None
+        #: Set by the server once its registry exists.
+        self.metrics: IndexMetrics | None = None
 
     async def _run(self, method: str, work: Callable[[Engine], T]) -> T:
         engine = self.engine
         if engine is None:
             raise UnavailableError("the index is loading its collections", retry_after_s=1.0)
-        started = time.perf_counter()
-        code = "OK"
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, work, engine)
-        except ClipsearchError as exc:
-            code = exc.code.name
-            raise
-        except BaseException:
-            code = "INTERNAL"
-            raise
-        finally:
-            metrics.REQUESTS.labels(method, code).inc()
-            metrics.LATENCY.labels(method).observe(time.perf_counter() - started)
+        # contextvars carry the request id into the worker thread's log lines.
+        call = functools.partial(contextvars.copy_context().run, work, engine)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
 
     @map_errors
     async def CreateCollection(self, request: index_pb2.CreateCollectionRequest, context: Any) -> Any:
@@ -89,7 +83,8 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
             collection = engine.collection(request.collection)
             ids, vectors, metadata = convert.items_from_proto(list(request.items))
             result = collection.upsert(ids, vectors, metadata, model_fingerprint=request.model_fingerprint)
-            metrics.ITEMS_WRITTEN.inc(result.count)
+            if self.metrics is not None:
+                self.metrics.items_written.inc(result.count)
             return index_pb2.UpsertResponse(upserted=result.count, sequence=result.sequence)
 
         return await self._run("Upsert", work)

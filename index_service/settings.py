@@ -8,24 +8,30 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+
+from clipsearch.serving.config import (
+    EnvFlags,
+    OperationsSettings,
+    check,
+    env_bool,
+    float_in,
+    int_in,
+    settings_from_args,
+)
 
 ENV_PREFIX = "CLIPSEARCH_INDEX_"
 
 
 @dataclass(frozen=True)
-class IndexSettings:
+class IndexSettings(OperationsSettings):
     host: str = "127.0.0.1"
     port: int = 50052
     data_dir: Path = Path("./clipsearch-data/index")
     max_message_bytes: int = 64 * 1024 * 1024
     no_reflection: bool = False
     grace_s: float = 10.0
-    #: Prometheus /metrics port; 0 turns it off.
-    metrics_port: int = 0
     #: Calls in flight beyond this get RESOURCE_EXHAUSTED.
     max_concurrent_rpcs: int = 256
     #: Threads running blocking request work (SQLite, FAISS) off the event loop.
@@ -47,92 +53,43 @@ class IndexSettings:
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
         d = cls()
-        add = _Adder(parser)
+        add = EnvFlags(parser, ENV_PREFIX)
         add("--host", str, d.host, "address to bind")
-        add("--port", _int_in(0, 65535), d.port, "port to bind (0: any free port)")
+        add("--port", int_in(0, 65535), d.port, "port to bind (0: any free port)")
         add("--data-dir", Path, d.data_dir, "directory holding the collections")
-        add("--max-message-bytes", _int_in(1024, 2**31 - 1), d.max_message_bytes, "largest gRPC message")
-        add("--no-reflection", _bool, d.no_reflection, "turn gRPC server reflection off", switch=True)
-        add("--grace-s", _float_in(0, 3600), d.grace_s, "seconds in-flight calls get after SIGTERM")
-        add("--metrics-port", _int_in(0, 65535), d.metrics_port, "Prometheus metrics port (0: off)")
-        add("--max-concurrent-rpcs", _int_in(1, 100_000), d.max_concurrent_rpcs, "calls in flight at most")
-        add("--request-threads", _int_in(1, 1024), d.request_threads, "threads for blocking request work")
-        add("--search-threads", _int_in(1, 1024), d.search_threads, "threads searching shards in parallel")
-        add("--omp-threads", _int_in(1, 1024), d.omp_threads, "OpenMP threads inside one FAISS call")
-        add("--snapshot-min-ops", _int_in(1, 2**62), d.snapshot_min_ops, "writes that trigger a snapshot")
+        add("--max-message-bytes", int_in(1024, 2**31 - 1), d.max_message_bytes, "largest gRPC message")
+        add("--no-reflection", env_bool, d.no_reflection, "turn gRPC server reflection off", switch=True)
+        add("--grace-s", float_in(0, 3600), d.grace_s, "seconds in-flight calls get after SIGTERM")
+        add("--max-concurrent-rpcs", int_in(1, 100_000), d.max_concurrent_rpcs, "calls in flight at most")
+        add("--request-threads", int_in(1, 1024), d.request_threads, "threads for blocking request work")
+        add("--search-threads", int_in(1, 1024), d.search_threads, "threads searching shards in parallel")
+        add("--omp-threads", int_in(1, 1024), d.omp_threads, "OpenMP threads inside one FAISS call")
+        add("--snapshot-min-ops", int_in(1, 2**62), d.snapshot_min_ops, "writes that trigger a snapshot")
         add(
             "--snapshot-interval-s",
-            _float_in(0.01, 86400),
+            float_in(0.01, 86400),
             d.snapshot_interval_s,
             "seconds after which any unsnapshotted write is snapshotted",
         )
         add(
             "--rebuild-dead-ratio",
-            _float_in(0.01, 1.0),
+            float_in(0.01, 1.0),
             d.rebuild_dead_ratio,
             "deleted fraction of an HNSW index that triggers a rebuild",
         )
         add(
             "--exact-fallback-max",
-            _int_in(0, 2**31),
+            int_in(0, 2**31),
             d.exact_fallback_max,
             "candidates up to which a short approximate search is redone exactly",
         )
 
+        cls.add_operations_arguments(add)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(0 <= self.port <= 65535, "--port", f"must be in [0, 65535], got {self.port}")
+
     @classmethod
     def from_args(cls, ns: argparse.Namespace) -> IndexSettings:
-        return cls(**{f.name: getattr(ns, f.name) for f in fields(cls) if hasattr(ns, f.name)})
-
-
-class _Adder:
-    """Adds one flag whose default comes from its environment variable, parsed like the flag."""
-
-    def __init__(self, parser: argparse.ArgumentParser):
-        self.parser = parser
-
-    def __call__(
-        self, flag: str, parse: Callable[[str], Any], default: Any, help_: str, *, switch: bool = False
-    ) -> None:
-        env = ENV_PREFIX + flag.lstrip("-").replace("-", "_").upper()
-        raw = os.environ.get(env)
-        if raw is not None:
-            try:
-                default = parse(raw)
-            except (ValueError, argparse.ArgumentTypeError) as exc:
-                self.parser.error(f"{flag} (from ${env}={raw!r}): {exc}")
-        text = f"{help_} (default {default}; env {env})"
-        if switch:
-            self.parser.add_argument(flag, action="store_true", default=default, help=text)
-        else:
-            self.parser.add_argument(flag, type=parse, default=default, help=text)
-
-
-def _bool(text: str) -> bool:
-    value = text.strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off", ""):
-        return False
-    raise argparse.ArgumentTypeError(f"expected a boolean (1/0, true/false), got {text!r}")
-
-
-def _int_in(low: int, high: int) -> Callable[[str], int]:
-    return _number_in(int, "an integer", low, high)
-
-
-def _float_in(low: float, high: float) -> Callable[[str], float]:
-    return _number_in(float, "a number", low, high)
-
-
-def _number_in(cast: Callable[[str], Any], what: str, low: float, high: float) -> Callable[[str], Any]:
-    def parse(text: str) -> Any:
-        try:
-            value = cast(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"must be in [{low}, {high}], got {value}")
-        return value
-
-    parse.__name__ = what.split()[-1]
-    return parse
+        return settings_from_args(cls, ns)

@@ -260,11 +260,10 @@ def _add_health(commands: argparse._SubParsersAction) -> None:
 def _health(args: argparse.Namespace) -> int:
     from clipsearch.health import check_health
 
-    targets = {
-        name: address for name, address in (("encoder", args.encoder), ("index", args.index)) if address
-    }
+    given = (("encoder", args.encoder), ("index", args.index), ("gateway", args.gateway))
+    targets = {name: address for name, address in given if address}
     if not targets:
-        print("error: give --encoder and/or --index", file=sys.stderr)
+        print("error: give --encoder, --index and/or --gateway", file=sys.stderr)
         return 2
     healthy = True
     for name, address in targets.items():

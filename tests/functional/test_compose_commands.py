@@ -8,6 +8,7 @@ checks, then runs the demo-ingest job and searches its result.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -15,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -73,11 +75,20 @@ def test_compose_commands_run_natively(tmp_path) -> None:
     clipsearch = [sys.executable, "-m", "clipsearch.cli"]
     processes = []
     try:
-        for name in ("encoder", "index", "gateway"):
+        for name in ("encoder", "index", "gateway", "ui"):
             command = [localize(a) for a in services[name]["command"]]
-            processes.append(subprocess.Popen([*clipsearch, *command], env=env, start_new_session=True))
-            probe = [localize(a) for a in services[name]["healthcheck"]["test"][2:]]  # after CMD, clipsearch
-            _wait_healthy([*clipsearch, *probe], env)
+            log = (tmp_path / f"{name}.log").open("wb")
+            processes.append(
+                subprocess.Popen(
+                    [*clipsearch, *command], env=env, stdout=log, stderr=log, start_new_session=True
+                )
+            )
+            probe = [localize(a) for a in services[name]["healthcheck"]["test"][1:]]  # after CMD
+            if probe[0] == "clipsearch":
+                probe = [*clipsearch, *probe[1:]]
+            elif probe[0] == "python":
+                probe = [sys.executable, *probe[1:]]
+            _wait_healthy(probe, env, log_path=tmp_path / f"{name}.log")
 
         job = services["demo-ingest"]["command"][0]
         job = " && ".join(
@@ -96,6 +107,9 @@ def test_compose_commands_run_natively(tmp_path) -> None:
             check=True,
         )
         assert '"hits"' in found.stdout
+        page = f"http://127.0.0.1:{ports['ui']}/api/search/text?q=a+red+dress&k=3"
+        with urllib.request.urlopen(page, timeout=30) as response:
+            assert len(json.load(response)["hits"]) == 3
     finally:
         for process in processes:
             os.killpg(process.pid, signal.SIGTERM)
@@ -103,10 +117,11 @@ def test_compose_commands_run_natively(tmp_path) -> None:
             process.wait(timeout=30)
 
 
-def _wait_healthy(command: list[str], env: dict, timeout_s: float = 180) -> None:
+def _wait_healthy(command: list[str], env: dict, log_path: Path, timeout_s: float = 180) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if subprocess.run(command, env=env, capture_output=True).returncode == 0:
             return
         time.sleep(0.5)
-    raise AssertionError(f"{command} never reported SERVING")
+    tail = log_path.read_text(errors="replace")[-3000:]
+    raise AssertionError(f"{command} never reported healthy; its log ends:\n{tail}")

@@ -112,7 +112,9 @@ def test_upsert_get_delete_search(server):
     assert not stub.Get(index_pb2.GetRequest(collection="items", ids=["p1"])).items[0].HasField("vector")
     error = _expect(stub.Get, index_pb2.GetRequest(collection="items", ids=["p1", "zz", "yy"]), C.NOT_FOUND)
     assert "'zz'" in error.message and "'yy'" in error.message
-    partial = stub.Get(index_pb2.GetRequest(collection="items", ids=["zz", "p2", "p0"], missing_ok=True)).items
+    partial = stub.Get(
+        index_pb2.GetRequest(collection="items", ids=["zz", "p2", "p0"], missing_ok=True)
+    ).items
     assert [i.id for i in partial] == ["p2", "p0"]
 
     queries = [vector_to_proto(eye[1]), vector_to_proto(eye[1] + eye[2] * 0.5)]

@@ -3,7 +3,7 @@ import argparse
 import pytest
 
 from clipsearch.gateway.settings import GatewaySettings
-from clipsearch.serving.config import OperationsSettings, add_flag, port_number
+from clipsearch.serving.config import EnvFlags, OperationsSettings, SettingsError, env_bool, int_in
 
 
 def _parse(argv, monkeypatch, **env):
@@ -16,31 +16,39 @@ def _parse(argv, monkeypatch, **env):
 
 def test_flags_default_from_environment_and_flags_win(monkeypatch) -> None:
     settings = _parse([], monkeypatch, CLIPSEARCH_GATEWAY_PORT="6000", CLIPSEARCH_GATEWAY_NO_REFLECTION="yes")
-    assert settings.port == 6000 and settings.reflection is False
+    assert settings.port == 6000 and settings.no_reflection is True
     assert _parse(["--port", "7000"], monkeypatch).port == 7000
 
 
-def test_bad_environment_values_name_the_flag(monkeypatch, capsys) -> None:
+def test_bad_environment_values_name_the_flag_and_variable(monkeypatch, capsys) -> None:
     with pytest.raises(SystemExit):
         _parse([], monkeypatch, CLIPSEARCH_GATEWAY_PORT="seventy")
-    assert "--port" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--port" in err and "CLIPSEARCH_GATEWAY_PORT" in err
     with pytest.raises(SystemExit):
-        _parse([], monkeypatch, CLIPSEARCH_GATEWAY_INSECURE="maybe")
+        _parse([], monkeypatch, CLIPSEARCH_GATEWAY_PORT="7000", CLIPSEARCH_GATEWAY_INSECURE="maybe")
     assert "CLIPSEARCH_GATEWAY_INSECURE" in capsys.readouterr().err
 
 
-def test_port_range_and_tls_pairing(monkeypatch, tmp_path) -> None:
+def test_operations_settings_are_validated(tmp_path) -> None:
     with pytest.raises(argparse.ArgumentTypeError):
-        port_number("70000")
-    with pytest.raises(SystemExit, match="go together"):
-        OperationsSettings(tls_cert="c.pem").validate()
-    with pytest.raises(SystemExit, match="no such file"):
-        OperationsSettings(token_file=str(tmp_path / "missing")).validate()
+        int_in(0, 65535)("70000")
+    with pytest.raises(SettingsError, match="go together"):
+        OperationsSettings(tls_cert=str(tmp_path))
+    with pytest.raises(SettingsError, match=r"--token-file.*no such file"):
+        OperationsSettings(token_file=str(tmp_path / "missing"))
+    with pytest.raises(SettingsError, match="--log-format"):
+        OperationsSettings(log_format="xml")
+
+
+def test_bad_settings_exit_with_the_flag(monkeypatch, tmp_path, capsys) -> None:
+    with pytest.raises(SystemExit, match="--token-file"):
+        _parse(["--token-file", str(tmp_path / "nope")], monkeypatch)
 
 
 def test_switch_from_environment(monkeypatch) -> None:
     monkeypatch.setenv("X_VERBOSE", "0")
     parser = argparse.ArgumentParser()
-    add_flag(parser, "X", "--verbose", action="store_true")
+    EnvFlags(parser, "X_")("--verbose", env_bool, False, "talk more", switch=True)
     assert parser.parse_args([]).verbose is False
     assert parser.parse_args(["--verbose"]).verbose is True

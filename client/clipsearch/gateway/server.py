@@ -30,9 +30,9 @@ async def create_server(settings: GatewaySettings) -> ManagedServer:
         port=settings.port,
         max_message_bytes=settings.max_message_bytes,
         max_concurrent_rpcs=settings.max_concurrent_rpcs,
-        reflection=settings.reflection,
+        reflection=not settings.no_reflection,
         grace_s=settings.grace_s,
-        **settings.operations.server_options(),
+        **settings.server_options(),
     )
     server = ManagedServer(options, [binding], on_stop=[client.close, ingest_client.close])
     await server.start()
@@ -55,7 +55,7 @@ async def _serve_when_upstream_ready(server: ManagedServer, client: aio.SearchCl
 
 
 def run(settings: GatewaySettings) -> int:
-    configure_logging(settings.operations.log_format, settings.operations.log_level)
+    configure_logging(settings.log_format, settings.log_level)
 
     async def main() -> None:
         server = await create_server(settings)

@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from clipsearch.serving.config import (
+    EnvFlags,
     OperationsSettings,
-    add_flag,
-    add_operations_flags,
-    port_number,
-    positive_int,
+    check,
+    env_bool,
+    float_in,
+    int_in,
+    settings_from_args,
 )
 
-ENV_PREFIX = "CLIPSEARCH_GATEWAY"
+ENV_PREFIX = "CLIPSEARCH_GATEWAY_"
 
 
 @dataclass(frozen=True)
-class GatewaySettings:
+class GatewaySettings(OperationsSettings):
     host: str = "127.0.0.1"
     port: int = 50053
     #: Upstream services; None falls back to $CLIPSEARCH_ENCODER / $CLIPSEARCH_INDEX.
@@ -25,51 +27,29 @@ class GatewaySettings:
     index: str | None = None
     max_message_bytes: int = 64 * 1024 * 1024
     max_concurrent_rpcs: int = 256
-    reflection: bool = True
+    no_reflection: bool = False
     grace_s: float = 10.0
-    operations: OperationsSettings = field(default_factory=OperationsSettings)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(0 <= self.port <= 65535, "--port", f"must be in [0, 65535], got {self.port}")
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        default = cls()
-        add_flag(parser, ENV_PREFIX, "--host", default=default.host, help="address to bind")
-        add_flag(parser, ENV_PREFIX, "--port", type=port_number, default=default.port, help="port to bind")
-        parser.add_argument("--encoder", help="encoder address [env CLIPSEARCH_ENCODER]")
-        parser.add_argument("--index", help="index address [env CLIPSEARCH_INDEX]")
-        add_flag(
-            parser,
-            ENV_PREFIX,
-            "--max-message-bytes",
-            type=positive_int,
-            default=default.max_message_bytes,
-            help="largest request/response message",
+        d = cls()
+        add = EnvFlags(parser, ENV_PREFIX)
+        add("--host", str, d.host, "address to bind")
+        add("--port", int_in(0, 65535), d.port, "port to bind (0: any free port)")
+        parser.add_argument(
+            "--encoder", help="encoder address (default $CLIPSEARCH_ENCODER or 127.0.0.1:50051)"
         )
-        add_flag(
-            parser,
-            ENV_PREFIX,
-            "--max-concurrent-rpcs",
-            type=positive_int,
-            default=default.max_concurrent_rpcs,
-            help="calls in flight beyond this get RESOURCE_EXHAUSTED",
-        )
-        add_flag(
-            parser, ENV_PREFIX, "--no-reflection", action="store_true", help="turn server reflection off"
-        )
-        add_flag(
-            parser, ENV_PREFIX, "--grace-s", type=float, default=default.grace_s, help="drain time on SIGTERM"
-        )
-        add_operations_flags(parser, ENV_PREFIX)
+        parser.add_argument("--index", help="index address (default $CLIPSEARCH_INDEX or 127.0.0.1:50052)")
+        add("--max-message-bytes", int_in(1024, 2**31 - 1), d.max_message_bytes, "largest gRPC message")
+        add("--max-concurrent-rpcs", int_in(1, 100_000), d.max_concurrent_rpcs, "calls in flight at most")
+        add("--no-reflection", env_bool, d.no_reflection, "turn gRPC server reflection off", switch=True)
+        add("--grace-s", float_in(0, 3600), d.grace_s, "seconds in-flight calls get after SIGTERM")
+        cls.add_operations_arguments(add)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> GatewaySettings:
-        return cls(
-            host=args.host,
-            port=args.port,
-            encoder=args.encoder,
-            index=args.index,
-            max_message_bytes=args.max_message_bytes,
-            max_concurrent_rpcs=args.max_concurrent_rpcs,
-            reflection=not args.no_reflection,
-            grace_s=args.grace_s,
-            operations=OperationsSettings.from_args(args),
-        )
+        return settings_from_args(cls, args)

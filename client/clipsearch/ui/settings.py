@@ -5,16 +5,9 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 
-from clipsearch.serving.config import add_flag, port_number, positive_int
+from clipsearch.serving.config import EnvFlags, choice, float_in, int_in
 
-ENV_PREFIX = "CLIPSEARCH_UI"
-
-
-def positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
+ENV_PREFIX = "CLIPSEARCH_UI_"
 
 
 @dataclass(frozen=True)
@@ -35,36 +28,18 @@ class UISettings:
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        default = cls()
-        add_flag(parser, ENV_PREFIX, "--host", default=default.host, help="address to bind")
-        add_flag(parser, ENV_PREFIX, "--port", type=port_number, default=default.port, help="port to bind")
-        parser.add_argument("--encoder", help="encoder address [env CLIPSEARCH_ENCODER]")
-        parser.add_argument("--index", help="index address [env CLIPSEARCH_INDEX]")
-        add_flag(parser, ENV_PREFIX, "--collection", default=default.collection, help="collection to search")
-        add_flag(
-            parser,
-            ENV_PREFIX,
-            "--timeout",
-            type=positive_float,
-            default=default.timeout_s,
-            help="seconds one search may take",
+        d = cls()
+        add = EnvFlags(parser, ENV_PREFIX)
+        add("--host", str, d.host, "address to bind")
+        add("--port", int_in(0, 65535), d.port, "port to bind (0: any free port)")
+        parser.add_argument(
+            "--encoder", help="encoder address (default $CLIPSEARCH_ENCODER or 127.0.0.1:50051)"
         )
-        add_flag(
-            parser,
-            ENV_PREFIX,
-            "--max-upload-bytes",
-            type=positive_int,
-            default=default.max_upload_bytes,
-            help="largest query image accepted",
-        )
-        add_flag(
-            parser,
-            ENV_PREFIX,
-            "--log-level",
-            choices=("DEBUG", "INFO", "WARNING", "ERROR"),
-            default=default.log_level,
-            help="log level",
-        )
+        parser.add_argument("--index", help="index address (default $CLIPSEARCH_INDEX or 127.0.0.1:50052)")
+        add("--collection", str, d.collection, "collection to search")
+        add("--timeout", float_in(0.001, 3600), d.timeout_s, "seconds one search may take")
+        add("--max-upload-bytes", int_in(1, 2**31 - 1), d.max_upload_bytes, "largest query image accepted")
+        add("--log-level", choice(("DEBUG", "INFO", "WARNING", "ERROR")), d.log_level, "log level")
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> UISettings:

@@ -1,0 +1,76 @@
+"""Prints (or --check's) the flag/environment table of docs/operations.md from the real parsers.
+
+python scripts/flag_table.py            # rewrite the table between the markers
+python scripts/flag_table.py --check    # exit 1 if docs/operations.md is stale (a test runs this)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "operations.md"
+BEGIN, END = "<!-- flag-table:begin -->", "<!-- flag-table:end -->"
+
+
+def parsers() -> dict[str, argparse.ArgumentParser]:
+    from clipsearch.gateway.settings import GatewaySettings
+    from encoder_service.settings import EncoderSettings
+    from index_service.settings import IndexSettings
+
+    result = {}
+    for command, settings in (
+        ("serve encoder", EncoderSettings),
+        ("serve index", IndexSettings),
+        ("serve gateway", GatewaySettings),
+    ):
+        parser = argparse.ArgumentParser(prog=f"clipsearch {command}")
+        settings.add_arguments(parser)
+        result[command] = parser
+    try:
+        from clipsearch.ui.settings import UISettings
+    except ImportError:
+        return result
+    parser = argparse.ArgumentParser(prog="clipsearch ui")
+    UISettings.add_arguments(parser)
+    result["ui"] = parser
+    return result
+
+
+def table() -> str:
+    lines = ["| command | flag | environment variable | default | meaning |", "|---|---|---|---|---|"]
+    for command, parser in parsers().items():
+        for action in parser._actions:
+            if not action.option_strings or action.dest == "help":
+                continue
+            help_text = (action.help or "").replace("|", "\\|")
+            env = ""
+            if "; env " in help_text:  # "<help> (default <d>; env <VAR>)" from EnvFlags
+                help_text, _, env = help_text.rpartition(" (default ")
+                env = f"`{env.rpartition('; env ')[2].rstrip(')')}`"
+            default = action.default
+            if isinstance(default, bool) or default is None:
+                default = "" if default in (None, False) else "on"
+            flag = ", ".join(f"`{o}`" for o in action.option_strings)
+            lines.append(f"| `{command}` | {flag} | {env} | {default} | {help_text.strip()} |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    check = "--check" in sys.argv[1:]
+    text = DOC.read_text()
+    head, _, rest = text.partition(BEGIN)
+    _, _, tail = rest.partition(END)
+    updated = f"{head}{BEGIN}\n{table()}\n{END}{tail}"
+    if check:
+        if updated != text:
+            print("docs/operations.md flag table is stale: run python scripts/flag_table.py", file=sys.stderr)
+            return 1
+        return 0
+    DOC.write_text(updated)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
