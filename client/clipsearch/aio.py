@@ -45,6 +45,7 @@ from clipsearch.index_client import (
 )
 from clipsearch.ingest import ProgressCallback
 from clipsearch.query import Deadline, Query, combine_parts, page_without
+from clipsearch.request_context import one_request_id
 from clipsearch.types import CollectionInfo, Hit, IngestReport, Item, ModelInfo
 from clipsearch.v1 import encoder_pb2, encoder_pb2_grpc, index_pb2, index_pb2_grpc
 from clipsearch.wire import MetadataScalar, vectors_from_protos
@@ -313,18 +314,19 @@ class SearchClient:
     ) -> list[Hit]:
         deadline = Deadline(timeout_s or self.timeout_s)
         query = Query.text(query) if isinstance(query, str) else query
-        vector = await self.embed_query(query, timeout_s=deadline.remaining())
-        return await self.index.search(
-            collection,
-            vector,
-            k=k,
-            filter=filter,
-            offset=offset,
-            ef_search=ef_search,
-            nprobe=nprobe,
-            model_fingerprint=self.encoder.last_fingerprint,
-            timeout_s=deadline.remaining(),
-        )
+        with one_request_id():
+            vector = await self.embed_query(query, timeout_s=deadline.remaining())
+            return await self.index.search(
+                collection,
+                vector,
+                k=k,
+                filter=filter,
+                offset=offset,
+                ef_search=ef_search,
+                nprobe=nprobe,
+                model_fingerprint=self.encoder.last_fingerprint,
+                timeout_s=deadline.remaining(),
+            )
 
     async def search_text(self, text: str, *, collection: str, k: int = 10, **options) -> list[Hit]:
         return await self.search(Query.text(text), collection=collection, k=k, **options)
@@ -343,10 +345,11 @@ class SearchClient:
         timeout_s: float | None = None,
     ) -> list[Hit]:
         deadline = Deadline(timeout_s or self.timeout_s)
-        [item] = await self.index.get(collection, [item_id], include_vectors=True)
-        hits = await self.index.search(
-            collection, item.vector, k=offset + k + 1, filter=filter, timeout_s=deadline.remaining()
-        )
+        with one_request_id():
+            [item] = await self.index.get(collection, [item_id], include_vectors=True)
+            hits = await self.index.search(
+                collection, item.vector, k=offset + k + 1, filter=filter, timeout_s=deadline.remaining()
+            )
         return page_without(hits, item_id, offset, k)
 
     async def embed_query(self, query: Query, *, timeout_s: float | None = None) -> np.ndarray:

@@ -7,8 +7,10 @@ id); servers put it in every log line of that call.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import uuid
+from collections.abc import Iterator
 
 REQUEST_ID_HEADER = "x-request-id"
 current_request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
@@ -20,3 +22,20 @@ def new_request_id() -> str:
 
 def outgoing_request_id() -> str:
     return current_request_id.get() or new_request_id()
+
+
+@contextlib.contextmanager
+def one_request_id() -> Iterator[str]:
+    """Makes every call inside share one request id (the current one, or a new one).
+
+    A composed search (encode, then search) is one request to follow in the logs.
+    """
+    existing = current_request_id.get()
+    if existing:
+        yield existing
+        return
+    token = current_request_id.set(new_request_id())
+    try:
+        yield current_request_id.get() or ""
+    finally:
+        current_request_id.reset(token)

@@ -14,6 +14,7 @@ from clipsearch.images import ImageInput
 from clipsearch.index_client import IndexClient
 from clipsearch.ingest import ProgressCallback, ingest_catalog
 from clipsearch.query import Deadline, Query, combine_parts, page_without
+from clipsearch.request_context import one_request_id
 from clipsearch.types import CollectionInfo, Hit, IngestReport, ModelInfo
 
 
@@ -87,18 +88,19 @@ class SearchClient:
         """
         deadline = Deadline(timeout_s or self.timeout_s)
         query = Query.text(query) if isinstance(query, str) else query
-        vector = self.embed_query(query, timeout_s=deadline.remaining())
-        return self.index.search(
-            collection,
-            vector,
-            k=k,
-            filter=filter,
-            offset=offset,
-            ef_search=ef_search,
-            nprobe=nprobe,
-            model_fingerprint=self.encoder.last_fingerprint,
-            timeout_s=deadline.remaining(),
-        )
+        with one_request_id():
+            vector = self.embed_query(query, timeout_s=deadline.remaining())
+            return self.index.search(
+                collection,
+                vector,
+                k=k,
+                filter=filter,
+                offset=offset,
+                ef_search=ef_search,
+                nprobe=nprobe,
+                model_fingerprint=self.encoder.last_fingerprint,
+                timeout_s=deadline.remaining(),
+            )
 
     def search_text(self, text: str, *, collection: str, k: int = 10, **options) -> list[Hit]:
         """Options as :meth:`search` (filter, offset, ef_search, nprobe, timeout_s)."""
@@ -120,10 +122,11 @@ class SearchClient:
     ) -> list[Hit]:
         """Products closest to a stored one (itself excluded). NOT_FOUND for an unknown id."""
         deadline = Deadline(timeout_s or self.timeout_s)
-        [item] = self.index.get(collection, [item_id], include_vectors=True)
-        hits = self.index.search(
-            collection, item.vector, k=offset + k + 1, filter=filter, timeout_s=deadline.remaining()
-        )
+        with one_request_id():
+            [item] = self.index.get(collection, [item_id], include_vectors=True)
+            hits = self.index.search(
+                collection, item.vector, k=offset + k + 1, filter=filter, timeout_s=deadline.remaining()
+            )
         return page_without(hits, item_id, offset, k)
 
     def embed_query(self, query: Query, *, timeout_s: float | None = None) -> np.ndarray:
