@@ -1,0 +1,56 @@
+"""Shared pieces of the reliability suite: short/long sizing, the crash-test machinery, figures.
+
+``RELIABILITY_LONG=1`` switches every test to its long size (docs/reliability.md).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+LONG = os.environ.get("RELIABILITY_LONG", "") not in ("", "0")
+FIGURES_FILE = os.environ.get("RELIABILITY_FIGURES", "")
+
+
+def size(short, long):
+    """The short figure inside `make test`, the long one with RELIABILITY_LONG=1."""
+    return long if LONG else short
+
+
+def report(test: str, **figures) -> None:
+    """Prints a test's figures (run pytest with -s to see them); appends them to $RELIABILITY_FIGURES."""
+    line = {"test": test, "mode": "long" if LONG else "short", **figures}
+    print(f"\nFIGURES {json.dumps(line)}")
+    if FIGURES_FILE:
+        with open(FIGURES_FILE, "a") as out:
+            out.write(json.dumps(line) + "\n")
+
+
+def crash_machinery():
+    """scripts/index_crash_test.py as a module: start_server, wait_serving, free_port, verify, Ledger."""
+    name = "index_crash_test"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / "index_crash_test.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def vectors(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
+    return rng.standard_normal((n, dim)).astype(np.float32)
