@@ -54,3 +54,40 @@ def rss_mib(pid: int) -> float:
 
 def vectors(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
     return rng.standard_normal((n, dim)).astype(np.float32)
+
+
+def start_service(service: str, *flags: str, log_dir: Path, timeout_s: float = 120):
+    """`clipsearch serve SERVICE FLAGS` as a subprocess on a free port: (process, address) once SERVING.
+
+    Unlike benchmarks/_servers.serve, the caller owns the process: these tests signal and measure it.
+    """
+    import subprocess
+
+    from clipsearch.health import wait_until_serving
+
+    port = crash_machinery().free_port()
+    log_dir.mkdir(parents=True, exist_ok=True)
+    with (log_dir / f"{service}-{port}.log").open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "clipsearch.cli", "serve", service, "--port", str(port), *flags],
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    address = f"127.0.0.1:{port}"
+    try:
+        wait_until_serving(address, timeout_s=timeout_s)
+    except BaseException:
+        process.kill()
+        process.wait()
+        raise
+    return process, address
+
+
+def stop_process(process) -> None:
+    if process.poll() is None:
+        process.kill()
+        process.wait()
+
+
+TINY_ENCODER = ("--model", "clipsearch-tiny", "--pretrained", "random")

@@ -101,6 +101,10 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
             return wrapped
 
         def wrap_streaming_response(behavior):
+            if not inspect.isasyncgenfunction(behavior):
+                # A coroutine that sends through `context.write` (grpc_health's Watch): awaited as is.
+                return wrap_unary_response(behavior)
+
             async def wrapped(request_or_iterator, context):
                 token = current_request_id.set(request_id)
                 started, failed = time.perf_counter(), None
