@@ -126,6 +126,6 @@ def test_sigterm_under_load(service: str, tmp_path) -> None:
     assert status == health_pb2.HealthCheckResponse.NOT_SERVING
     assert not_serving_after_s < 1.0, "health must turn NOT_SERVING at once"
     assert in_flight and all(o == "OK" for o in in_flight), "a call in flight at SIGTERM failed"
-    # Calls sent as the server closes are refused (UNAVAILABLE) or cut at the close (CANCELLED): not in flight.
+    # Calls sent as the server closes: refused (UNAVAILABLE) or cut at the close (CANCELLED).
     assert set(after) <= {"OK", "UNAVAILABLE", "CANCELLED"}, after
     assert code == 0 and exited_after_s < GRACE_S + EXIT_SLACK_S
