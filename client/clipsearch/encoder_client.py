@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import grpc
 import numpy as np
@@ -14,10 +14,11 @@ from clipsearch.channel import (
     ChannelOptions,
     resolve_address,
 )
+from clipsearch.errors import ClipsearchError, error_class_for
 from clipsearch.images import ImageInput, image_bytes
 from clipsearch.types import ModelInfo
 from clipsearch.v1 import encoder_pb2, encoder_pb2_grpc
-from clipsearch.wire import vectors_from_protos
+from clipsearch.wire import vector_from_proto, vectors_from_protos
 
 
 class EncoderClient(ServiceClient):
@@ -59,6 +60,32 @@ class EncoderClient(ServiceClient):
     def embed_images(self, images: Sequence[ImageInput], *, timeout_s: float | None = None) -> np.ndarray:
         return self.embed(image_inputs(images), timeout_s=timeout_s)
 
+    def embed_stream(
+        self, chunks: Iterable[Sequence[encoder_pb2.EmbedInput]], *, timeout_s: float | None = None
+    ) -> Iterator[list[np.ndarray | ClipsearchError]]:
+        """Bulk encoding over one flow-controlled ``EmbedStream``.
+
+        Yields, per chunk and in order, one vector or one error per input: a bad input
+        fails only itself. ``chunks`` is consumed as the server makes room, so a large
+        catalog never sits in memory. No deadline unless ``timeout_s`` is given (a bulk
+        stream lasts as long as the catalog).
+        """
+        requests = (
+            encoder_pb2.EmbedStreamRequest(chunk_id=str(number), inputs=list(chunk))
+            for number, chunk in enumerate(chunks)
+        )
+        # The call starts here, not at the first next(): gRPC's thread starts pulling
+        # `chunks` at once, which a caller may be waiting on.
+        with translate_errors():
+            responses = self._stub.EmbedStream(requests, timeout=timeout_s)
+        return self._outcomes(responses)
+
+    def _outcomes(self, responses: Iterable[encoder_pb2.EmbedStreamResponse]):
+        with translate_errors():
+            for response in responses:
+                self.last_fingerprint = response.model_fingerprint
+                yield [_outcome(result, f"inputs[{i}]") for i, result in enumerate(response.results)]
+
     def embed(
         self, inputs: Sequence[encoder_pb2.EmbedInput], *, timeout_s: float | None = None
     ) -> np.ndarray:
@@ -77,6 +104,16 @@ class EncoderClient(ServiceClient):
 
 
 # -- request building and response parsing, shared with clipsearch.aio -----------------------
+
+
+def _outcome(result: encoder_pb2.EmbedResult, field: str) -> np.ndarray | ClipsearchError:
+    if result.WhichOneof("outcome") == "embedding":
+        return vector_from_proto(result.embedding, field=field)
+    code = _STATUS_BY_NUMBER.get(result.error.code, grpc.StatusCode.UNKNOWN)
+    return error_class_for(code)(result.error.message, field=field)
+
+
+_STATUS_BY_NUMBER = {status.value[0]: status for status in grpc.StatusCode}
 
 
 def text_inputs(texts: Sequence[str]) -> list[encoder_pb2.EmbedInput]:

@@ -1,10 +1,12 @@
-"""Catalog ingestion: pipelined, bounded in memory, resumable.
+"""Catalog ingestion: streamed, pipelined, bounded in memory, resumable.
 
-Batches of rows go through a small thread pool. Each batch reads its images,
-asks the index which ids already hold the same content (so a re-run skips
-them), embeds the rest and upserts them. Up to ``workers`` batches run at once,
-so file reads, encoding and upserts overlap and the encoder's batcher sees
-concurrent requests; at most ``2 * workers`` batches are in memory.
+Images travel to the encoder over one flow-controlled ``EmbedStream``. gRPC's
+request thread prepares batches as the stream makes room: it reads the images,
+hashes them with their metadata, and asks the index which ids already hold that
+hash (so a re-run skips them). The calling thread reads the embeddings in order
+and hands each batch to a small pool of upsert threads. Reading, encoding and
+upserting overlap; what is in memory is bounded by the stream's window and
+``2 * workers`` pending upserts.
 
 A bad row (empty id, repeated id, missing file, an image the encoder refuses)
 is recorded in the report and skipped; it never aborts the run. Errors that
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
+import queue
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -24,16 +26,18 @@ from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 
+import numpy as np
+
 from clipsearch.catalog import read_catalog
 from clipsearch.encoder_client import EncoderClient
-from clipsearch.errors import InvalidArgumentError
+from clipsearch.errors import ClipsearchError
 from clipsearch.index_client import IndexClient
 from clipsearch.types import IngestFailure, IngestReport
+from clipsearch.v1 import encoder_pb2
 from clipsearch.wire import MetadataScalar
 
 #: Metadata key holding the hash of an item's image bytes and metadata, for resuming.
 CONTENT_HASH_KEY = "content_sha256"
-_INPUT_INDEX = re.compile(r"^inputs\[(\d+)\]")
 
 ProgressCallback = Callable[[IngestReport], None]
 
@@ -102,10 +106,25 @@ def ingest_rows(
 ) -> IngestReport:
     report = IngestReport()
     started = time.perf_counter()
-    first_seen: dict[str, int] = {}
+    prepared: queue.Queue[_Prepared | None] = queue.Queue()
+    producer_error: list[BaseException] = []
 
-    def merge(done: Future) -> None:
-        result: _BatchResult = done.result()  # re-raises whole-run errors
+    def chunks() -> Iterator[list[encoder_pb2.EmbedInput]]:
+        """Runs on gRPC's request thread, as fast as the stream accepts chunks."""
+        first_seen: dict[str, int] = {}
+        try:
+            for batch in _batched(rows, batch_size):
+                ready = _prepare(index, collection, _mark_duplicates(batch, first_seen), resume)
+                prepared.put(ready)
+                if ready.images:
+                    yield [encoder_pb2.EmbedInput(image=image) for image in ready.images]
+                    ready.images = []  # sent: keep only ids and metadata
+        except BaseException as error:
+            producer_error.append(error)
+        finally:
+            prepared.put(None)
+
+    def merge(result: _BatchResult) -> None:
         report.ingested += result.ingested
         report.skipped += result.skipped
         report.failed.extend(result.failed)
@@ -113,49 +132,65 @@ def ingest_rows(
         if on_progress is not None:
             on_progress(report)
 
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ingest") as pool:
-        in_flight: set[Future] = set()
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ingest-upsert") as pool:
+        upserts: set[Future] = set()
         try:
-            for batch in _batched(rows, batch_size):
-                accepted = []
-                for row in batch:
-                    if row.error is None and row.id in first_seen:
-                        row = IngestRow(
-                            row.row, row.id, {}, row.load, f"duplicate id (row {first_seen[row.id]})"
-                        )
-                    elif row.error is None:
-                        first_seen[row.id] = row.row
-                    accepted.append(row)
-                while len(in_flight) >= 2 * workers:
-                    finished, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
-                    for done in finished:
-                        merge(done)
-                in_flight.add(pool.submit(_ingest_batch, encoder, index, collection, accepted, resume))
-            for done in in_flight:
-                merge(done)
+            outcomes_by_chunk = encoder.embed_stream(chunks())
+            while (ready := prepared.get()) is not None:
+                if ready.rows:
+                    outcomes = next(outcomes_by_chunk)
+                    result = ready.result
+                    kept = []
+                    for (row, metadata), outcome in zip(ready.rows, outcomes, strict=True):
+                        if isinstance(outcome, ClipsearchError):
+                            result.failed.append(IngestFailure(row.row, row.id, outcome.message))
+                        else:
+                            kept.append((row.id, metadata, outcome))
+                    while len(upserts) >= 2 * workers:
+                        finished, upserts = wait(upserts, return_when=FIRST_COMPLETED)
+                        for done in finished:
+                            merge(done.result())
+                    upserts.add(
+                        pool.submit(_upsert, index, collection, kept, encoder.last_fingerprint, result)
+                    )
+                else:
+                    merge(ready.result)
+            for done in upserts:
+                merge(done.result())
         except BaseException:
-            for pending in in_flight:
+            for pending in upserts:
                 pending.cancel()
+            if producer_error:
+                raise producer_error[0] from None
             raise
+    if producer_error:
+        raise producer_error[0]
     report.seconds = time.perf_counter() - started
     return report
 
 
-def content_hash(image: bytes, metadata: dict[str, MetadataScalar]) -> str:
-    digest = hashlib.sha256(image)
-    digest.update(json.dumps(metadata, sort_keys=True, default=str).encode())
-    return digest.hexdigest()
+@dataclass
+class _Prepared:
+    """A batch read, hashed and resume-checked, waiting for its embeddings."""
+
+    result: _BatchResult
+    #: (row, metadata with content hash) of the items sent to the encoder, in order.
+    rows: list[tuple[IngestRow, dict[str, MetadataScalar]]]
+    images: list[bytes]
 
 
-def _batched(rows: Iterable[IngestRow], size: int) -> Iterator[list[IngestRow]]:
-    iterator = iter(rows)
-    while batch := list(islice(iterator, size)):
-        yield batch
+def _mark_duplicates(batch: list[IngestRow], first_seen: dict[str, int]) -> list[IngestRow]:
+    marked = []
+    for row in batch:
+        if row.error is None and row.id in first_seen:
+            row = IngestRow(row.row, row.id, {}, row.load, f"duplicate id (row {first_seen[row.id]})")
+        elif row.error is None:
+            first_seen[row.id] = row.row
+        marked.append(row)
+    return marked
 
 
-def _ingest_batch(
-    encoder: EncoderClient, index: IndexClient, collection: str, batch: list[IngestRow], resume: bool
-) -> _BatchResult:
+def _prepare(index: IndexClient, collection: str, batch: list[IngestRow], resume: bool) -> _Prepared:
     result = _BatchResult()
     loaded: list[tuple[IngestRow, bytes, dict[str, MetadataScalar]]] = []
     for row in batch:
@@ -171,31 +206,41 @@ def _ingest_batch(
             continue
         metadata = {**row.metadata, CONTENT_HASH_KEY: content_hash(image, row.metadata)}
         loaded.append((row, image, metadata))
-
     if resume and loaded:
         stored = index.get(collection, [row.id for row, _, _ in loaded], missing_ok=True)
         stored_hashes = {item.id: item.metadata.get(CONTENT_HASH_KEY) for item in stored}
         changed = [entry for entry in loaded if stored_hashes.get(entry[0].id) != entry[2][CONTENT_HASH_KEY]]
         result.skipped = len(loaded) - len(changed)
         loaded = changed
+    return _Prepared(
+        result, [(row, metadata) for row, _, metadata in loaded], [image for _, image, _ in loaded]
+    )
 
-    while loaded:
-        try:
-            vectors = encoder.embed_images([image for _, image, _ in loaded])
-        except InvalidArgumentError as error:
-            match = _INPUT_INDEX.match(error.field or "")
-            if match is None or int(match.group(1)) >= len(loaded):
-                raise
-            row, _, _ = loaded.pop(int(match.group(1)))
-            result.failed.append(IngestFailure(row.row, row.id, error.message))
-            continue
+
+def _upsert(
+    index: IndexClient,
+    collection: str,
+    kept: list[tuple[str, dict[str, MetadataScalar], np.ndarray]],
+    fingerprint: str,
+    result: _BatchResult,
+) -> _BatchResult:
+    if kept:
+        ids = [item_id for item_id, _, _ in kept]
+        vectors = np.stack([vector for _, _, vector in kept])
         index.upsert(
-            collection,
-            [row.id for row, _, _ in loaded],
-            vectors,
-            [metadata for _, _, metadata in loaded],
-            model_fingerprint=encoder.last_fingerprint,
+            collection, ids, vectors, [metadata for _, metadata, _ in kept], model_fingerprint=fingerprint
         )
-        result.ingested = len(loaded)
-        break
+        result.ingested = len(kept)
     return result
+
+
+def content_hash(image: bytes, metadata: dict[str, MetadataScalar]) -> str:
+    digest = hashlib.sha256(image)
+    digest.update(json.dumps(metadata, sort_keys=True, default=str).encode())
+    return digest.hexdigest()
+
+
+def _batched(rows: Iterable[IngestRow], size: int) -> Iterator[list[IngestRow]]:
+    iterator = iter(rows)
+    while batch := list(islice(iterator, size)):
+        yield batch

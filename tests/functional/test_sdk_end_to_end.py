@@ -142,3 +142,17 @@ def test_delete_removes_items_from_search_and_get(client, small_catalog) -> None
         client.index.get("sdk_e2e", [row["id"]])
     restored = client.ingest(small_catalog, collection="sdk_e2e")
     assert (restored.ingested, restored.skipped) == (1, 39)
+
+
+def test_embed_stream_reports_bad_inputs_in_place(client, small_catalog) -> None:
+    from clipsearch.v1 import encoder_pb2
+
+    image = (small_catalog.parent / _rows(small_catalog)[0]["image"]).read_bytes()
+    chunks = [
+        [encoder_pb2.EmbedInput(image=image), encoder_pb2.EmbedInput(image=b"GIF89a not really")],
+        [encoder_pb2.EmbedInput(text="a hat")],
+    ]
+    first, second = list(client.encoder.embed_stream(chunks))
+    np.testing.assert_allclose(first[0], client.encoder.embed_images([image])[0], atol=1e-5)
+    assert isinstance(first[1], InvalidArgumentError) and first[1].field == "inputs[1]"
+    assert second[0].shape == (client.model.embedding_dim,)
