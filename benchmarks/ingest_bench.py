@@ -4,9 +4,9 @@ Both servers run as real processes. In one run:
   A. the encoder alone: the catalog's images, already in memory, embedded in
      batches of --batch-size by --workers concurrent callers (the encoder's own
      batched throughput, the ceiling for ingest);
-  B. `clipsearch ingest` of the same catalog: read files, embed, upsert durably,
-     pipelined over --workers threads;
-  C. the same ingest with one worker (no pipelining), for comparison.
+  B. `clipsearch ingest` of the same catalog: read files, embed over one
+     EmbedStream, upsert durably on --workers threads;
+  C. the same ingest with one upsert thread, for comparison.
 Prints items/s and B/A (target >= 0.8).
 
     python benchmarks/ingest_bench.py [--products 600] [--model clipsearch-demo] [--quick]
@@ -83,7 +83,7 @@ def main() -> None:
         f"{f'B. clipsearch ingest, {args.workers} workers':<42} {rows[args.workers]:>9.1f} "
         f"{rows[args.workers] / encoder_rate:>10.2f}x"
     )
-    print(f"{'C. clipsearch ingest, 1 worker':<42} {rows[1]:>9.1f} {rows[1] / encoder_rate:>10.2f}x")
+    print(f"{'C. clipsearch ingest, 1 upsert thread':<42} {rows[1]:>9.1f} {rows[1] / encoder_rate:>10.2f}x")
 
 
 if __name__ == "__main__":
