@@ -232,15 +232,17 @@ def test_truncated_database_refuses_to_start(base: Base, tmp_path: Path) -> None
     assert "served wrong data" not in outcomes and outcomes["refused"] >= 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap (docs/reliability.md): store.sqlite has no per-row checksum, so a flipped byte "
-    "inside a vector, an id or a page SQLite does not check is served silently",
-)
-def test_flipped_database_bytes_recover_or_refuse(base: Base, tmp_path: Path) -> None:
-    rng = random.Random(4)  # seeded: the same bytes every run
+def test_flipped_database_bytes_are_a_known_gap(base: Base, tmp_path: Path) -> None:
+    """Random flips: refused or recovered mostly; a flip inside a row's value is served (no row checksum).
+
+    The known gap (docs/reliability.md) is pinned deterministically: one byte of a known
+    vector flipped in store.sqlite is served silently. When row checksums land, this
+    assertion fails on purpose: turn it around and update the document.
+    """
+    rng = random.Random(4)
     relative = "store.sqlite"
-    length = (base.closed / "collections" / NAME / relative).stat().st_size
+    path = base.closed / "collections" / NAME / relative
+    length = path.stat().st_size
     flips = size(30, 200)
     outcomes = Counter(
         damage_and_check(
@@ -254,4 +256,10 @@ def test_flipped_database_bytes_recover_or_refuse(base: Base, tmp_path: Path) ->
         for t in range(flips)
     )
     report("flipped_database", flips=flips, database_bytes=length, outcomes=dict(outcomes))
-    assert "served wrong data" not in outcomes
+    assert set(outcomes) <= {"recovered", "refused", "read refused", "served wrong data"}
+    victim = next(i for i in sorted(base.vectors) if i not in base.deleted)
+    offset = path.read_bytes().index(base.vectors[victim].astype("<f4").tobytes())
+    pinned = damage_and_check(
+        base.closed, tmp_path / "pinned", relative, flip_at([offset]), base, last_write_acknowledged=True
+    )
+    assert pinned == "served wrong data", "row checksums landed? update docs/reliability.md and this test"
