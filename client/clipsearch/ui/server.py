@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from clipsearch.serving.security import is_loopback
 from clipsearch.ui.page import SearchPage
 from clipsearch.ui.settings import UISettings
 
@@ -34,6 +35,13 @@ def build_server(settings: UISettings, page: SearchPage | None = None):
 
 def run(settings: UISettings) -> int:
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not (is_loopback(settings.host) or settings.insecure):
+        log.error(
+            "refusing to serve the page on %s: it has no TLS or login of its own. Bind 127.0.0.1 behind a "
+            "TLS-terminating proxy, or pass --insecure to accept the risk.",
+            settings.host,
+        )
+        return 2
     server = build_server(settings)
     page = server.config.app.state.page
     log.info(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 
-from clipsearch.serving.config import EnvFlags, choice, float_in, int_in
+from clipsearch.serving.config import EnvFlags, choice, env_bool, float_in, int_in
 
 ENV_PREFIX = "CLIPSEARCH_UI_"
 
@@ -25,6 +25,8 @@ class UISettings:
     #: Largest k the page accepts.
     max_k: int = 100
     log_level: str = "INFO"
+    #: Allow a non-loopback --host: the page has no TLS or login of its own.
+    insecure: bool = False
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
@@ -40,6 +42,13 @@ class UISettings:
         add("--timeout", float_in(0.001, 3600), d.timeout_s, "seconds one search may take")
         add("--max-upload-bytes", int_in(1, 2**31 - 1), d.max_upload_bytes, "largest query image accepted")
         add("--log-level", choice(("DEBUG", "INFO", "WARNING", "ERROR")), d.log_level, "log level")
+        add(
+            "--insecure",
+            env_bool,
+            d.insecure,
+            "allow a non-loopback --host (the page has no TLS or login; put a proxy in front)",
+            switch=True,
+        )
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> UISettings:
@@ -52,4 +61,5 @@ class UISettings:
             timeout_s=args.timeout,
             max_upload_bytes=args.max_upload_bytes,
             log_level=args.log_level,
+            insecure=args.insecure,
         )

@@ -10,3 +10,11 @@ def test_health_checks_every_named_service(capsys) -> None:
 def test_health_needs_a_target(capsys) -> None:
     assert main(["health"]) == 2
     assert "--gateway" in capsys.readouterr().err
+
+
+def test_the_page_refuses_a_public_bind_without_insecure(caplog) -> None:
+    from clipsearch.ui.server import run
+    from clipsearch.ui.settings import UISettings
+
+    assert run(UISettings(host="0.0.0.0", port=0)) == 2
+    assert "--insecure" in caplog.text
