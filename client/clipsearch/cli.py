@@ -40,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_health(commands)
     _add_loadtest(commands)
     _add_demo_catalog(commands)
+    _add_cluster(commands)
     _add_ui(commands)
     return parser
 
@@ -292,6 +293,19 @@ def _loadtest(args: argparse.Namespace) -> int:
 
 
 # -- demo-catalog ----------------------------------------------------------------------------
+
+
+def _add_cluster(commands: argparse._SubParsersAction) -> None:
+    cluster = commands.add_parser("cluster", help="local multi-node Ray cluster (the [ray] extra)")
+    cluster.add_argument("action", choices=["up"], help="up: start it, serve the demo catalog until Ctrl-C")
+    cluster.add_argument("options", nargs=argparse.REMAINDER, help="see `clipsearch cluster up --help`")
+    cluster.set_defaults(handler=_cluster)
+
+
+def _cluster(args: argparse.Namespace) -> int:
+    from index_service.distributed.local import main as cluster_up  # Ray only when asked for
+
+    return cluster_up(args.options)
 
 
 def _add_demo_catalog(commands: argparse._SubParsersAction) -> None:

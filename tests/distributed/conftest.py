@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import os
 import socket
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,58 +33,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@dataclass
-class LocalCluster:
-    cluster: Any
-    workers: list[Any]
-    address: str
-
-    def kill_worker(self, number: int) -> None:
-        """Kills the node's raylet and its workers, and waits until the cluster knows it is dead."""
-        node = self.workers[number]
-        self.cluster.remove_node(node, allow_graceful=False)
-        for _ in range(600):
-            if not any(n["NodeID"] == node.node_id and n["Alive"] for n in ray.nodes()):
-                return
-            time.sleep(0.1)
-        raise RuntimeError(f"node {node.node_id} still alive a minute after it was removed")
-
-
 @contextmanager
-def local_cluster(
-    tmp: Path,
-    *,
-    groups: int,
-    copies: int,
-    worker_resources: list[dict[str, float]],
-    worker_cpus: int = 0,
-    **config: Any,
-) -> Iterator[LocalCluster]:
-    from ray import serve
-    from ray.cluster_utils import Cluster
+def running_cluster(
+    tmp: Path, *, groups: int, copies: int, worker_resources: list[dict[str, float]], **config: Any
+) -> Iterator[Any]:
+    from index_service.distributed.app import ClusterConfig
+    from index_service.distributed.local import local_cluster
 
-    from index_service.distributed.app import ClusterConfig, deploy
-
-    node = {"include_dashboard": False, "object_store_memory": 80 * 1024**2}
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 3, **node})
-    try:
-        workers = [cluster.add_node(num_cpus=worker_cpus, resources=r, **node) for r in worker_resources]
-        cluster.wait_for_nodes()
-        ray.init(address=cluster.address, log_to_driver=False)
-        grpc_port = free_port()
-        settings = ClusterConfig(
-            data_root=str(tmp / "cluster-data"), groups=groups, copies=copies, encoder=TINY_ENCODER, **config
-        )
-        deploy(settings, grpc_port=grpc_port, http_port=free_port())
-        yield LocalCluster(cluster, workers, f"127.0.0.1:{grpc_port}")
-    finally:
-        try:
-            serve.shutdown()
-        finally:
-            ray.shutdown()
-            cluster.shutdown()
+    settings = ClusterConfig(
+        data_root=str(tmp / "cluster-data"), groups=groups, copies=copies, encoder=TINY_ENCODER, **config
+    )
+    with local_cluster(
+        settings, worker_resources=worker_resources, grpc_port=free_port(), http_port=free_port()
+    ) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
 def cluster_factory(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Any]:
-    return lambda **kw: local_cluster(tmp_path_factory.mktemp("cluster"), **kw)
+    return lambda **kw: running_cluster(tmp_path_factory.mktemp("cluster"), **kw)
