@@ -25,26 +25,9 @@ class EncoderReplica:
     """Loads the model once per replica; every call is one core call."""
 
     def __init__(self, settings: EncoderSettings):
-        import torch
+        from encoder_service.core import EncoderCore
 
-        from encoder_service.batching import BatchPolicy
-        from encoder_service.core import EncoderCore, InputLimits
-        from encoder_service.images import ImageLimits
-        from encoder_service.model import load_model
-
-        s = settings
-        if s.threads:
-            torch.set_num_threads(s.threads)
-        model = load_model(s.model, s.pretrained_source, device=s.device, precision=s.precision)
-        self.core = EncoderCore(
-            model,
-            policy=BatchPolicy(s.max_batch_size, s.max_wait_ms / 1000.0, s.max_queue),
-            limits=InputLimits(
-                max_text_bytes=s.max_text_bytes,
-                image=ImageLimits(max_bytes=s.max_image_bytes, max_pixels=s.max_image_pixels),
-            ),
-            decode_workers=s.decode_workers,
-        )
+        self.core = EncoderCore.from_settings(settings)
         self._started: asyncio.Task | None = None
 
     async def _ready(self) -> None:

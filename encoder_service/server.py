@@ -10,15 +10,11 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import torch
-
 from clipsearch.serving.observability import configure_logging
 from clipsearch.serving.server import ManagedServer, ServerOptions, ServiceBinding, run_until_signalled
-from encoder_service.batching import BatchPolicy
-from encoder_service.core import EncoderCore, InputLimits
-from encoder_service.images import ImageLimits
+from encoder_service.core import EncoderCore
 from encoder_service.metrics import EncoderMetrics
-from encoder_service.model import ModelLoadError, load_model
+from encoder_service.model import ModelLoadError
 from encoder_service.servicer import SERVICE_NAME, EncoderServicer, add_to_server
 from encoder_service.settings import EncoderSettings
 
@@ -47,22 +43,7 @@ class EncoderServer(ManagedServer):
 
     async def load(self) -> None:
         """Loads and warms up the model off the loop, starts the batcher, reports SERVING."""
-        s = self.settings
-        if s.threads:
-            torch.set_num_threads(s.threads)
-        model = await asyncio.to_thread(
-            load_model, s.model, s.pretrained_source, device=s.device, precision=s.precision
-        )
-        core = EncoderCore(
-            model,
-            policy=BatchPolicy(s.max_batch_size, s.max_wait_ms / 1000.0, s.max_queue),
-            limits=InputLimits(
-                max_text_bytes=s.max_text_bytes,
-                image=ImageLimits(max_bytes=s.max_image_bytes, max_pixels=s.max_image_pixels),
-            ),
-            decode_workers=s.decode_workers,
-            metrics=self.metrics,
-        )
+        core = await asyncio.to_thread(EncoderCore.from_settings, self.settings, self.metrics)
         await core.start()
         self.core = core
         self.servicer.core = core
