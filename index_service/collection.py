@@ -40,7 +40,7 @@ from index_service.filters import Filter
 from index_service.kinds import IndexKind, index_labels
 from index_service.rows import RowTable, encode_metadata
 from index_service.shard import Shard, ShardResult
-from index_service.store import Store
+from index_service.store import ShardRows, Store
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,13 @@ class Collection:
             raise RuntimeError(f"{path}: not a collection (no config in {STORE_FILE})")
         config = store.config
         kind = IndexKind.describe(config.index_spec, config.dimension, config.metric)
-        shards = [_load_shard(path, store, kind, number) for number in range(config.num_shards)]
+        try:
+            rows = [store.shard_rows(number) for number in range(config.num_shards)]
+            store.check_id_index(rows)
+        except BaseException:
+            store.close()
+            raise
+        shards = [_load_shard(path, store, kind, number, rows[number]) for number in range(config.num_shards)]
         for shard in shards:
             shard.applied_seq = store.last_seq
         return cls(path, store, shards, pool, options)
@@ -386,8 +392,7 @@ def _shard_dir(path: Path, number: int) -> Path:
     return path / f"shard-{number:04d}"
 
 
-def _load_shard(path: Path, store: Store, kind: IndexKind, number: int) -> Shard:
-    rows = store.shard_rows(number)
+def _load_shard(path: Path, store: Store, kind: IndexKind, number: int, rows: ShardRows) -> Shard:
     index = None
     held = np.zeros(0, dtype=np.int64)
     directory = _shard_dir(path, number)

@@ -54,6 +54,10 @@ class DataDirLockedError(RuntimeError):
     pass
 
 
+class CollectionLoadError(RuntimeError):
+    """A collection on disk cannot be opened (damaged or foreign files): the server will not start."""
+
+
 class Engine:
     def __init__(self, options: EngineOptions):
         self.options = options
@@ -77,11 +81,15 @@ class Engine:
         )
         self._mutex = threading.Lock()
         self._collections: dict[str, Collection] = {}
-        for path in sorted((self.root / "collections").iterdir()):
-            if (path / STORE_FILE).exists():
-                self._collections[path.name] = Collection.open(path, self._pool, options.collection)
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
+        for path in sorted((self.root / "collections").iterdir()):
+            if (path / STORE_FILE).exists():
+                try:
+                    self._collections[path.name] = Collection.open(path, self._pool, options.collection)
+                except Exception as exc:
+                    self.close(snapshot=False)
+                    raise CollectionLoadError(f"collection {path.name!r} ({path}): {exc}") from exc
         if options.background:
             self._worker = threading.Thread(
                 target=self._maintain_forever, name="index-maintenance", daemon=True

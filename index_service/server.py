@@ -18,7 +18,7 @@ from clipsearch.serving.observability import configure_logging
 from clipsearch.serving.server import ManagedServer, ServerOptions, ServiceBinding, run_until_signalled
 from clipsearch.v1 import index_pb2_grpc
 from index_service.collection import CollectionOptions
-from index_service.engine import DataDirLockedError, Engine, EngineOptions
+from index_service.engine import CollectionLoadError, DataDirLockedError, Engine, EngineOptions
 from index_service.metrics import IndexMetrics
 from index_service.servicer import IndexServicer
 from index_service.settings import IndexSettings
@@ -112,7 +112,7 @@ def run(settings: IndexSettings) -> int:
 
     try:
         asyncio.run(serve())
-    except DataDirLockedError as exc:
+    except (DataDirLockedError, CollectionLoadError) as exc:
         log.error("cannot start: %s", exc)
         return 1
     except (OSError, ValueError) as exc:

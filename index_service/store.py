@@ -6,26 +6,36 @@ only the process kill). Each write transaction takes the next sequence number; e
 row carries the sequence of the write that made it and a fresh label (its FAISS id), so a
 replaced item gets a new label and the old one is simply gone from the table.
 
+Every row carries two CRC-32 checksums, so silent media corruption of a stored value is
+refused (DATA_LOSS) instead of served: ``vector_crc`` over the vector bytes and ``row_crc``
+over label, id, shard, seq, metadata and ``vector_crc``. They are split so the start-up
+path, which reads every row but no vector when a snapshot holds them, still verifies each
+row without reading 2 KB per item; every read that returns a vector verifies it too.
+
 One writer connection is used under the collection's write mutex; readers get their own
 connections (WAL lets them read while a write is in progress).
 """
 
 from __future__ import annotations
 
+import functools
 import sqlite3
+import struct
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
+import zlib
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 
-from clipsearch.errors import InternalError, ResourceExhaustedError
+from clipsearch.errors import DataLossError, InternalError, ResourceExhaustedError
 from index_service.config import CollectionConfig
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"  # 2: per-row checksums (version 1 files are upgraded on open)
 _CHUNK = 500  # ids per "IN (...)" query, below SQLite's variable limit
 
 _SCHEMA = """
@@ -36,10 +46,42 @@ CREATE TABLE IF NOT EXISTS items (
     shard INTEGER NOT NULL,
     seq INTEGER NOT NULL,
     vector BLOB NOT NULL,
-    metadata TEXT NOT NULL
+    metadata TEXT NOT NULL,
+    vector_crc INTEGER NOT NULL,
+    row_crc INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS items_by_shard ON items (shard, label);
 """
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _reading(method: F) -> F:
+    """A read that finds the file damaged raises DATA_LOSS (not INTERNAL), naming the file."""
+
+    @functools.wraps(method)
+    def wrapper(self: Store, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.DatabaseError as exc:
+            text = str(exc)
+            if type(exc) is sqlite3.DatabaseError or "malformed" in text or "decode" in text:
+                raise DataLossError(f"{self.path}: the file is corrupt on disk ({text})") from exc
+            raise InternalError(f"storage error: {exc}") from exc
+
+    return wrapper  # type: ignore[return-value]
+
+
+_ROW_KEY = struct.Struct("<qqqI")  # label, shard, seq, vector_crc
+
+
+def vector_checksum(vector: bytes) -> int:
+    return zlib.crc32(vector)
+
+
+def row_checksum(label: int, item_id: str, shard: int, seq: int, metadata: str, vector_crc: int) -> int:
+    crc = zlib.crc32(_ROW_KEY.pack(label, shard, seq, vector_crc))
+    crc = zlib.crc32(item_id.encode(), crc)
+    return zlib.crc32(b"\0" + metadata.encode(), crc)
 
 
 @dataclass(frozen=True)
@@ -70,6 +112,13 @@ class Store:
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
         meta = dict(self._writer.execute("SELECT key, value FROM meta").fetchall())
+        if meta.get("schema") == "1":
+            self._upgrade_from_1()
+        elif meta.get("schema", SCHEMA_VERSION) != SCHEMA_VERSION:
+            raise InternalError(
+                f"{path}: schema version {meta['schema']!r} is newer than this server's "
+                f"({SCHEMA_VERSION}); run the release that wrote it"
+            )
         self.config = CollectionConfig.from_json(meta["config"]) if "config" in meta else None
         self.uuid = meta.get("uuid", "")
         self.last_seq = int(meta.get("last_seq", 0))
@@ -95,8 +144,21 @@ class Store:
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=60)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute(f"PRAGMA synchronous={self.synchronous}")
-        db.executescript(_SCHEMA)
+        if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'items'").fetchone() is None:
+            db.executescript(_SCHEMA)
         return db
+
+    def _upgrade_from_1(self) -> None:
+        """Adds the checksum columns to a version-1 database, in one transaction."""
+        with self._transaction() as db:
+            db.execute("ALTER TABLE items ADD COLUMN vector_crc INTEGER NOT NULL DEFAULT 0")
+            db.execute("ALTER TABLE items ADD COLUMN row_crc INTEGER NOT NULL DEFAULT 0")
+            rows = db.execute("SELECT label, id, shard, seq, vector, metadata FROM items").fetchall()
+            db.executemany(
+                "UPDATE items SET vector_crc = ?, row_crc = ? WHERE label = ?",
+                [(*_checksums(*row), row[0]) for row in rows],
+            )
+            db.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (SCHEMA_VERSION,))
 
     def _reader(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
@@ -159,12 +221,15 @@ class Store:
         with self._transaction() as db:
             if removed:
                 db.executemany("DELETE FROM items WHERE label = ?", [(label,) for _, label in removed])
+            rows = []
+            for label, i in zip(labels, changed, strict=True):
+                blob = vectors[i].tobytes()
+                checks = _checksums(int(label), ids[i], shards[i], seq, blob, metadata[i])
+                rows.append((int(label), ids[i], shards[i], seq, blob, metadata[i], *checks))
             db.executemany(
-                "INSERT INTO items (label, id, shard, seq, vector, metadata) VALUES (?, ?, ?, ?, ?, ?)",
-                [
-                    (int(label), ids[i], shards[i], seq, vectors[i].tobytes(), metadata[i])
-                    for label, i in zip(labels, changed, strict=True)
-                ],
+                "INSERT INTO items (label, id, shard, seq, vector, metadata, vector_crc, row_crc)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
             )
             self._set_counters(db, seq, self.next_label + len(changed))
         self.last_seq, self.next_label = seq, self.next_label + len(changed)
@@ -195,52 +260,107 @@ class Store:
 
     # -- reads ---------------------------------------------------------------------------------
 
+    @_reading
     def get(self, ids: Sequence[str]) -> dict[str, tuple[bytes, str]]:
-        """id -> (vector bytes, metadata JSON) for the ids that exist."""
+        """id -> (vector bytes, metadata JSON) for the ids that exist; DATA_LOSS on a bad checksum."""
         db = self._reader()
-        return {
-            row[0]: (row[1], row[2])
-            for chunk in _chunks(list(dict.fromkeys(ids)))
-            for row in db.execute(
-                f"SELECT id, vector, metadata FROM items WHERE id IN ({_marks(chunk)})", chunk
-            )
-        }
+        found = {}
+        for chunk in _chunks(list(dict.fromkeys(ids))):
+            for label, item_id, shard, seq, blob, meta, vector_crc, row_crc in db.execute(
+                "SELECT label, id, shard, seq, vector, metadata, vector_crc, row_crc"
+                f" FROM items WHERE id IN ({_marks(chunk)})",
+                chunk,
+            ):
+                if _checksums(label, item_id, shard, seq, blob, meta) != (vector_crc, row_crc):
+                    raise self._corrupt(label, item_id)
+                found[item_id] = (blob, meta)
+        return found
 
+    @_reading
     def vectors(self, labels: np.ndarray, dimension: int) -> tuple[np.ndarray, np.ndarray]:
         """(labels found, their vectors); labels deleted meanwhile are left out."""
         db = self._reader()
         found: list[int] = []
         blobs: list[bytes] = []
         for chunk in _chunks([int(x) for x in labels]):
-            for label, blob in db.execute(
-                f"SELECT label, vector FROM items WHERE label IN ({_marks(chunk)})", chunk
+            for label, blob, vector_crc in db.execute(
+                f"SELECT label, vector, vector_crc FROM items WHERE label IN ({_marks(chunk)})", chunk
             ):
+                if vector_checksum(blob) != vector_crc:
+                    raise self._corrupt(label)
                 found.append(label)
                 blobs.append(blob)
         return _to_arrays(found, blobs, dimension)
 
+    @_reading
     def shard_vectors(
         self, shard: int, dimension: int, above_label: int = -1
     ) -> tuple[np.ndarray, np.ndarray]:
         """(labels, vectors) of a shard's rows with a label above ``above_label``, label order."""
         db = self._reader()
         rows = db.execute(
-            "SELECT label, vector FROM items WHERE shard = ? AND label > ? ORDER BY label",
+            "SELECT label, vector, vector_crc FROM items WHERE shard = ? AND label > ? ORDER BY label",
             (shard, above_label),
         ).fetchall()
+        for label, blob, vector_crc in rows:
+            if vector_checksum(blob) != vector_crc:
+                raise self._corrupt(label)
         return _to_arrays([r[0] for r in rows], [r[1] for r in rows], dimension)
 
+    @_reading
     def shard_rows(self, shard: int) -> ShardRows:
+        """A shard's rows without vectors, each verified against its ``row_crc``."""
         db = self._reader()
         rows = db.execute(
-            "SELECT label, seq, id, metadata FROM items WHERE shard = ? ORDER BY label", (shard,)
+            "SELECT label, seq, id, metadata, vector_crc, row_crc FROM items WHERE shard = ? ORDER BY label",
+            (shard,),
         ).fetchall()
+        for label, seq, item_id, meta, vector_crc, row_crc in rows:
+            if row_checksum(label, item_id, shard, seq, meta, vector_crc) != row_crc:
+                raise self._corrupt(label, item_id)
         return ShardRows(
             labels=np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)),
             seqs=np.fromiter((r[1] for r in rows), dtype=np.int64, count=len(rows)),
             ids=[r[2] for r in rows],
             metadata=[r[3] for r in rows],
         )
+
+    @_reading
+    def check_id_index(self, shards: Sequence[ShardRows]) -> None:
+        """DATA_LOSS unless the id index maps exactly the ids the shard scans found to their labels.
+
+        The shard scans read through ``items_by_shard``; lookups by id go through the UNIQUE
+        index on ``id``. A corrupt entry in either would hide an item (from its shard, or from
+        Get/upsert by id) without any row failing its checksum, so the two are compared once
+        at open: a pass over the small id index, not over the vectors.
+        """
+        db = self._reader()
+        (name,) = db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'items'"
+            " AND name LIKE 'sqlite_autoindex_items_%'"
+        ).fetchone()
+        by_id = dict(db.execute(f"SELECT id, label FROM items INDEXED BY {name}"))
+        scanned: dict[str, int] = {}
+        for rows in shards:
+            scanned.update(zip(rows.ids, rows.labels.tolist(), strict=True))
+        if by_id != scanned or len(scanned) != sum(len(rows.ids) for rows in shards):
+            differ = sorted(set(by_id.items()) ^ set(scanned.items()))[:3]
+            raise DataLossError(
+                f"{self.path}: the id index and the shard index disagree (first differences: {differ}): "
+                "the file is corrupt on disk; restore the collection from a backup or re-ingest it"
+            )
+
+    def _corrupt(self, label: int, item_id: str | None = None) -> DataLossError:
+        which = f"label {label}" + (f" (id {item_id!r})" if item_id is not None else "")
+        return DataLossError(
+            f"{self.path}: the row of {which} fails its checksum: the file is corrupt on disk; "
+            "restore the collection from a backup or re-ingest it"
+        )
+
+
+def _checksums(label: int, item_id: str, shard: int, seq: int, blob: bytes, metadata: str) -> tuple[int, int]:
+    vector_crc = vector_checksum(blob)
+    return vector_crc, row_checksum(label, item_id, shard, seq, metadata, vector_crc)
 
 
 def _to_arrays(labels: list[int], blobs: list[bytes], dimension: int) -> tuple[np.ndarray, np.ndarray]:

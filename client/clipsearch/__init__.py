@@ -26,6 +26,7 @@ _EXPORTS = {
     "ModelInfo": "clipsearch.types",
     "AlreadyExistsError": "clipsearch.errors",
     "ClipsearchError": "clipsearch.errors",
+    "DataLossError": "clipsearch.errors",
     "DeadlineExceededError": "clipsearch.errors",
     "FailedPreconditionError": "clipsearch.errors",
     "InvalidArgumentError": "clipsearch.errors",
@@ -41,6 +42,7 @@ __all__ = [
     "ChannelOptions",
     "ClipsearchError",
     "CollectionInfo",
+    "DataLossError",
     "DeadlineExceededError",
     "EncoderClient",
     "FailedPreconditionError",
@@ -80,6 +82,7 @@ if TYPE_CHECKING:
     from clipsearch.errors import (
         AlreadyExistsError,
         ClipsearchError,
+        DataLossError,
         DeadlineExceededError,
         FailedPreconditionError,
         InvalidArgumentError,

@@ -77,6 +77,12 @@ class InternalError(ClipsearchError):
     code = grpc.StatusCode.INTERNAL
 
 
+class DataLossError(ClipsearchError):
+    """Stored data failed its checksum: corrupt on disk, refused rather than served."""
+
+    code = grpc.StatusCode.DATA_LOSS
+
+
 _BY_CODE: dict[grpc.StatusCode, type[ClipsearchError]] = {
     cls.code: cls
     for cls in (
@@ -91,6 +97,7 @@ _BY_CODE: dict[grpc.StatusCode, type[ClipsearchError]] = {
         PermissionDeniedError,
         CancelledError,
         InternalError,
+        DataLossError,
     )
 }
 

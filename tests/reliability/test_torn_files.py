@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 from reliability_support import report, size
 
+from clipsearch.errors import DataLossError
 from index_service.config import CollectionConfig, Metric
 from index_service.engine import Engine, EngineOptions
 
@@ -134,11 +135,11 @@ def truncate_to(n: int):
     return damage
 
 
-def flip_at(positions: list[int]):
+def flip_at(positions: list[int], mask: int = 0xFF):
     def damage(path: Path) -> None:
         data = bytearray(path.read_bytes())
         for p in positions:
-            data[p] ^= 0xFF
+            data[p] ^= mask
         path.write_bytes(bytes(data))
 
     return damage
@@ -237,12 +238,11 @@ def test_truncated_database_refuses_to_start(base: Base, tmp_path: Path) -> None
     assert "served wrong data" not in outcomes and outcomes["refused"] >= 1
 
 
-def test_flipped_database_bytes_are_a_known_gap(base: Base, tmp_path: Path) -> None:
-    """Random flips: refused or recovered mostly; a flip inside a row's value is served (no row checksum).
+def test_flipped_database_bytes_are_refused_or_recovered(base: Base, tmp_path: Path) -> None:
+    """Random 1-byte flips anywhere in store.sqlite: recovered, or refused; never wrong data served.
 
-    The known gap (docs/reliability.md) is pinned deterministically: one byte of a known
-    vector flipped in store.sqlite is served silently. When row checksums land, this
-    assertion fails on purpose: turn it around and update the document.
+    Row checksums (``vector_crc``, ``row_crc``) catch a flipped value, the id-index check at
+    open catches a flipped index entry, SQLite's own checks catch structural damage.
     """
     rng = random.Random(4)
     relative = "store.sqlite"
@@ -261,10 +261,27 @@ def test_flipped_database_bytes_are_a_known_gap(base: Base, tmp_path: Path) -> N
         for t in range(flips)
     )
     report("flipped_database", flips=flips, database_bytes=length, outcomes=dict(outcomes))
-    assert set(outcomes) <= {"recovered", "refused", "read refused", "served wrong data"}
+    assert "served wrong data" not in outcomes, outcomes
+    assert set(outcomes) <= {"recovered", "refused", "read refused"}
+
+
+def test_flipped_value_is_data_loss_not_served(base: Base, tmp_path: Path) -> None:
+    """One byte inside a stored vector, then inside stored metadata: DataLossError, never the value.
+
+    The metadata flip keeps the text valid ("t1" -> "t0"), so only the checksum can tell.
+    """
+    data = (base.closed / "collections" / NAME / "store.sqlite").read_bytes()
     victim = next(i for i in sorted(base.vectors) if i not in base.deleted)
-    offset = path.read_bytes().index(base.vectors[victim].astype("<f4").tobytes())
-    pinned = damage_and_check(
-        base.closed, tmp_path / "pinned", relative, flip_at([offset]), base, last_write_acknowledged=True
-    )
-    assert pinned == "served wrong data", "row checksums landed? update docs/reliability.md and this test"
+    vector_at = data.index(base.vectors[victim].astype("<f4").tobytes())
+    copy = damaged_copy(base.closed, tmp_path / "vector", "store.sqlite", flip_at([vector_at + 2]))
+    engine = _engine(copy)  # the vector sits in a snapshot too, so the shard opens ...
+    try:
+        with pytest.raises(DataLossError, match="fails its checksum"):  # ... and the read refuses
+            engine.collection(NAME).get([victim], include_vectors=True)
+    finally:
+        engine.close(snapshot=False)
+
+    metadata_at = data.index(b'"tag":"t1"')
+    copy = damaged_copy(base.closed, tmp_path / "metadata", "store.sqlite", flip_at([metadata_at + 8], 0x01))
+    with pytest.raises(DataLossError, match="fails its checksum"):  # read by every start: refused
+        _engine(copy)
