@@ -30,6 +30,19 @@ def test_bad_environment_values_name_the_flag_and_variable(monkeypatch, capsys) 
     assert "CLIPSEARCH_GATEWAY_INSECURE" in capsys.readouterr().err
 
 
+def test_a_bad_variable_only_matters_to_the_command_that_reads_it(monkeypatch, capsys) -> None:
+    """Kubernetes service links put CLIPSEARCH_ENCODER_PORT=tcp://... in every pod."""
+    from clipsearch.cli import build_parser
+
+    monkeypatch.setenv("CLIPSEARCH_ENCODER_PORT", "tcp://10.0.0.5:50051")
+    parser = build_parser()  # every command's flags: no error here
+    assert parser.parse_args(["health", "--encoder", "127.0.0.1:1"]).command == "health"
+    assert parser.parse_args(["serve", "encoder", "--port", "50051"]).port == 50051
+    with pytest.raises(SystemExit):
+        parser.parse_args(["serve", "encoder"])
+    assert "CLIPSEARCH_ENCODER_PORT" in capsys.readouterr().err
+
+
 def test_operations_settings_are_validated(tmp_path) -> None:
     with pytest.raises(argparse.ArgumentTypeError):
         int_in(0, 65535)("70000")

@@ -43,16 +43,36 @@ class EnvFlags:
     ) -> None:
         env = self.env_var(flag)
         raw = os.environ.get(env)
-        if raw is not None:
+        if raw is not None and switch:
             try:
-                default = env_bool(raw) if switch else parse(raw)
-            except (ValueError, argparse.ArgumentTypeError) as exc:
+                default = env_bool(raw)
+            except argparse.ArgumentTypeError as exc:
                 self.parser.error(f"{flag} (from ${env}={raw!r}): {exc}")
+        elif raw is not None:
+            # Parsed by argparse only when this command runs without the flag: a bad value must
+            # not break other commands (Kubernetes service links set CLIPSEARCH_ENCODER_PORT=
+            # tcp://10.0.0.5:50051 in every pod, which is no port but is overridden by --port).
+            default, parse = raw, _naming_env(parse, raw, env)
         text = f"{help_} (default {default}; env {env})"
         if switch:
             self.parser.add_argument(flag, action="store_true", default=default, help=text)
         else:
             self.parser.add_argument(flag, type=parse, default=default, help=text)
+
+
+def _naming_env(parse: Callable[[str], Any], raw: str, env: str) -> Callable[[str], Any]:
+    """``parse``, whose error names the variable when it is parsing the variable's value."""
+
+    def parse_naming_env(text: str) -> Any:
+        try:
+            return parse(text)
+        except (ValueError, argparse.ArgumentTypeError) as exc:
+            if text is raw:
+                raise argparse.ArgumentTypeError(f"{exc} (from ${env}={raw!r})") from None
+            raise
+
+    parse_naming_env.__name__ = getattr(parse, "__name__", "value")
+    return parse_naming_env
 
 
 def env_bool(text: str) -> bool:
