@@ -7,6 +7,9 @@ baselines search the *same* indexes, read back from the server's snapshot files.
 
     .venv/bin/python benchmarks/index_bench.py            # 100k vectors
     .venv/bin/python benchmarks/index_bench.py --quick    # 20k vectors, a minute or two
+    .venv/bin/python benchmarks/index_bench.py --scale 1000000   # one 1M-vector collection:
+        # durable ingest rate, memory, disk, restart from snapshots and from the store alone,
+        # and Flat search service vs in-process at that size (about 10 minutes here)
 """
 
 from __future__ import annotations
@@ -106,14 +109,98 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+def restart(data_dir: Path) -> tuple[subprocess.Popen, grpc.Channel, float]:
+    """A fresh server on ``data_dir``: (process, channel, seconds until SERVING)."""
+    port = free_port()
+    started = time.perf_counter()
+    server = start(data_dir, port)
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    wait_serving(channel, server, timeout_s=1800)
+    return server, channel, time.perf_counter() - started
+
+
+def stop(server: subprocess.Popen, channel: grpc.Channel) -> float:
+    """SIGTERM (which snapshots what changed); seconds until the process exits."""
+    channel.close()
+    started = time.perf_counter()
+    server.send_signal(signal.SIGTERM)
+    server.wait(timeout=1800)
+    return time.perf_counter() - started
+
+
+def scale_run(n: int, nq: int) -> int:
+    """One Flat collection of ``n`` vectors: ingest, memory, disk, restarts, search ratio."""
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((1000, DIM)).astype(np.float32) / np.sqrt(DIM)
+    vectors = np.concatenate([clustered(min(100_000, n - s), rng, centres) for s in range(0, n, 100_000)])
+    queries = clustered(nq, rng, centres)
+    data_dir = Path(tempfile.mkdtemp(prefix="clipsearch-index-scale-"))
+    print(f"# scale run: {n:,} x {DIM}-d Flat, 1 shard, {os.cpu_count()} CPUs, faiss {faiss.__version__}")
+    port = free_port()
+    server = start(data_dir, port)
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.max_send_message_length", 2**30)])
+    stub = index_pb2_grpc.IndexServiceStub(channel)
+    wait_serving(channel, server)
+    config = index_pb2.CollectionConfig(name="big", dimension=DIM, num_shards=1, index_spec="Flat")
+    stub.CreateCollection(index_pb2.CreateCollectionRequest(config=config))
+    rate = ingest(stub, "big", vectors)
+    print(f"durable ingest: {rate:,.0f} vectors/s ({n / rate:.0f} s for {n:,})", flush=True)
+    rss = rss_mb(server.pid)
+    print(f"server RSS after ingest: {rss:,.0f} MB ({rss * 2**20 / n:,.0f} bytes/vector)", flush=True)
+    stop_s = stop(server, channel)
+    collection = data_dir / "collections" / "big"
+    store_mb = sum(f.stat().st_size for f in collection.glob("store.sqlite*")) / 2**20
+    snapshot_mb = sum(f.stat().st_size for f in collection.glob("shard-*/snap-*.faiss")) / 2**20
+    print(
+        f"graceful stop (snapshot written): {stop_s:.1f} s; disk: store {store_mb:,.0f} MB, "
+        f"snapshots {snapshot_mb:,.0f} MB",
+        flush=True,
+    )
+    server, channel, from_snapshot_s = restart(data_dir)
+    print(f"restart to SERVING from the snapshot: {from_snapshot_s:.1f} s", flush=True)
+    stub = index_pb2_grpc.IndexServiceStub(channel)
+    flat, _ = load_snapshot(data_dir, "big")
+    rows = []
+    for batch in (1, 32):
+        l_qps, l_p50, l_ids = local_search(flat, queries, batch=batch)
+        s_qps, s_p50, s_ids = service_search(stub, "big", queries, batch=batch)
+        assert recall(s_ids, l_ids) > 0.999
+        rows.append((batch, s_qps, l_qps, s_p50, l_p50))
+    del flat
+    stop(server, channel)
+    for snap in collection.glob("shard-*/snap-*.faiss"):
+        snap.unlink()  # as if every snapshot were torn: the shard is rebuilt from the store
+    server, channel, from_store_s = restart(data_dir)
+    print(f"restart to SERVING from the store alone (no snapshot): {from_store_s:.1f} s", flush=True)
+    stop(server, channel)
+    print()
+    print("| request | service QPS | in-process QPS | ratio | service p50 ms | in-process p50 ms |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for batch, s_qps, l_qps, s_p50, l_p50 in rows:
+        print(
+            f"| {batch} per call | {s_qps:,.1f} | {l_qps:,.1f} | {s_qps / l_qps:.2f} "
+            f"| {s_p50 * 1000:.1f} | {l_p50 * 1000:.1f} |"
+        )
+    import shutil
+
+    shutil.rmtree(data_dir, ignore_errors=True)
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument(
+        "--scale", type=int, default=None, metavar="N", help="the one-collection run at N vectors"
+    )
     parser.add_argument("-n", type=int, default=None, help="vectors (default 100000, 20000 with --quick)")
     parser.add_argument("--queries", type=int, default=None)
     args = parser.parse_args()
+    faiss.omp_set_num_threads(1)
+    if args.scale:
+        return scale_run(args.scale, args.queries or 64)
     n = args.n or (20_000 if args.quick else 100_000)
     nq = args.queries or (100 if args.quick else 300)
     faiss.omp_set_num_threads(1)

@@ -53,6 +53,9 @@ STORE_FILE = "store.sqlite"
 @dataclass(frozen=True)
 class CollectionOptions:
     snapshot_min_ops: int = 50_000
+    #: ...and at least this fraction of the shard's items, so the bytes snapshotted while a
+    #: shard grows stay proportional to its size (a fixed count rewrites it O(n^2) times).
+    snapshot_growth: float = 0.5
     snapshot_interval_s: float = 60.0
     rebuild_dead_ratio: float = 0.2
     exact_fallback_max: int = 20_000
@@ -318,7 +321,8 @@ class Collection:
                     return True
             now = time.monotonic()
             for shard in self.shards:
-                due = shard.dirty >= self.options.snapshot_min_ops or (
+                enough = max(self.options.snapshot_min_ops, self.options.snapshot_growth * shard.rows.live)
+                due = shard.dirty >= enough or (
                     shard.dirty and now - shard.snapshot_time >= self.options.snapshot_interval_s
                 )
                 if due:

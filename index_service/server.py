@@ -75,6 +75,7 @@ def engine_options(settings: IndexSettings) -> EngineOptions:
         omp_threads=settings.omp_threads,
         collection=CollectionOptions(
             snapshot_min_ops=settings.snapshot_min_ops,
+            snapshot_growth=settings.snapshot_growth,
             snapshot_interval_s=settings.snapshot_interval_s,
             rebuild_dead_ratio=settings.rebuild_dead_ratio,
             exact_fallback_max=settings.exact_fallback_max,

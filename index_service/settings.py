@@ -42,6 +42,8 @@ class IndexSettings(OperationsSettings):
     omp_threads: int = 1
     #: Snapshot a shard once this many writes touched it since its last snapshot...
     snapshot_min_ops: int = 50_000
+    #: ...and at least this fraction of its items (writes snapshotted stay O(size), not O(size^2))...
+    snapshot_growth: float = 0.5
     #: ...or once it has any unsnapshotted write and this many seconds have passed.
     snapshot_interval_s: float = 60.0
     #: Rebuild an index that cannot remove ids (HNSW) once this fraction of it is deleted.
@@ -65,6 +67,12 @@ class IndexSettings(OperationsSettings):
         add("--search-threads", int_in(1, 1024), d.search_threads, "threads searching shards in parallel")
         add("--omp-threads", int_in(1, 1024), d.omp_threads, "OpenMP threads inside one FAISS call")
         add("--snapshot-min-ops", int_in(1, 2**62), d.snapshot_min_ops, "writes that trigger a snapshot")
+        add(
+            "--snapshot-growth",
+            float_in(0.0, 100.0),
+            d.snapshot_growth,
+            "...and at least this fraction of the shard's items (0: the count alone)",
+        )
         add(
             "--snapshot-interval-s",
             float_in(0.01, 86400),
