@@ -13,8 +13,12 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from clipsearch.errors import ClipsearchError
+
+if TYPE_CHECKING:
+    from clipsearch.types import IngestReport
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -41,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_loadtest(commands)
     _add_demo_catalog(commands)
     _add_cluster(commands)
+    _add_bulk_ingest(commands)
     _add_ui(commands)
     return parser
 
@@ -139,18 +144,23 @@ def _ingest(args: argparse.Namespace) -> int:
                 resume=args.resume,
                 on_progress=on_progress,
             )
-    failures = [{"row": f.row, "id": f.id, "reason": f.reason} for f in report.failed]
-    if args.json:
-        summary = {"ingested": report.ingested, "skipped": report.skipped, "failed": failures}
-        print(json.dumps({**summary, "seconds": round(report.seconds, 3)}))
-    else:
-        print(
-            f"ingested {report.ingested}, skipped {report.skipped} (unchanged), failed {len(failures)} "
-            f"in {report.seconds:.1f}s ({report.rate:.1f} items/s)"
-        )
-        for failure in failures:
-            print(f"  row {failure['row']} id={failure['id']!r}: {failure['reason']}")
+    print_ingest_report(report, as_json=args.json)
     return 0
+
+
+def print_ingest_report(report: IngestReport, *, as_json: bool, where: str = "", **extra: object) -> None:
+    """The summary of ``ingest`` and ``bulk-ingest``: a line per failure, or one JSON object."""
+    failures = [{"row": f.row, "id": f.id, "reason": f.reason} for f in report.failed]
+    if as_json:
+        summary = {"ingested": report.ingested, "skipped": report.skipped, "failed": failures}
+        print(json.dumps({**summary, "seconds": round(report.seconds, 3), **extra}))
+        return
+    print(
+        f"ingested {report.ingested}, skipped {report.skipped} (unchanged), failed {len(failures)} "
+        f"in {report.seconds:.1f}s ({report.rate:.1f} items/s){where}"
+    )
+    for failure in failures:
+        print(f"  row {failure['row']} id={failure['id']!r}: {failure['reason']}")
 
 
 @contextlib.contextmanager
@@ -306,6 +316,17 @@ def _cluster(args: argparse.Namespace) -> int:
     from index_service.distributed.local import main as cluster_up  # Ray only when asked for
 
     return cluster_up(args.options)
+
+
+def _add_bulk_ingest(commands: argparse._SubParsersAction) -> None:
+    from index_service.distributed import bulk_ingest_command  # flags only: no Ray until it runs
+
+    bulk = commands.add_parser(
+        "bulk-ingest",
+        help="encode a large catalog with Ray Data actors and load the index (the [ray] extra)",
+    )
+    bulk_ingest_command.add_arguments(bulk)
+    bulk.set_defaults(handler=bulk_ingest_command.run)
 
 
 def _add_demo_catalog(commands: argparse._SubParsersAction) -> None:

@@ -16,6 +16,7 @@ import pytest
         "encoder_service.settings",
         "index_service.settings",
         "clipsearch.gateway.settings",
+        "index_service.distributed.bulk_ingest_command",
     ],
 )
 def test_settings_import_without_heavy_packages(module: str) -> None:
