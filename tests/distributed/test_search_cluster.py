@@ -7,12 +7,17 @@ group costs no search.
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import faiss
 import grpc
 import numpy as np
 import pytest
 
 from clipsearch import SearchClient
+from clipsearch.demo.catalog import generate_catalog
 from clipsearch.v1 import index_pb2, index_pb2_grpc
 from clipsearch.wire import vector_to_proto
 from index_service.config import CollectionConfig
@@ -106,6 +111,25 @@ def test_sdk_works_against_the_cluster_unchanged(cluster, data):
         _, vectors, _ = data
         assert [h.id for h in client.index.search("products", vectors[42], k=1)] == ["item-42"]
         assert client.index.get("products", ["item-5"])[0].metadata == {"n": 5.0}
+
+
+def test_ingest_stream_and_loadtest_through_the_proxy(cluster, tmp_path):
+    """EmbedStream (what ``ingest`` rides on) and ``clipsearch loadtest`` reach the cluster unchanged."""
+    catalog = generate_catalog(tmp_path / "catalog", n_products=12, seed=5)
+    with SearchClient(cluster.address, cluster.address) as client:
+        client.create_collection("streamed", num_shards=2)
+        first = client.ingest(catalog, collection="streamed", batch_size=4)
+        again = client.ingest(catalog, collection="streamed", batch_size=4)
+        assert (first.ingested, first.skipped, first.failed) == (12, 0, [])
+        assert (again.ingested, again.skipped) == (0, 12), "resume works through the proxy"
+        assert client.index.describe_collection("streamed").item_count == 12
+    command = [sys.executable, "-m", "clipsearch.cli", "loadtest", "--encoder", cluster.address]
+    command += ["--index", cluster.address, "--collection", "streamed", "--requests", "30", "--json"]
+    command += ["--concurrency", "4", "--warmup", "0.5"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads(done.stdout)
+    assert summary["ok"] >= 30 and summary["errors"] == {}
 
 
 def test_losing_the_node_with_one_copy_of_every_group_fails_no_search(cluster, standalone, data):
