@@ -25,7 +25,7 @@ from reliability_support import report, size
 
 from clipsearch.errors import DataLossError
 from index_service.config import CollectionConfig, Metric
-from index_service.engine import Engine, EngineOptions
+from index_service.engine import CollectionLoadError, Engine, EngineOptions
 
 pytestmark = pytest.mark.reliability
 
@@ -283,5 +283,5 @@ def test_flipped_value_is_data_loss_not_served(base: Base, tmp_path: Path) -> No
 
     metadata_at = data.index(b'"tag":"t1"')
     copy = damaged_copy(base.closed, tmp_path / "metadata", "store.sqlite", flip_at([metadata_at + 8], 0x01))
-    with pytest.raises(DataLossError, match="fails its checksum"):  # read by every start: refused
+    with pytest.raises(CollectionLoadError, match="fails its checksum"):  # read by every start: refused
         _engine(copy)
