@@ -61,6 +61,9 @@ class BulkIngestOptions:
     embeddings_dir: str | None = None
     #: Items per Ray block read from the catalog (the unit of scheduling and of retry).
     block_rows: int = 512
+    #: Seconds to wait for the whole encode pool to start before any work is handed out (a
+    #: cluster short of resources fails with Ray's "Timed out while starting actors").
+    actors_start_timeout_s: int = 600
     #: Create the collection when missing (for this model: dimension and fingerprint), with
     #: these shards and FAISS index; None requires it to exist.
     create: CreateSpec | None = None
@@ -231,7 +234,7 @@ def bulk_ingest(catalog: str | Path, options: BulkIngestOptions) -> BulkIngestRe
     """Runs the job on the Ray cluster this process is connected to (``ray.init`` first)."""
     import ray
     import ray.data
-    from ray.data import ActorPoolStrategy
+    from ray.data import ActorPoolStrategy, DataContext
 
     for name in ("encoders", "loaders", "batch_size", "block_rows"):
         if getattr(options, name) < 1:
@@ -243,6 +246,9 @@ def bulk_ingest(catalog: str | Path, options: BulkIngestOptions) -> BulkIngestRe
             index.describe_collection(options.collection)  # NOT_FOUND before any model loads
     items = catalog_items(catalog, report)
     if items:
+        # Ray Data hands blocks to the first actor that is ready; wait for all of them, so
+        # --encoders N means N actors sharing the work, not one busy while N-1 load models.
+        DataContext.get_current().wait_for_min_actors_s = options.actors_start_timeout_s
         dataset = ray.data.from_items(items, override_num_blocks=max(1, -(-len(items) // options.block_rows)))
         encoded = dataset.map_batches(
             EncodeBatch,

@@ -66,8 +66,8 @@ def catalog(tmp_path_factory) -> Path:
 def _options(index: str, **changes):
     from index_service.distributed.bulk_ingest import BulkIngestOptions, CreateSpec
 
-    settings = {"collection": "bulk", "index_address": index, "encoder": {"threads": 1}, "batch_size": 8}
-    settings |= {"encoders": 2, "encoder_cpus": 1.5, "block_rows": 8, "create": CreateSpec(num_shards=2)}
+    settings = {"collection": "bulk", "index_address": index, "encoder": {"threads": 1}, "batch_size": 4}
+    settings |= {"encoders": 2, "encoder_cpus": 1.5, "block_rows": 4, "create": CreateSpec(num_shards=2)}
     return BulkIngestOptions(**(settings | changes))
 
 
