@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import asdict
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 import numpy as np
@@ -23,9 +23,10 @@ from google.protobuf.message import DecodeError
 
 from clipsearch.errors import ClipsearchError, InvalidArgumentError, UnavailableError
 from clipsearch.serving.status import map_errors
+from clipsearch.types import ModelInfo
 from clipsearch.v1 import encoder_pb2, encoder_pb2_grpc
 from clipsearch.wire import vector_to_proto, vectors_to_protos
-from encoder_service.core import EncoderCore, ImageInput, Input, TextInput
+from encoder_service.core import ImageInput, Input, TextInput
 
 SERVICE_NAME = "clipsearch.v1.EncoderService"
 
@@ -106,21 +107,35 @@ def _result(outcome: np.ndarray | ClipsearchError) -> encoder_pb2.EmbedResult:
     return encoder_pb2.EmbedResult(embedding=vector_to_proto(outcome))
 
 
+class ServicerCore(Protocol):
+    """What the servicer needs of a core: :class:`~encoder_service.core.EncoderCore`, or
+    :class:`~encoder_service.ray_app.RemoteEncoderCore` in the Serve ingress."""
+
+    @property
+    def identity(self) -> ModelInfo: ...
+
+    async def embed(self, inputs: Sequence[Input], *, deadline: float | None = None) -> np.ndarray: ...
+
+    async def embed_each(
+        self, inputs: Sequence[Input], *, deadline: float | None = None
+    ) -> list[np.ndarray | ClipsearchError]: ...
+
+
 class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
     """``core`` is None until the model is loaded; calls before that get UNAVAILABLE."""
 
-    def __init__(self, core: EncoderCore | None, *, stream_window: int = 4):
+    def __init__(self, core: ServicerCore | None, *, stream_window: int = 4):
         self._core = core
         self.stream_window = stream_window
 
     @property
-    def core(self) -> EncoderCore:
+    def core(self) -> ServicerCore:
         if self._core is None:
             raise UnavailableError("the model is still loading", retry_after_s=1.0)
         return self._core
 
     @core.setter
-    def core(self, core: EncoderCore) -> None:
+    def core(self, core: ServicerCore) -> None:
         self._core = core
 
     @map_errors

@@ -197,8 +197,8 @@ class Collection:
         metadata: list[str],
     ) -> None:
         removed_by_shard: dict[int, list[int]] = {}
-        for shard, label in removed:
-            removed_by_shard.setdefault(shard, []).append(label)
+        for shard_number, label in removed:
+            removed_by_shard.setdefault(shard_number, []).append(label)
         for shard in self.shards:
             gone = np.asarray(sorted(removed_by_shard.get(shard.number, [])), dtype=np.int64)
             mine = np.flatnonzero(added_shards == shard.number)

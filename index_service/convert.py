@@ -7,6 +7,7 @@ error names the request field at fault, e.g. ``filter.all.filters[1].condition.f
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 from clipsearch.errors import InvalidArgumentError
 from clipsearch.v1 import index_pb2, types_pb2
@@ -54,7 +55,9 @@ def info_to_proto(info: CollectionInfo) -> index_pb2.CollectionInfo:
     )
 
 
-def metadata_from_proto(entries: dict[str, types_pb2.MetadataValue], where: str) -> dict[str, MetadataValue]:
+def metadata_from_proto(
+    entries: Mapping[str, types_pb2.MetadataValue], where: str
+) -> dict[str, MetadataValue]:
     result: dict[str, MetadataValue] = {}
     for key, message in entries.items():
         result[key] = _value(message, f"{where}.{key}")

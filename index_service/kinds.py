@@ -123,6 +123,8 @@ def index_labels(index: faiss.Index) -> np.ndarray:
     if ivf is None:
         raise TypeError(f"cannot list the ids of {type(index).__name__}")
     lists = ivf.invlists
+    if lists is None:
+        raise TypeError(f"{type(ivf).__name__} has no inverted lists")
     parts = [
         faiss.rev_swig_ptr(lists.get_ids(i), lists.list_size(i)).copy()
         for i in range(ivf.nlist)
@@ -143,8 +145,9 @@ def search_parameters(
     elif isinstance(inner, faiss.IndexIVF):
         params = faiss.SearchParametersIVF()
         params.nprobe = min(nprobe or inner.nprobe, inner.nlist)
-    elif isinstance(inner, faiss.IndexPreTransform) and faiss.try_extract_index_ivf(inner) is not None:
-        ivf = faiss.try_extract_index_ivf(inner)
+    elif (
+        isinstance(inner, faiss.IndexPreTransform) and (ivf := faiss.try_extract_index_ivf(inner)) is not None
+    ):
         sub = faiss.SearchParametersIVF()
         sub.nprobe = min(nprobe or ivf.nprobe, ivf.nlist)
         sub.sel = selector

@@ -44,7 +44,7 @@ from clipsearch.index_client import (
     upsert_requests,
 )
 from clipsearch.ingest import ProgressCallback
-from clipsearch.query import Deadline, Query, combine_parts, page_without
+from clipsearch.query import Deadline, Query, combine_parts, page_without, stored_vector
 from clipsearch.request_context import one_request_id
 from clipsearch.types import CollectionInfo, Hit, IngestReport, Item, ModelInfo
 from clipsearch.v1 import encoder_pb2, encoder_pb2_grpc, index_pb2, index_pb2_grpc
@@ -347,8 +347,9 @@ class SearchClient:
         deadline = Deadline(timeout_s or self.timeout_s)
         with one_request_id():
             [item] = await self.index.get(collection, [item_id], include_vectors=True)
+            vector = stored_vector(item)
             hits = await self.index.search(
-                collection, item.vector, k=offset + k + 1, filter=filter, timeout_s=deadline.remaining()
+                collection, vector, k=offset + k + 1, filter=filter, timeout_s=deadline.remaining()
             )
         return page_without(hits, item_id, offset, k)
 

@@ -15,11 +15,15 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from clipsearch.errors import InvalidArgumentError
+from clipsearch.errors import InternalError, InvalidArgumentError
 from clipsearch.images import ImageInput
+
+if TYPE_CHECKING:
+    from clipsearch.types import Item
 
 
 @dataclass(frozen=True)
@@ -80,6 +84,13 @@ def combine_parts(query: Query, vectors: list[np.ndarray]) -> np.ndarray:
     """Combines the embeddings of ``query.texts`` then ``query.images`` (in that order)."""
     weights = [p.weight for p in query.texts] + [p.weight for p in query.images]
     return combine(np.concatenate(vectors) if vectors else np.zeros((0, 0)), weights)
+
+
+def stored_vector(item: Item) -> np.ndarray:
+    """The vector of an item fetched with ``include_vectors=True``; INTERNAL if the index left it out."""
+    if item.vector is None:
+        raise InternalError(f"the index returned item {item.id!r} without its vector")
+    return item.vector
 
 
 def page_without(hits: list, item_id: str, offset: int, k: int) -> list:

@@ -13,7 +13,7 @@ from clipsearch.filters import FilterSpec
 from clipsearch.images import ImageInput
 from clipsearch.index_client import IndexClient
 from clipsearch.ingest import ProgressCallback, ingest_catalog
-from clipsearch.query import Deadline, Query, combine_parts, page_without
+from clipsearch.query import Deadline, Query, combine_parts, page_without, stored_vector
 from clipsearch.request_context import one_request_id
 from clipsearch.types import CollectionInfo, Hit, IngestReport, ModelInfo
 
@@ -124,8 +124,9 @@ class SearchClient:
         deadline = Deadline(timeout_s or self.timeout_s)
         with one_request_id():
             [item] = self.index.get(collection, [item_id], include_vectors=True)
+            vector = stored_vector(item)
             hits = self.index.search(
-                collection, item.vector, k=offset + k + 1, filter=filter, timeout_s=deadline.remaining()
+                collection, vector, k=offset + k + 1, filter=filter, timeout_s=deadline.remaining()
             )
         return page_without(hits, item_id, offset, k)
 

@@ -185,7 +185,7 @@ class LoadBatch:
             )
             status[ready] = INGESTED
             if self.embeddings_dir:
-                self._write_parquet(ids, vectors, [batch["metadata"][i] for i in ready])
+                self._write_parquet(self.embeddings_dir, ids, vectors, [batch["metadata"][i] for i in ready])
         return {
             "row": batch["row"],
             "id": batch["id"],
@@ -194,7 +194,9 @@ class LoadBatch:
             "node": batch["node"],
         }
 
-    def _write_parquet(self, ids: list[str], vectors: np.ndarray, metadata: list[str]) -> None:
+    def _write_parquet(
+        self, directory: str, ids: list[str], vectors: np.ndarray, metadata: list[str]
+    ) -> None:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
@@ -205,8 +207,8 @@ class LoadBatch:
                 "metadata": metadata,
             }
         )
-        os.makedirs(self.embeddings_dir, exist_ok=True)
-        final = Path(self.embeddings_dir) / f"part-{uuid.uuid4().hex}.parquet"
+        os.makedirs(directory, exist_ok=True)
+        final = Path(directory) / f"part-{uuid.uuid4().hex}.parquet"
         partial = final.with_suffix(".parquet.tmp")
         pq.write_table(table, partial)
         os.replace(partial, final)  # readers never see half a file

@@ -61,7 +61,7 @@ def local_cluster(
     from ray import serve
     from ray.cluster_utils import Cluster
 
-    node = {"include_dashboard": False, "object_store_memory": 80 * 1024**2}
+    node: dict[str, Any] = {"include_dashboard": False, "object_store_memory": 80 * 1024**2}
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": head_cpus, **node})
     try:
         workers = [cluster.add_node(num_cpus=worker_cpus, resources=r, **node) for r in worker_resources]

@@ -8,7 +8,7 @@ index calls, and their errors come back with their status codes and details.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import grpc
 from google.rpc import code_pb2
@@ -115,6 +115,11 @@ def _protos(hits: list[Hit]):
     return [hit.to_proto() for hit in hits]
 
 
+def _loader(data: bytes) -> Callable[[], bytes]:
+    """An ``IngestRow.load`` for image bytes already in hand (bound now, not at call time)."""
+    return lambda: data
+
+
 def _rows_from_stream(
     first: search_pb2.IngestRequest,
     rest: AsyncIterator[search_pb2.IngestRequest],
@@ -129,7 +134,5 @@ def _rows_from_stream(
             number += 1
             image = item.image
             error = None if image else "empty image"
-            yield IngestRow(
-                number, item.id, metadata_from_proto(item.metadata), lambda data=image: data, error
-            )
+            yield IngestRow(number, item.id, metadata_from_proto(item.metadata), _loader(image), error)
         message = asyncio.run_coroutine_threadsafe(anext(iterator, None), loop).result()

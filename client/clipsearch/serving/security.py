@@ -61,7 +61,8 @@ class TokenScopes:
 
     @classmethod
     def from_file(cls, path: Path) -> TokenScopes:
-        read, write = set(), set()
+        read: set[str] = set()
+        write: set[str] = set()
         for number, line in enumerate(Path(path).read_text().splitlines(), start=1):
             line = line.split("#", 1)[0].strip()
             if not line:

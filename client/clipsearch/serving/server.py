@@ -14,7 +14,7 @@ import logging
 import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -23,6 +23,9 @@ from prometheus_client import CollectorRegistry, start_http_server
 
 from clipsearch.serving.observability import ObservabilityInterceptor, RpcMetrics
 from clipsearch.serving.security import TlsFiles, TokenAuthInterceptor, TokenScopes, check_bind_is_safe
+
+if TYPE_CHECKING:
+    from wsgiref.simple_server import WSGIServer
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +82,7 @@ class ManagedServer:
         self.metrics_port: int | None = None
         #: This server's Prometheus registry; cores add their own metrics to it.
         self.metrics_registry = CollectorRegistry()
-        self._metrics_http = None
+        self._metrics_http: WSGIServer | None = None
         interceptors: list[grpc.aio.ServerInterceptor] = [
             ObservabilityInterceptor(RpcMetrics(self.metrics_registry))
         ]
