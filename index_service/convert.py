@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from typing import cast
 
 from clipsearch.errors import InvalidArgumentError
 from clipsearch.v1 import index_pb2, types_pb2
@@ -41,7 +42,8 @@ def info_to_proto(info: CollectionInfo) -> index_pb2.CollectionInfo:
         config=index_pb2.CollectionConfig(
             name=c.name,
             dimension=c.dimension,
-            metric=int(c.metric),
+            # The generated stub only admits the enum wrapper or a name; protobuf takes the int.
+            metric=cast(index_pb2.Metric, int(c.metric)),
             num_shards=c.num_shards,
             index_spec=c.index_spec,
             model_fingerprint=c.model_fingerprint,

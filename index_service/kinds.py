@@ -140,8 +140,10 @@ def search_parameters(
     inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap) else index
     params: faiss.SearchParameters
     if isinstance(inner, faiss.IndexHNSW):
-        params = faiss.SearchParametersHNSW()
-        params.efSearch = ef_search or inner.hnsw.efSearch
+        # SearchParametersHNSW exists in the SWIG module but is missing from faiss's stubs.
+        hnsw_params = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]
+        hnsw_params.efSearch = ef_search or inner.hnsw.efSearch
+        params = hnsw_params
     elif isinstance(inner, faiss.IndexIVF):
         params = faiss.SearchParametersIVF()
         params.nprobe = min(nprobe or inner.nprobe, inner.nlist)

@@ -45,14 +45,15 @@ class SnapshotError(Exception):
 
 def write(directory: Path, sequence: int, payload: np.ndarray, trained: bool, collection_uuid: str) -> Path:
     """Writes ``payload`` (from ``faiss.serialize_index``) durably; returns the file's path."""
-    crc = zlib.crc32(memoryview(payload))
+    # ndarray.data is memoryview(payload); numpy only declares __buffer__ for Python >= 3.12.
+    crc = zlib.crc32(payload.data)
     header = _HEADER.pack(MAGIC, sequence, len(payload), crc, int(trained), bytes.fromhex(collection_uuid))
     directory.mkdir(parents=True, exist_ok=True)
     final = directory / f"snap-{sequence:020d}.faiss"
     temp = directory / f".{final.name}.{os.getpid()}.tmp"
     with open(temp, "wb") as out:
         out.write(header)
-        out.write(memoryview(payload))
+        out.write(payload.data)
         out.flush()
         os.fsync(out.fileno())
     os.replace(temp, final)

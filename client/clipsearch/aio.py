@@ -44,7 +44,7 @@ from clipsearch.index_client import (
     upsert_requests,
 )
 from clipsearch.ingest import ProgressCallback
-from clipsearch.query import Deadline, Query, combine_parts, page_without, stored_vector
+from clipsearch.query import Deadline, Query, combine_parts, page_without, stored_vector, text_contents
 from clipsearch.request_context import one_request_id
 from clipsearch.types import CollectionInfo, Hit, IngestReport, Item, ModelInfo
 from clipsearch.v1 import encoder_pb2, encoder_pb2_grpc, index_pb2, index_pb2_grpc
@@ -60,7 +60,7 @@ class _AsyncServiceClient:
 
     async def close(self) -> None:
         if self._owns_channel:
-            await self._channel.close()
+            await self._channel.close(grace=None)
 
     async def __aenter__(self):
         return self
@@ -356,7 +356,7 @@ class SearchClient:
     async def embed_query(self, query: Query, *, timeout_s: float | None = None) -> np.ndarray:
         texts, images = query.texts, query.images
         vectors = await asyncio.gather(
-            *([self.encoder.embed_texts([p.content for p in texts], timeout_s=timeout_s)] if texts else []),
+            *([self.encoder.embed_texts(text_contents(texts), timeout_s=timeout_s)] if texts else []),
             *(
                 [self.encoder.embed_images([p.content for p in images], timeout_s=timeout_s)]
                 if images

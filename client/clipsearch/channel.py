@@ -17,6 +17,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import grpc
 
@@ -113,20 +114,24 @@ def open_channel(address: str, options: ChannelOptions | None = None) -> grpc.Ch
 def open_aio_channel(address: str, options: ChannelOptions | None = None) -> grpc.aio.Channel:
     options = options or ChannelOptions()
     credentials = options.credentials()
-    interceptors = [
-        _AioUnaryUnary(options),
-        _AioUnaryStream(options),
-        _AioStreamUnary(options),
-        _AioStreamStream(options),
-    ]
-    kwargs = {
-        "options": options.grpc_options(),
-        "compression": options.compression,
-        "interceptors": interceptors,
-    }
+    # grpc-stubs types aio ClientInterceptor as a placeholder that must be cast to.
+    interceptors = cast(
+        "list[grpc.aio.ClientInterceptor]",
+        [
+            _AioUnaryUnary(options),
+            _AioUnaryStream(options),
+            _AioStreamUnary(options),
+            _AioStreamStream(options),
+        ],
+    )
+    grpc_options = options.grpc_options()
     if credentials is None:
-        return grpc.aio.insecure_channel(address, **kwargs)
-    return grpc.aio.secure_channel(address, credentials, **kwargs)
+        return grpc.aio.insecure_channel(
+            address, options=grpc_options, compression=options.compression, interceptors=interceptors
+        )
+    return grpc.aio.secure_channel(
+        address, credentials, options=grpc_options, compression=options.compression, interceptors=interceptors
+    )
 
 
 def _with_metadata(details, options: ChannelOptions):

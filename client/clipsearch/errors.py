@@ -8,6 +8,9 @@ same in-process, against the pair, and against the gateway.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any, cast
+
 import grpc
 from google.rpc import error_details_pb2, status_pb2
 
@@ -131,7 +134,11 @@ def from_rpc_error(error: grpc.RpcError) -> ClipsearchError:
 
 
 def _status_from_trailers(error: grpc.RpcError) -> status_pb2.Status | None:
-    trailers = error.trailing_metadata() if hasattr(error, "trailing_metadata") else None
+    # grpc-stubs types these as ``_Metadatum`` objects; at runtime they are (key, value) pairs.
+    trailers = cast(
+        "Iterable[tuple[str, Any]] | None",
+        error.trailing_metadata() if hasattr(error, "trailing_metadata") else None,
+    )
     for key, value in trailers or ():
         if key == "grpc-status-details-bin":
             status = status_pb2.Status()

@@ -60,7 +60,11 @@ def _condition(field_name: str, value: Any, where: str) -> index_pb2.FieldCondit
         return index_pb2.FieldCondition(field=field_name, equals=metadata_value_to_proto(value, field=where))
     if set(value) == {"in"}:
         values = [metadata_value_to_proto(v, field=where) for v in value["in"]]
-        return index_pb2.FieldCondition(field=field_name, **{"in": index_pb2.ValueList(values=values)})
+        # "in" is a Python keyword, so only **kwargs can pass it; mypy matches the dict to every parameter.
+        return index_pb2.FieldCondition(
+            field=field_name,
+            **{"in": index_pb2.ValueList(values=values)},  # type: ignore[arg-type]
+        )
     unknown = set(value) - _RANGE_KEYS
     if unknown or not value:
         raise InvalidArgumentError(

@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
@@ -84,6 +84,11 @@ def combine_parts(query: Query, vectors: list[np.ndarray]) -> np.ndarray:
     """Combines the embeddings of ``query.texts`` then ``query.images`` (in that order)."""
     weights = [p.weight for p in query.texts] + [p.weight for p in query.images]
     return combine(np.concatenate(vectors) if vectors else np.zeros((0, 0)), weights)
+
+
+def text_contents(parts: Sequence[QueryPart]) -> list[str]:
+    """The contents of :attr:`Query.texts` parts: strings, as :meth:`Query.text` builds them."""
+    return [cast(str, p.content) for p in parts]
 
 
 def stored_vector(item: Item) -> np.ndarray:

@@ -13,7 +13,7 @@ from clipsearch.filters import FilterSpec
 from clipsearch.images import ImageInput
 from clipsearch.index_client import IndexClient
 from clipsearch.ingest import ProgressCallback, ingest_catalog
-from clipsearch.query import Deadline, Query, combine_parts, page_without, stored_vector
+from clipsearch.query import Deadline, Query, combine_parts, page_without, stored_vector, text_contents
 from clipsearch.request_context import one_request_id
 from clipsearch.types import CollectionInfo, Hit, IngestReport, ModelInfo
 
@@ -135,7 +135,7 @@ class SearchClient:
         texts, images = query.texts, query.images
         vectors = []
         if texts:
-            vectors.append(self.encoder.embed_texts([p.content for p in texts], timeout_s=timeout_s))
+            vectors.append(self.encoder.embed_texts(text_contents(texts), timeout_s=timeout_s))
         if images:
             vectors.append(self.encoder.embed_images([p.content for p in images], timeout_s=timeout_s))
         return combine_parts(query, vectors)

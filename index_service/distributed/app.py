@@ -79,7 +79,9 @@ class ClusterConfig:
 
 
 def build_app(config: ClusterConfig) -> Any:
-    encoder = serve.deployment(
+    # serve.deployment(cls, ...) returns a Deployment, but ray annotates it as the decorator
+    # factory that serve.deployment(...) returns, so mypy sees no .bind on it.
+    encoder = serve.deployment(  # type: ignore[attr-defined]
         EncoderReplica,
         name="encoder",
         max_ongoing_requests=config.max_ongoing_requests,
@@ -93,7 +95,7 @@ def build_app(config: ClusterConfig) -> Any:
     ).bind(EncoderSettings(**config.encoder))
     copies = [
         [
-            serve.deployment(
+            serve.deployment(  # type: ignore[attr-defined]
                 ShardCopy,
                 name=f"shard-g{g}-c{c}",
                 num_replicas=1,
@@ -105,7 +107,7 @@ def build_app(config: ClusterConfig) -> Any:
         for g in range(config.groups)
     ]
     router = RouterOptions(config.read_timeout_s, config.write_timeout_s, config.down_s)
-    return serve.deployment(
+    return serve.deployment(  # type: ignore[attr-defined]
         Ingress,
         name="ingress",
         max_ongoing_requests=4 * config.max_ongoing_requests,

@@ -12,7 +12,7 @@ codes and ``google.rpc`` details.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 import grpc
 from grpc_health.v1 import health_pb2
@@ -95,7 +95,9 @@ class Ingress:
         await self.encoder.load()
         try:
             chunks = _parsed_chunks(request_iterator)
-            async for response in self.encoder_servicer.EmbedStream(chunks, ServeContext(grpc_context)):
+            # ServeContext provides the part of grpc.aio.ServicerContext the servicer uses.
+            context = cast(grpc.aio.ServicerContext, ServeContext(grpc_context))
+            async for response in self.encoder_servicer.EmbedStream(chunks, context):
                 yield response
         except AbortError:
             return

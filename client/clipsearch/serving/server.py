@@ -77,7 +77,8 @@ class ManagedServer:
         self.options = options
         self.services = list(services)
         self._on_stop = list(on_stop)
-        self.health = health.aio.HealthServicer()
+        # grpc_health's stubs lack its aio module.
+        self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         self.port: int | None = None
         self.metrics_port: int | None = None
         #: This server's Prometheus registry; cores add their own metrics to it.

@@ -56,10 +56,12 @@ def map_errors(method: F) -> F:
     """
 
     async def _abort(context: grpc.aio.ServicerContext, exc: BaseException) -> None:
+        # abort_with_status exists on grpc.aio.ServicerContext but is missing from grpc-stubs.
         if isinstance(exc, ClipsearchError):
-            await context.abort_with_status(to_status(exc))
+            await context.abort_with_status(to_status(exc))  # type: ignore[attr-defined]
         log.exception("unhandled error in %s", method.__qualname__)
-        await context.abort_with_status(to_status(InternalError("internal server error")))
+        internal = to_status(InternalError("internal server error"))
+        await context.abort_with_status(internal)  # type: ignore[attr-defined]
 
     if inspect.isasyncgenfunction(method):
 
