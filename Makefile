@@ -30,7 +30,7 @@ demo: $(STAMP) ## Start both services, ingest the demo catalog, run a text and a
 demo-stop: $(STAMP) ## Stop the services `make demo` started
 	$(PY) -m clipsearch.demo.run --stop
 
-test: $(STAMP) $(NODE_STAMP) ## Run the whole test suite (real servers on loopback)
+test: $(STAMP) $(NODE_STAMP) lint ## Lint, then run the whole test suite (real servers on loopback)
 	$(PY) -m pytest -q
 
 test-fast: $(STAMP) ## Unit tests only
