@@ -250,7 +250,10 @@ def bulk_ingest(catalog: str | Path, options: BulkIngestOptions) -> BulkIngestRe
     if items:
         # Ray Data hands blocks to the first actor that is ready; wait for all of them, so
         # --encoders N means N actors sharing the work, not one busy while N-1 load models.
-        DataContext.get_current().wait_for_min_actors_s = options.actors_start_timeout_s
+        # The driver's context is global: restored below for the caller's other datasets.
+        context = DataContext.get_current()
+        caller_wait_s = context.wait_for_min_actors_s
+        context.wait_for_min_actors_s = options.actors_start_timeout_s
         dataset = ray.data.from_items(items, override_num_blocks=max(1, -(-len(items) // options.block_rows)))
         encoded = dataset.map_batches(
             EncodeBatch,
@@ -287,6 +290,8 @@ def bulk_ingest(catalog: str | Path, options: BulkIngestOptions) -> BulkIngestRe
             if cause is not None:
                 raise cause from error
             raise
+        finally:
+            context.wait_for_min_actors_s = caller_wait_s
     report.failed.sort(key=lambda failure: failure.row)
     report.seconds = time.perf_counter() - started
     return report
