@@ -110,11 +110,11 @@ def rss_mb(pid: int) -> float:
 
 
 def restart(data_dir: Path) -> tuple[subprocess.Popen, grpc.Channel, float]:
-    """A fresh server on ``data_dir``: (process, channel, seconds until SERVING)."""
+    """A server (re)started on ``data_dir``: (process, channel, seconds until SERVING)."""
     port = free_port()
     started = time.perf_counter()
     server = start(data_dir, port)
-    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.max_send_message_length", 2**30)])
     wait_serving(channel, server, timeout_s=1800)
     return server, channel, time.perf_counter() - started
 
@@ -136,11 +136,8 @@ def scale_run(n: int, nq: int) -> int:
     queries = clustered(nq, rng, centres)
     data_dir = Path(tempfile.mkdtemp(prefix="clipsearch-index-scale-"))
     print(f"# scale run: {n:,} x {DIM}-d Flat, 1 shard, {os.cpu_count()} CPUs, faiss {faiss.__version__}")
-    port = free_port()
-    server = start(data_dir, port)
-    channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.max_send_message_length", 2**30)])
+    server, channel, _ = restart(data_dir)
     stub = index_pb2_grpc.IndexServiceStub(channel)
-    wait_serving(channel, server)
     config = index_pb2.CollectionConfig(name="big", dimension=DIM, num_shards=1, index_spec="Flat")
     stub.CreateCollection(index_pb2.CreateCollectionRequest(config=config))
     rate = ingest(stub, "big", vectors)
@@ -214,11 +211,8 @@ def main() -> int:
     )
     print(f"# faiss {faiss.__version__}, omp threads 1 (server and in-process), data in {data_dir}")
 
-    port = free_port()
-    server = start(data_dir, port)
-    channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.max_send_message_length", 2**30)])
+    server, channel, _ = restart(data_dir)
     stub = index_pb2_grpc.IndexServiceStub(channel)
-    wait_serving(channel, server)
     ivf_spec = "IVF256,PQ64"
     specs = {
         "flat1": ("Flat", 1),
@@ -244,13 +238,8 @@ def main() -> int:
     server.wait(timeout=600)
     channel.close()
 
-    port = free_port()
-    started = time.perf_counter()
-    server = start(data_dir, port)
-    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    server, channel, restart_s = restart(data_dir)
     stub = index_pb2_grpc.IndexServiceStub(channel)
-    wait_serving(channel, server)
-    restart_s = time.perf_counter() - started
     print(f"restart to SERVING: {restart_s:.2f}s for {5 * n:,} vectors in 5 collections (from snapshots)")
     print(f"server RSS: {rss_before_restart:,.0f} MB before restart, {rss_mb(server.pid):,.0f} MB after")
 
