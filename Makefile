@@ -25,10 +25,10 @@ $(NODE_STAMP): tests/interop/package-lock.json
 install: $(STAMP) ## Create .venv and install clipsearch with every extra
 
 demo: $(STAMP) ## Start both services, ingest the demo catalog, run a text and an image query
-	$(PY) -m clipsearch.demo.run
+	$(PY) -m clipsearch.apps.demo.run
 
 demo-stop: $(STAMP) ## Stop the services `make demo` started
-	$(PY) -m clipsearch.demo.run --stop
+	$(PY) -m clipsearch.apps.demo.run --stop
 
 test: $(STAMP) $(NODE_STAMP) lint ## Lint, then run the whole test suite (real servers on loopback)
 	$(PY) -m pytest -q

@@ -28,7 +28,7 @@ def serve(service: str, *flags: str, log_dir: Path) -> Iterator[str]:
     log_dir.mkdir(parents=True, exist_ok=True)
     log = (log_dir / f"{service}-{port}.log").open("wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "clipsearch.cli", "serve", service, "--port", str(port), *flags],
+        [sys.executable, "-m", "clipsearch.apps.cli", "serve", service, "--port", str(port), *flags],
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,

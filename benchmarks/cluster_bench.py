@@ -40,9 +40,9 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 import numpy as np
 
 from clipsearch import SearchClient
-from clipsearch.demo.catalog import generate_catalog
-from index_service.distributed.app import ClusterConfig
-from index_service.distributed.local import local_cluster
+from clipsearch.apps.demo.catalog import generate_catalog
+from clipsearch.cluster.app import ClusterConfig
+from clipsearch.cluster.local import local_cluster
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _servers import serve
@@ -111,7 +111,16 @@ def measure(
         )
     loadtest = subprocess.run(
         [
-            *(sys.executable, "-m", "clipsearch.cli", "loadtest", "--encoder", encoder, "--index", index),
+            *(
+                sys.executable,
+                "-m",
+                "clipsearch.apps.cli",
+                "loadtest",
+                "--encoder",
+                encoder,
+                "--index",
+                index,
+            ),
             *(
                 "--collection",
                 "bench",

@@ -24,8 +24,8 @@ from pathlib import Path
 from _servers import serve, timed
 
 from clipsearch import EncoderClient, SearchClient
+from clipsearch.apps.demo.catalog import generate_catalog
 from clipsearch.catalog import read_catalog
-from clipsearch.demo.catalog import generate_catalog
 
 
 def main() -> None:

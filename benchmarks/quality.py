@@ -5,7 +5,7 @@
 Starts both services on loopback (the encoder with `clipsearch-demo` and the committed
 checkpoint, or --model/--pretrained), renders a catalog from --seed, ingests it, and prints
 the figures issue 3 asks for: fresh, then after deleting a third and re-upserting it. The
-definitions live in `encoder_service/training/quality.py`, shared with training and tests.
+definitions live in `client/clipsearch/apps/demo/training/quality.py`, shared with training and tests.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from harness import ServerThread  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from clipsearch import SearchClient  # noqa: E402
-from clipsearch.demo.catalog import generate_catalog  # noqa: E402
-from encoder_service.training.quality import (  # noqa: E402
+from clipsearch.apps.demo.catalog import generate_catalog  # noqa: E402
+from clipsearch.apps.demo.training.quality import (  # noqa: E402
     StackSearch,
     measure_image_queries,
     measure_text_queries,

@@ -189,7 +189,7 @@ def _check_checkpoint_path(name: str, pretrained: str) -> None:
     if name == DEMO_MODEL and path == DEMO_CHECKPOINT:
         raise ModelLoadError(
             f"--pretrained: the {DEMO_MODEL} checkpoint {path} is missing. Train it with "
-            f"`python -m encoder_service.training.train_demo --out {path}`, or pass --pretrained "
+            f"`python -m clipsearch.apps.demo.training.train_demo --out {path}`, or pass --pretrained "
             f"(a checkpoint file, an open_clip tag, or '{RANDOM_WEIGHTS}')"
         )
     raise ModelLoadError(f"--pretrained {pretrained}: no such checkpoint file")

@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from clipsearch.serving.observability import configure_logging
-from clipsearch.serving.server import ManagedServer, ServerOptions, ServiceBinding, run_until_signalled
+from clipsearch.server.observability import configure_logging
+from clipsearch.server.server import ManagedServer, ServerOptions, ServiceBinding, run_until_signalled
 from encoder_service.core import EncoderCore
 from encoder_service.metrics import EncoderMetrics
 from encoder_service.model import ModelLoadError

@@ -22,7 +22,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError
 
 from clipsearch.errors import ClipsearchError, InvalidArgumentError, UnavailableError
-from clipsearch.serving.status import map_errors
+from clipsearch.server.status import map_errors
 from clipsearch.types import ModelInfo
 from clipsearch.v1 import encoder_pb2, encoder_pb2_grpc
 from clipsearch.wire import vector_to_proto, vectors_to_protos
@@ -102,14 +102,14 @@ def _deadline(context: grpc.aio.ServicerContext) -> float | None:
 def _result(outcome: np.ndarray | ClipsearchError) -> encoder_pb2.EmbedResult:
     if isinstance(outcome, ClipsearchError):
         return encoder_pb2.EmbedResult(
-            error=encoder_pb2.ItemError(code=outcome.code.value[0], message=outcome.message)
+            error=encoder_pb2.ItemError(code=outcome.code.value, message=outcome.message)
         )
     return encoder_pb2.EmbedResult(embedding=vector_to_proto(outcome))
 
 
 class ServicerCore(Protocol):
     """What the servicer needs of a core: :class:`~encoder_service.core.EncoderCore`, or
-    :class:`~encoder_service.ray_app.RemoteEncoderCore` in the Serve ingress."""
+    :class:`~clipsearch.cluster.encoder_replica.RemoteEncoderCore` in the Serve ingress."""
 
     @property
     def identity(self) -> ModelInfo: ...

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from clipsearch.serving.config import (
+from clipsearch.server.config import (
     EnvFlags,
     OperationsSettings,
     SettingsError,

@@ -14,8 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import faiss
 
-from clipsearch.serving.observability import configure_logging
-from clipsearch.serving.server import ManagedServer, ServerOptions, ServiceBinding, run_until_signalled
+from clipsearch.server.observability import configure_logging
+from clipsearch.server.server import ManagedServer, ServerOptions, ServiceBinding, run_until_signalled
 from clipsearch.v1 import index_pb2_grpc
 from index_service.collection import CollectionOptions
 from index_service.engine import CollectionLoadError, DataDirLockedError, Engine, EngineOptions

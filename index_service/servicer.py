@@ -2,7 +2,7 @@
 
 Each handler converts the request, runs the core call on a worker thread (SQLite and FAISS
 block; FAISS releases the GIL), and converts the answer. Domain errors become precise
-status codes through :func:`clipsearch.serving.status.map_errors`.
+status codes through :func:`clipsearch.server.status.map_errors`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import grpc
 
 from clipsearch.errors import UnavailableError
-from clipsearch.serving.status import map_errors
+from clipsearch.server.status import map_errors
 from clipsearch.v1 import index_pb2, index_pb2_grpc
 from index_service import convert
 from index_service.config import SearchParams

@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from clipsearch.serving.config import (
+from clipsearch.server.config import (
     EnvFlags,
     OperationsSettings,
     check,

@@ -16,7 +16,7 @@ BEGIN, END = "<!-- flag-table:begin -->", "<!-- flag-table:end -->"
 
 
 def parsers() -> dict[str, argparse.ArgumentParser]:
-    from clipsearch.gateway.settings import GatewaySettings
+    from clipsearch.apps.gateway.settings import GatewaySettings
     from encoder_service.settings import EncoderSettings
     from index_service.settings import IndexSettings
 
@@ -30,7 +30,7 @@ def parsers() -> dict[str, argparse.ArgumentParser]:
         settings.add_arguments(parser)
         result[command] = parser
     try:
-        from clipsearch.ui.settings import UISettings
+        from clipsearch.apps.ui.settings import UISettings
     except ImportError:
         return result
     parser = argparse.ArgumentParser(prog="clipsearch ui")

@@ -11,7 +11,7 @@ import threading
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
 
-from clipsearch.serving.server import ManagedServer
+from clipsearch.server.server import ManagedServer
 
 
 class ServerThread:

@@ -6,7 +6,7 @@ import asyncio
 
 from clipsearch.errors import InvalidArgumentError, ResourceExhaustedError
 from clipsearch.request_context import current_request_id
-from clipsearch.serving.status import map_errors
+from clipsearch.server.status import map_errors
 from clipsearch.v1 import encoder_pb2, encoder_pb2_grpc
 from clipsearch.wire import vector_to_proto
 

@@ -1,6 +1,6 @@
 """clipsearch: multimodal product search over gRPC.
 
-Names are imported on first use (PEP 562), so ``import clipsearch.serving.config``
+Names are imported on first use (PEP 562), so ``import clipsearch.server.config``
 and the servers' settings modules stay standard-library only, and
 ``import clipsearch`` itself stays cheap.
 """

@@ -1,14 +1,16 @@
-"""What the per-service clients share: channel ownership and error translation."""
+"""What the per-service clients share: channel ownership and gRPC errors -> clipsearch errors."""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any, cast
 
 import grpc
+from google.rpc import error_details_pb2, status_pb2
 
-from clipsearch.channel import ChannelOptions, open_channel
-from clipsearch.errors import from_rpc_error
+from clipsearch.channel import ChannelOptions, open_aio_channel, open_channel
+from clipsearch.errors import ClipsearchError, StatusCode, error_for
 
 
 @contextlib.contextmanager
@@ -17,6 +19,41 @@ def translate_errors() -> Iterator[None]:
         yield
     except grpc.RpcError as error:
         raise from_rpc_error(error) from None
+
+
+def from_rpc_error(error: grpc.RpcError) -> ClipsearchError:
+    """Turns a failed call (sync or aio) into the matching :class:`ClipsearchError`."""
+    code = StatusCode[error.code().name] if hasattr(error, "code") else StatusCode.UNKNOWN
+    message = error.details() if hasattr(error, "details") else str(error)
+    field = None
+    retry_after = None
+    status = _status_from_trailers(error)
+    if status is not None:
+        for detail in status.details:
+            if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+                bad_request = error_details_pb2.BadRequest()
+                detail.Unpack(bad_request)
+                if bad_request.field_violations:
+                    field = bad_request.field_violations[0].field
+            elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+                info = error_details_pb2.RetryInfo()
+                detail.Unpack(info)
+                retry_after = info.retry_delay.ToMilliseconds() / 1000.0
+    return error_for(code, message or "", field=field, retry_after_s=retry_after)
+
+
+def _status_from_trailers(error: grpc.RpcError) -> status_pb2.Status | None:
+    # grpc-stubs types these as ``_Metadatum`` objects; at runtime they are (key, value) pairs.
+    trailers = cast(
+        "Iterable[tuple[str, Any]] | None",
+        error.trailing_metadata() if hasattr(error, "trailing_metadata") else None,
+    )
+    for key, value in trailers or ():
+        if key == "grpc-status-details-bin":
+            status = status_pb2.Status()
+            status.MergeFromString(value)
+            return status
+    return None
 
 
 def chunks(count: int, size: int) -> Iterator[slice]:
@@ -50,3 +87,30 @@ class ServiceClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class AsyncServiceClient:
+    """Channel ownership of the asyncio clients: open, close, ``async with``."""
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        timeout_s: float,
+        options: ChannelOptions | None,
+        channel: grpc.aio.Channel | None,
+    ):
+        self.address = address
+        self.timeout_s = timeout_s
+        self._owns_channel = channel is None
+        self._channel = channel or open_aio_channel(address, options)
+
+    async def close(self) -> None:
+        if self._owns_channel:
+            await self._channel.close(grace=None)
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

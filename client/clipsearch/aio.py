@@ -18,14 +18,13 @@ from pathlib import Path
 import grpc
 import numpy as np
 
-from clipsearch._calls import translate_errors
+from clipsearch._calls import AsyncServiceClient, translate_errors
 from clipsearch.channel import (
     DEFAULT_ENCODER_ADDRESS,
     DEFAULT_INDEX_ADDRESS,
     ENCODER_ENV,
     INDEX_ENV,
     ChannelOptions,
-    open_aio_channel,
     resolve_address,
 )
 from clipsearch.encoder_client import (
@@ -51,25 +50,7 @@ from clipsearch.v1 import encoder_pb2, encoder_pb2_grpc, index_pb2, index_pb2_gr
 from clipsearch.wire import MetadataScalar, vectors_from_protos
 
 
-class _AsyncServiceClient:
-    def __init__(self, address: str, *, timeout_s: float, options: ChannelOptions | None, channel):
-        self.address = address
-        self.timeout_s = timeout_s
-        self._owns_channel = channel is None
-        self._channel: grpc.aio.Channel = channel or open_aio_channel(address, options)
-
-    async def close(self) -> None:
-        if self._owns_channel:
-            await self._channel.close(grace=None)
-
-    async def __aenter__(self):
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
-
-class EncoderClient(_AsyncServiceClient):
+class EncoderClient(AsyncServiceClient):
     """Async twin of :class:`clipsearch.EncoderClient`."""
 
     def __init__(
@@ -122,7 +103,7 @@ class EncoderClient(_AsyncServiceClient):
         return concatenate(parts)
 
 
-class IndexClient(_AsyncServiceClient):
+class IndexClient(AsyncServiceClient):
     """Async twin of :class:`clipsearch.IndexClient`."""
 
     def __init__(

@@ -14,7 +14,7 @@ from clipsearch.channel import (
     ChannelOptions,
     resolve_address,
 )
-from clipsearch.errors import ClipsearchError, error_class_for
+from clipsearch.errors import ClipsearchError, StatusCode, error_for
 from clipsearch.images import ImageInput, image_bytes
 from clipsearch.types import ModelInfo
 from clipsearch.v1 import encoder_pb2, encoder_pb2_grpc
@@ -109,11 +109,7 @@ class EncoderClient(ServiceClient):
 def _outcome(result: encoder_pb2.EmbedResult, field: str) -> np.ndarray | ClipsearchError:
     if result.WhichOneof("outcome") == "embedding":
         return vector_from_proto(result.embedding, field=field)
-    code = _STATUS_BY_NUMBER.get(result.error.code, grpc.StatusCode.UNKNOWN)
-    return error_class_for(code)(result.error.message, field=field)
-
-
-_STATUS_BY_NUMBER = {status.value[0]: status for status in grpc.StatusCode}
+    return error_for(StatusCode.of(result.error.code), result.error.message, field=field)
 
 
 def text_inputs(texts: Sequence[str]) -> list[encoder_pb2.EmbedInput]:

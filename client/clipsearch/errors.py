@@ -1,24 +1,53 @@
 """One exception hierarchy for the whole product.
 
-The service cores raise these (they know nothing of gRPC); the server adapter
-turns them into a gRPC status with ``google.rpc`` details, and the SDK turns that
-status back into the same class. So ``except clipsearch.NotFoundError`` works the
-same in-process, against the pair, and against the gateway.
+The service cores raise these (they know nothing of gRPC, and this module imports no
+gRPC); the server kit turns them into a gRPC status with ``google.rpc`` details
+(:mod:`clipsearch.server.status`), and the SDK turns that status back into the same
+class (:mod:`clipsearch._calls`). So ``except clipsearch.NotFoundError`` works the same
+in-process, against the pair, and against the gateway.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any, cast
+import enum
+import re
+from collections.abc import Callable
 
-import grpc
-from google.rpc import error_details_pb2, status_pb2
+
+class StatusCode(enum.Enum):
+    """The canonical status codes (``google.rpc.Code``): the numbers every gRPC language uses."""
+
+    OK = 0
+    CANCELLED = 1
+    UNKNOWN = 2
+    INVALID_ARGUMENT = 3
+    DEADLINE_EXCEEDED = 4
+    NOT_FOUND = 5
+    ALREADY_EXISTS = 6
+    PERMISSION_DENIED = 7
+    RESOURCE_EXHAUSTED = 8
+    FAILED_PRECONDITION = 9
+    ABORTED = 10
+    OUT_OF_RANGE = 11
+    UNIMPLEMENTED = 12
+    INTERNAL = 13
+    UNAVAILABLE = 14
+    DATA_LOSS = 15
+    UNAUTHENTICATED = 16
+
+    @classmethod
+    def of(cls, number: int) -> StatusCode:
+        """The code with this number; UNKNOWN for a number outside the canonical set."""
+        try:
+            return cls(number)
+        except ValueError:
+            return cls.UNKNOWN
 
 
 class ClipsearchError(Exception):
-    """Base class. ``code`` is the gRPC status code the error travels as."""
+    """Base class. ``code`` is the status code the error travels as."""
 
-    code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
+    code: StatusCode = StatusCode.UNKNOWN
 
     def __init__(self, message: str, *, field: str | None = None, retry_after_s: float | None = None):
         super().__init__(message)
@@ -33,60 +62,60 @@ class ClipsearchError(Exception):
 
 
 class InvalidArgumentError(ClipsearchError, ValueError):
-    code = grpc.StatusCode.INVALID_ARGUMENT
+    code = StatusCode.INVALID_ARGUMENT
 
 
 class NotFoundError(ClipsearchError, LookupError):
-    code = grpc.StatusCode.NOT_FOUND
+    code = StatusCode.NOT_FOUND
 
 
 class AlreadyExistsError(ClipsearchError):
-    code = grpc.StatusCode.ALREADY_EXISTS
+    code = StatusCode.ALREADY_EXISTS
 
 
 class FailedPreconditionError(ClipsearchError):
     """E.g. vectors from a different model than the collection was built for."""
 
-    code = grpc.StatusCode.FAILED_PRECONDITION
+    code = StatusCode.FAILED_PRECONDITION
 
 
 class ResourceExhaustedError(ClipsearchError):
     """The server is full; retry after ``retry_after_s``."""
 
-    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    code = StatusCode.RESOURCE_EXHAUSTED
 
 
 class DeadlineExceededError(ClipsearchError, TimeoutError):
-    code = grpc.StatusCode.DEADLINE_EXCEEDED
+    code = StatusCode.DEADLINE_EXCEEDED
 
 
 class UnavailableError(ClipsearchError, ConnectionError):
-    code = grpc.StatusCode.UNAVAILABLE
+    code = StatusCode.UNAVAILABLE
 
 
 class UnauthenticatedError(ClipsearchError):
-    code = grpc.StatusCode.UNAUTHENTICATED
+    code = StatusCode.UNAUTHENTICATED
 
 
 class PermissionDeniedError(ClipsearchError):
-    code = grpc.StatusCode.PERMISSION_DENIED
+    code = StatusCode.PERMISSION_DENIED
 
 
 class CancelledError(ClipsearchError):
-    code = grpc.StatusCode.CANCELLED
+    code = StatusCode.CANCELLED
 
 
 class InternalError(ClipsearchError):
-    code = grpc.StatusCode.INTERNAL
+    code = StatusCode.INTERNAL
 
 
 class DataLossError(ClipsearchError):
     """Stored data failed its checksum: corrupt on disk, refused rather than served."""
 
-    code = grpc.StatusCode.DATA_LOSS
+    code = StatusCode.DATA_LOSS
 
 
-_BY_CODE: dict[grpc.StatusCode, type[ClipsearchError]] = {
+_BY_CODE: dict[StatusCode, type[ClipsearchError]] = {
     cls.code: cls
     for cls in (
         InvalidArgumentError,
@@ -105,43 +134,32 @@ _BY_CODE: dict[grpc.StatusCode, type[ClipsearchError]] = {
 }
 
 
-def error_class_for(code: grpc.StatusCode) -> type[ClipsearchError]:
+def error_class_for(code: StatusCode) -> type[ClipsearchError]:
     return _BY_CODE.get(code, ClipsearchError)
 
 
-def from_rpc_error(error: grpc.RpcError) -> ClipsearchError:
-    """Turns a failed call (sync or aio) into the matching :class:`ClipsearchError`."""
-    code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
-    message = error.details() if hasattr(error, "details") else str(error)
-    field = None
-    retry_after = None
-    status = _status_from_trailers(error)
-    if status is not None:
-        for detail in status.details:
-            if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-                bad_request = error_details_pb2.BadRequest()
-                detail.Unpack(bad_request)
-                if bad_request.field_violations:
-                    field = bad_request.field_violations[0].field
-            elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
-                info = error_details_pb2.RetryInfo()
-                detail.Unpack(info)
-                retry_after = info.retry_delay.ToMilliseconds() / 1000.0
-    cls = error_class_for(code)
-    result = cls(message or code.name, field=field, retry_after_s=retry_after)
-    result.code = code
-    return result
+def error_for(code: StatusCode, message: str, **details: object) -> ClipsearchError:
+    """An error of the class that ``code`` travels as, carrying that exact code."""
+    error = error_class_for(code)(message or code.name, **details)  # type: ignore[arg-type]
+    error.code = code
+    return error
 
 
-def _status_from_trailers(error: grpc.RpcError) -> status_pb2.Status | None:
-    # grpc-stubs types these as ``_Metadatum`` objects; at runtime they are (key, value) pairs.
-    trailers = cast(
-        "Iterable[tuple[str, Any]] | None",
-        error.trailing_metadata() if hasattr(error, "trailing_metadata") else None,
+def renumbered(error: ClipsearchError, prefix: str, position: Callable[[int], int]) -> ClipsearchError:
+    """``error`` with ``prefix[i]`` rewritten to ``prefix[position(i)]`` in its field and message.
+
+    A request split into pieces (chunks of inputs, items per shard group) is checked piece
+    by piece; the caller must still hear which element of *its* request was at fault.
+    """
+    pattern = re.compile(re.escape(prefix) + r"\[(\d+)\]")
+
+    def fix(text: str) -> str:
+        return pattern.sub(lambda m: f"{prefix}[{position(int(m.group(1)))}]", text)
+
+    fixed = error_for(
+        error.code,
+        fix(error.message),
+        retry_after_s=error.retry_after_s,
+        field=fix(error.field) if error.field else None,
     )
-    for key, value in trailers or ():
-        if key == "grpc-status-details-bin":
-            status = status_pb2.Status()
-            status.MergeFromString(value)
-            return status
-    return None
+    return fixed

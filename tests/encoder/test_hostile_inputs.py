@@ -16,7 +16,7 @@ import pytest
 from encoder_media import colored_images, hostile_images
 from encoder_rpc import embed, expected, image, serving, text
 
-from clipsearch.errors import from_rpc_error
+from clipsearch._calls import from_rpc_error
 from clipsearch.v1 import encoder_pb2
 from encoder_service.settings import EncoderSettings
 

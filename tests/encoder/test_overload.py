@@ -13,7 +13,7 @@ import grpc
 import pytest
 from encoder_rpc import embed, serving, text
 
-from clipsearch.errors import from_rpc_error
+from clipsearch._calls import from_rpc_error
 from clipsearch.v1 import encoder_pb2, encoder_pb2_grpc
 
 

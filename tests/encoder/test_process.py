@@ -27,7 +27,7 @@ def test_serve_encoder_answers_then_stops_cleanly_on_sigterm() -> None:
     port = free_port()
     env = {**os.environ, "CLIPSEARCH_ENCODER_PORT": str(port), "CLIPSEARCH_ENCODER_PRETRAINED": "random"}
     process = subprocess.Popen(
-        [sys.executable, "-m", "clipsearch.cli", "serve", "encoder", "--model", "clipsearch-tiny"],
+        [sys.executable, "-m", "clipsearch.apps.cli", "serve", "encoder", "--model", "clipsearch-tiny"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

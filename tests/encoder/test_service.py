@@ -15,7 +15,7 @@ from encoder_media import colored_images, image_bytes
 from encoder_rpc import SERVICE, embed, expected, image, serving, text
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
-from clipsearch.errors import from_rpc_error
+from clipsearch._calls import from_rpc_error
 from clipsearch.v1 import encoder_pb2, encoder_pb2_grpc
 
 

@@ -15,7 +15,7 @@ def clipsearch(*args: str, pair=None, check: bool = True) -> subprocess.Complete
     if pair is not None:
         env.update(CLIPSEARCH_ENCODER=pair.encoder, CLIPSEARCH_INDEX=pair.index)
     return subprocess.run(
-        [sys.executable, "-m", "clipsearch.cli", *args],
+        [sys.executable, "-m", "clipsearch.apps.cli", *args],
         capture_output=True,
         text=True,
         env=env,

@@ -72,7 +72,7 @@ def test_compose_commands_run_natively(tmp_path) -> None:
         "CLIPSEARCH_INDEX": f"127.0.0.1:{ports['index']}",
         "CLIPSEARCH_HOME": str(data / "home"),
     }
-    clipsearch = [sys.executable, "-m", "clipsearch.cli"]
+    clipsearch = [sys.executable, "-m", "clipsearch.apps.cli"]
     processes = []
     try:
         for name in ("encoder", "index", "gateway", "ui"):

@@ -8,8 +8,8 @@ import grpc
 import pytest
 from harness import ServerThread
 
-from clipsearch.gateway.server import create_server
-from clipsearch.gateway.settings import GatewaySettings
+from clipsearch.apps.gateway.server import create_server
+from clipsearch.apps.gateway.settings import GatewaySettings
 from clipsearch.health import wait_until_serving
 from clipsearch.v1 import encoder_pb2, index_pb2, search_pb2, search_pb2_grpc, types_pb2
 
@@ -106,7 +106,7 @@ def test_ingest_stream_then_every_search(gateway, pair, small_catalog) -> None:
     ],
 )
 def test_errors_keep_codes_and_fields(gateway, call, request_message, code, field) -> None:
-    from clipsearch.errors import from_rpc_error
+    from clipsearch._calls import from_rpc_error
 
     _, stub = gateway
     with pytest.raises(grpc.RpcError) as caught:

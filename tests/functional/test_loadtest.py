@@ -23,7 +23,7 @@ def collection(pair, small_catalog) -> str:
 def _loadtest(pair, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "CLIPSEARCH_ENCODER": pair.encoder, "CLIPSEARCH_INDEX": pair.index}
     return subprocess.run(
-        [sys.executable, "-m", "clipsearch.cli", "loadtest", *args],
+        [sys.executable, "-m", "clipsearch.apps.cli", "loadtest", *args],
         capture_output=True,
         text=True,
         env=env,
@@ -69,7 +69,7 @@ def test_open_loop_table_and_error_counts(pair, collection) -> None:
 
     env = {**os.environ, "CLIPSEARCH_ENCODER": pair.encoder, "CLIPSEARCH_INDEX": pair.index}
     failing = subprocess.run(
-        [sys.executable, "-m", "clipsearch.cli", "loadtest", "--collection", "missing", "--requests", "5",
+        [sys.executable, "-m", "clipsearch.apps.cli", "loadtest", "--collection", "missing", "--requests", "5",
          "--warmup", "0", "--json"],
         capture_output=True, text=True, env=env, timeout=60,
     )  # fmt: skip

@@ -14,8 +14,8 @@ from certs import make_pki
 from harness import ServerThread
 
 from clipsearch import ChannelOptions, SearchClient, UnavailableError
-from clipsearch.serving.observability import JsonFormatter
-from clipsearch.serving.security import WRITE_METHODS
+from clipsearch.server.observability import JsonFormatter
+from clipsearch.server.security import WRITE_METHODS
 from clipsearch.v1 import encoder_pb2, encoder_pb2_grpc, index_pb2, index_pb2_grpc
 from clipsearch.wire import vector_to_proto
 

@@ -23,8 +23,8 @@ from clipsearch import (
     aio,
 )
 from clipsearch.health import check_health
-from clipsearch.serving.security import TlsFiles, TokenScopes, check_bind_is_safe
-from clipsearch.serving.server import ManagedServer, ServerOptions, ServiceBinding
+from clipsearch.server.security import TlsFiles, TokenScopes, check_bind_is_safe
+from clipsearch.server.server import ManagedServer, ServerOptions, ServiceBinding
 from clipsearch.v1 import encoder_pb2_grpc
 
 

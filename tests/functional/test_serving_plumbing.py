@@ -18,9 +18,9 @@ from harness import ServerThread
 from standin import StandInEncoder
 
 from clipsearch import EncoderClient
-from clipsearch.errors import InternalError, InvalidArgumentError, ResourceExhaustedError
+from clipsearch.errors import InternalError, InvalidArgumentError, ResourceExhaustedError, StatusCode
 from clipsearch.health import check_health
-from clipsearch.serving.server import ManagedServer, ServerOptions, ServiceBinding
+from clipsearch.server.server import ManagedServer, ServerOptions, ServiceBinding
 from clipsearch.v1 import encoder_pb2, encoder_pb2_grpc
 
 
@@ -52,7 +52,7 @@ def test_success_and_error_details_round_trip(server) -> None:
         assert vectors.shape == (1, 2) and client.last_fingerprint == "fp"
         with pytest.raises(InvalidArgumentError) as bad:
             client.embed_texts(["ok", ""][1:])
-        assert bad.value.field == "inputs[0].text" and bad.value.code == grpc.StatusCode.INVALID_ARGUMENT
+        assert bad.value.field == "inputs[0].text" and bad.value.code is StatusCode.INVALID_ARGUMENT
         with pytest.raises(ResourceExhaustedError) as busy:
             client.embed_texts(["busy"])
         assert busy.value.retry_after_s == pytest.approx(0.5)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from clipsearch.errors import from_rpc_error
+from clipsearch._calls import from_rpc_error
 from clipsearch.v1 import index_pb2, types_pb2
 from clipsearch.wire import metadata_from_proto, metadata_to_proto, vector_from_proto, vector_to_proto
 
@@ -30,7 +30,7 @@ def _error(call, request):
 
 def _expect(call, request, code, field=None, text=None):
     error = _error(call, request)
-    assert error.code == code, error
+    assert error.code.name == code.name, error
     if field is not None:
         assert error.field == field, error
     if text is not None:

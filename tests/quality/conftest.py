@@ -12,8 +12,8 @@ from harness import ServerThread
 from quality_stack import CATALOG_SEED, CHECKPOINT, IMAGE_TRIALS, N_PRODUCTS, Figures, Stack, load_image
 
 from clipsearch import SearchClient
-from clipsearch.demo.catalog import generate_catalog
-from encoder_service.training.quality import (
+from clipsearch.apps.demo.catalog import generate_catalog
+from clipsearch.apps.demo.training.quality import (
     StackSearch,
     measure_image_queries,
     measure_text_queries,
@@ -30,7 +30,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
     from index_service.settings import IndexSettings
 
     assert CHECKPOINT.is_file(), (
-        f"missing {CHECKPOINT}: train it with python -m encoder_service.training.train_demo"
+        f"missing {CHECKPOINT}: train it with python -m clipsearch.apps.demo.training.train_demo"
     )
     catalog = generate_catalog(tmp_path_factory.mktemp("catalog"), n_products=N_PRODUCTS, seed=CATALOG_SEED)
     products = products_from_csv(catalog)

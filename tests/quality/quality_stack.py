@@ -9,8 +9,8 @@ from pathlib import Path
 from PIL import Image
 
 from clipsearch import SearchClient
-from clipsearch.demo.catalog import Product
-from encoder_service.training.quality import ImageFigures, TextFigures
+from clipsearch.apps.demo.catalog import Product
+from clipsearch.apps.demo.training.quality import ImageFigures, TextFigures
 
 REPO = Path(__file__).resolve().parents[2]
 #: The committed checkpoint; $CLIPSEARCH_QUALITY_CHECKPOINT scores another (a retrained one).

@@ -10,9 +10,9 @@ import torch
 from open_clip.loss import ClipLoss
 from PIL import Image
 
-from clipsearch.demo.catalog import make_products, query_for, render_product
-from encoder_service.training.loss import instance_loss, multi_positive_clip_loss
-from encoder_service.training.quality import degrade, measure_image_queries, measure_text_queries
+from clipsearch.apps.demo.catalog import make_products, query_for, render_product
+from clipsearch.apps.demo.training.loss import instance_loss, multi_positive_clip_loss
+from clipsearch.apps.demo.training.quality import degrade, measure_image_queries, measure_text_queries
 
 pytestmark = pytest.mark.quality
 

@@ -69,7 +69,7 @@ def start_service(service: str, *flags: str, log_dir: Path, timeout_s: float = 1
     log_dir.mkdir(parents=True, exist_ok=True)
     with (log_dir / f"{service}-{port}.log").open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "clipsearch.cli", "serve", service, "--port", str(port), *flags],
+            [sys.executable, "-m", "clipsearch.apps.cli", "serve", service, "--port", str(port), *flags],
             cwd=ROOT,
             stdout=log,
             stderr=subprocess.STDOUT,

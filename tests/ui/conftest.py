@@ -19,7 +19,7 @@ from harness import ServerThread
 from ui_harness import CATALOG_PRODUCTS, CHECKPOINT, CHROMIUM, CHROMIUM_FLAGS, COLLECTION, PageServer, missing
 
 from clipsearch import SearchClient
-from clipsearch.ui.settings import UISettings
+from clipsearch.apps.ui.settings import UISettings
 
 
 @dataclass(frozen=True)
@@ -31,13 +31,13 @@ class Services:
 
 @pytest.fixture(scope="session")
 def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
-    from clipsearch.demo.catalog import ensure_demo_catalog
+    from clipsearch.apps.demo.catalog import ensure_demo_catalog
     from encoder_service.server import create_server as create_encoder
     from encoder_service.settings import EncoderSettings
     from index_service.server import create_server as create_index
     from index_service.settings import IndexSettings
 
-    assert CHECKPOINT.is_file(), f"missing {CHECKPOINT}: python -m encoder_service.training.train_demo"
+    assert CHECKPOINT.is_file(), f"missing {CHECKPOINT}: python -m clipsearch.apps.demo.training.train_demo"
     catalog = ensure_demo_catalog(tmp_path_factory.mktemp("home"), n_products=CATALOG_PRODUCTS)
     encoder_settings = EncoderSettings(port=0, model="clipsearch-demo")  # its shipped checkpoint
     index_settings = IndexSettings(port=0, data_dir=tmp_path_factory.mktemp("index-data"))

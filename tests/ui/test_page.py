@@ -12,9 +12,9 @@ import pytest
 from ui_harness import COLLECTION, PageServer
 
 from clipsearch import SearchClient
+from clipsearch.apps.ui.page import PageError, SearchPage, SearchParams, hit_to_json, sniff_image_type
+from clipsearch.apps.ui.settings import UISettings
 from clipsearch.types import Hit
-from clipsearch.ui.page import PageError, SearchPage, SearchParams, hit_to_json, sniff_image_type
-from clipsearch.ui.settings import UISettings
 
 # -- parameters (no services) -------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ import sys
 
 from ui_harness import COLLECTION, screenshot
 
-from clipsearch.ui.probe import wait_until_answering
+from clipsearch.apps.ui.probe import wait_until_answering
 
 #: How many result images have finished loading with real pixels.
 LOADED = "() => [...document.querySelectorAll('#results .card img')].filter(i => i.naturalWidth > 0).length"
@@ -143,7 +143,16 @@ def free_port() -> int:
 def test_service_down_message(tab, services) -> None:
     """`clipsearch ui` (the real command) pointed at an encoder that is not running."""
     dead, port = free_port(), free_port()
-    command = [sys.executable, "-m", "clipsearch.cli", "ui", "--port", str(port), "--collection", COLLECTION]
+    command = [
+        sys.executable,
+        "-m",
+        "clipsearch.apps.cli",
+        "ui",
+        "--port",
+        str(port),
+        "--collection",
+        COLLECTION,
+    ]
     command += ["--encoder", f"127.0.0.1:{dead}", "--index", services.index]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:

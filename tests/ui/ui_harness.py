@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from clipsearch.ui.settings import UISettings
+from clipsearch.apps.ui.settings import UISettings
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts" / "ui"
@@ -42,7 +42,7 @@ class PageServer:
     """The page's uvicorn server in a thread, on a free loopback port."""
 
     def __init__(self, settings: UISettings, page=None):
-        from clipsearch.ui.server import build_server
+        from clipsearch.apps.ui.server import build_server
 
         self.server = build_server(settings, page)
         self.thread = threading.Thread(target=self.server.run, name="ui", daemon=True)

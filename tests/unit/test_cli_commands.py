@@ -1,4 +1,4 @@
-from clipsearch.cli import main
+from clipsearch.apps.cli import main
 
 
 def test_health_checks_every_named_service(capsys) -> None:
@@ -13,8 +13,8 @@ def test_health_needs_a_target(capsys) -> None:
 
 
 def test_the_page_refuses_a_public_bind_without_insecure(caplog) -> None:
-    from clipsearch.ui.server import run
-    from clipsearch.ui.settings import UISettings
+    from clipsearch.apps.ui.server import run
+    from clipsearch.apps.ui.settings import UISettings
 
     assert run(UISettings(host="0.0.0.0", port=0)) == 2
     assert "--insecure" in caplog.text

@@ -2,8 +2,8 @@ import argparse
 
 import pytest
 
-from clipsearch.gateway.settings import GatewaySettings
-from clipsearch.serving.config import EnvFlags, OperationsSettings, SettingsError, env_bool, int_in
+from clipsearch.apps.gateway.settings import GatewaySettings
+from clipsearch.server.config import EnvFlags, OperationsSettings, SettingsError, env_bool, int_in
 
 
 def _parse(argv, monkeypatch, **env):
@@ -32,7 +32,7 @@ def test_bad_environment_values_name_the_flag_and_variable(monkeypatch, capsys) 
 
 def test_a_bad_variable_only_matters_to_the_command_that_reads_it(monkeypatch, capsys) -> None:
     """Kubernetes service links put CLIPSEARCH_ENCODER_PORT=tcp://... in every pod."""
-    from clipsearch.cli import build_parser
+    from clipsearch.apps.cli import build_parser
 
     monkeypatch.setenv("CLIPSEARCH_ENCODER_PORT", "tcp://10.0.0.5:50051")
     parser = build_parser()  # every command's flags: no error here

@@ -9,9 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clipsearch.catalog import read_catalog
-from clipsearch.demo import catalog as demo
-from clipsearch.demo.catalog import (
+from clipsearch.apps.demo import catalog as demo
+from clipsearch.apps.demo.catalog import (
     CATEGORIES,
     COLORS,
     PATTERNS,
@@ -22,6 +21,7 @@ from clipsearch.demo.catalog import (
     query_for,
     render_product,
 )
+from clipsearch.catalog import read_catalog
 
 
 def _files(root: Path) -> dict[str, bytes]:

@@ -218,7 +218,7 @@ def test_every_service_port_reaches_a_container_port() -> None:
 
 
 def test_pods_outlast_the_servers_grace_period() -> None:
-    from clipsearch.gateway.settings import GatewaySettings
+    from clipsearch.apps.gateway.settings import GatewaySettings
     from encoder_service.settings import EncoderSettings
     from index_service.settings import IndexSettings
 
@@ -319,8 +319,8 @@ def test_serve_config_builds_a_valid_cluster_config() -> None:
     pytest.importorskip("ray")
     from ray.serve.schema import ServeDeploySchema
 
+    from clipsearch.cluster import app
     from encoder_service.settings import EncoderSettings
-    from index_service.distributed import app
 
     ServeDeploySchema.model_validate(_serve_config())
     application = _application()
@@ -335,7 +335,7 @@ def test_serve_config_builds_a_valid_cluster_config() -> None:
 
 def test_worker_groups_offer_what_the_copies_ask_for() -> None:
     pytest.importorskip("ray")
-    from index_service.distributed.app import ClusterConfig
+    from clipsearch.cluster.app import ClusterConfig
 
     config = ClusterConfig.from_dict(_application()["args"])
     groups = _ray_groups()
@@ -366,6 +366,6 @@ def test_worker_groups_offer_what_the_copies_ask_for() -> None:
 
 def test_grpc_servicer_functions_are_the_clusters() -> None:
     pytest.importorskip("torch")  # grpc_services imports the encoder's servicer
-    from index_service.distributed.grpc_services import SERVICER_FUNCTIONS
+    from clipsearch.cluster.grpc_services import SERVICER_FUNCTIONS
 
     assert _serve_config()["grpc_options"]["grpc_servicer_functions"] == list(SERVICER_FUNCTIONS)

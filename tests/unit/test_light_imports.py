@@ -12,11 +12,11 @@ import pytest
 @pytest.mark.parametrize(
     "module",
     [
-        "clipsearch.serving.config",
+        "clipsearch.server.config",
         "encoder_service.settings",
         "index_service.settings",
-        "clipsearch.gateway.settings",
-        "index_service.distributed.bulk_ingest_command",
+        "clipsearch.apps.gateway.settings",
+        "clipsearch.apps.cli.bulk_ingest",
     ],
 )
 def test_settings_import_without_heavy_packages(module: str) -> None:

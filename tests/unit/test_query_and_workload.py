@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
+from clipsearch.apps.loadtest.workload import Workload, parse_mix
 from clipsearch.errors import InvalidArgumentError
-from clipsearch.loadtest.workload import Workload, parse_mix
 from clipsearch.query import Deadline, Query, combine, page_without
 from clipsearch.types import Hit
 

@@ -1,0 +1,138 @@
+"""``clipsearch.v1.SearchService``: a thin adapter over the SDK's composition code.
+
+Searches run on the asyncio SearchClient, ingest on the same pipeline as
+``clipsearch ingest``; the caller's deadline is passed down to the encoder and
+index calls, and their errors come back with their status codes and details.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterator
+
+import grpc
+from google.rpc import code_pb2
+
+from clipsearch import aio
+from clipsearch.errors import InvalidArgumentError
+from clipsearch.ingest import IngestRow, ingest_rows
+from clipsearch.query import Query
+from clipsearch.search_client import SearchClient
+from clipsearch.server.status import map_errors
+from clipsearch.types import Hit
+from clipsearch.v1 import search_pb2, search_pb2_grpc
+from clipsearch.wire import metadata_from_proto
+
+DEFAULT_K = 10
+
+
+class SearchServicer(search_pb2_grpc.SearchServiceServicer):
+    def __init__(self, client: aio.SearchClient, ingest_client: SearchClient):
+        self._client = client
+        self._ingest_client = ingest_client
+
+    @map_errors
+    async def SearchText(self, request, context):
+        if not request.text:
+            raise InvalidArgumentError("text: must not be empty", field="text")
+        hits = await self._client.search(Query.text(request.text), **_options(request.options, context))
+        return search_pb2.SearchTextResponse(hits=_protos(hits))
+
+    @map_errors
+    async def SearchImage(self, request, context):
+        if not request.image:
+            raise InvalidArgumentError("image: must not be empty", field="image")
+        hits = await self._client.search(Query.image(request.image), **_options(request.options, context))
+        return search_pb2.SearchImageResponse(hits=_protos(hits))
+
+    @map_errors
+    async def SearchHybrid(self, request, context):
+        hits = await self._client.search(_hybrid_query(request.parts), **_options(request.options, context))
+        return search_pb2.SearchHybridResponse(hits=_protos(hits))
+
+    @map_errors
+    async def MoreLikeThis(self, request, context):
+        if not request.id:
+            raise InvalidArgumentError("id: must not be empty", field="id")
+        options = _options(request.options, context)
+        options.pop("ef_search"), options.pop("nprobe")
+        hits = await self._client.more_like_this(request.id, **options)
+        return search_pb2.MoreLikeThisResponse(hits=_protos(hits))
+
+    @map_errors
+    async def Ingest(self, request_iterator: AsyncIterator[search_pb2.IngestRequest], context):
+        loop = asyncio.get_running_loop()
+        first = await anext(aiter(request_iterator), None)
+        if first is None or not first.collection:
+            raise InvalidArgumentError(
+                "collection: the first message must name the collection", field="collection"
+            )
+        rows = _rows_from_stream(first, request_iterator, loop)
+        report = await asyncio.to_thread(
+            ingest_rows,
+            self._ingest_client.encoder,
+            self._ingest_client.index,
+            rows,
+            collection=first.collection,
+        )
+        failures = [
+            search_pb2.IngestFailure(id=f.id, code=code_pb2.INVALID_ARGUMENT, message=f.reason)
+            for f in report.failed
+        ]
+        return search_pb2.IngestResponse(ingested=report.ingested, skipped=report.skipped, failures=failures)
+
+
+def _options(options: search_pb2.SearchOptions, context: grpc.aio.ServicerContext) -> dict:
+    if not options.collection:
+        raise InvalidArgumentError("options.collection: must not be empty", field="options.collection")
+    remaining = context.time_remaining()
+    return {
+        "collection": options.collection,
+        "k": options.k or DEFAULT_K,
+        "offset": options.offset,
+        "filter": options.filter if options.HasField("filter") else None,
+        "ef_search": options.params.ef_search,
+        "nprobe": options.params.nprobe,
+        "timeout_s": remaining if remaining is not None else None,
+    }
+
+
+def _hybrid_query(parts) -> Query:
+    query = Query()
+    for i, part in enumerate(parts):
+        weight = part.weight or 1.0
+        kind = part.input.WhichOneof("content")
+        if kind == "text":
+            query = query + Query.text(part.input.text, weight)
+        elif kind == "image":
+            query = query + Query.image(part.input.image, weight)
+        else:
+            raise InvalidArgumentError(f"parts[{i}].input: set text or image", field=f"parts[{i}].input")
+    return query
+
+
+def _protos(hits: list[Hit]):
+    return [hit.to_proto() for hit in hits]
+
+
+def _loader(data: bytes) -> Callable[[], bytes]:
+    """An ``IngestRow.load`` for image bytes already in hand (bound now, not at call time)."""
+    return lambda: data
+
+
+def _rows_from_stream(
+    first: search_pb2.IngestRequest,
+    rest: AsyncIterator[search_pb2.IngestRequest],
+    loop: asyncio.AbstractEventLoop,
+) -> Iterator[IngestRow]:
+    """Pulls stream messages from the event loop into the ingest pipeline's thread."""
+    number = 0
+    message: search_pb2.IngestRequest | None = first
+    iterator = aiter(rest)
+    while message is not None:
+        for item in message.items:
+            number += 1
+            image = item.image
+            error = None if image else "empty image"
+            yield IngestRow(number, item.id, metadata_from_proto(item.metadata), _loader(image), error)
+        message = asyncio.run_coroutine_threadsafe(anext(iterator, None), loop).result()

@@ -1,0 +1,294 @@
+"""What the search page does, without HTTP: searches through the SDK, product images, messages.
+
+Every search goes through :class:`~clipsearch.search_client.SearchClient`; this module
+adds only what a page needs on top: request parameters checked into SDK arguments,
+hits made safe to send to a browser (no server paths), the image file of a product
+(only for ids stored in the collection), and SDK errors turned into sentences a
+visitor can act on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from clipsearch.apps.ui.settings import UISettings
+from clipsearch.errors import (
+    ClipsearchError,
+    DeadlineExceededError,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    NotFoundError,
+    PermissionDeniedError,
+    ResourceExhaustedError,
+    UnauthenticatedError,
+    UnavailableError,
+)
+from clipsearch.ingest import CONTENT_HASH_KEY
+from clipsearch.search_client import SearchClient
+from clipsearch.types import Hit
+
+log = logging.getLogger(__name__)
+
+#: Seconds a status probe may take (the page header and the "which service is down" check).
+PROBE_TIMEOUT_S = 3.0
+#: Metadata key holding the product image's path (see clipsearch.catalog); never sent to the browser.
+IMAGE_KEY = "image"
+#: Metadata the page does not show: the image path and ingest's bookkeeping.
+_HIDDEN_KEYS = frozenset({IMAGE_KEY, CONTENT_HASH_KEY})
+#: Image types the page serves, recognised by their first bytes (not by the file name).
+_SIGNATURES = (
+    (b"\xff\xd8\xff", "image/jpeg"),
+    (b"\x89PNG\r\n\x1a\n", "image/png"),
+    (b"GIF87a", "image/gif"),
+    (b"GIF89a", "image/gif"),
+)
+
+
+class PageError(Exception):
+    """A problem shown to the visitor: an HTTP status and a plain-language message."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass(frozen=True)
+class SearchParams:
+    """The options every search takes: k and the metadata filters (category, price range)."""
+
+    k: int = 10
+    category: str | None = None
+    min_price: float | None = None
+    max_price: float | None = None
+
+    @classmethod
+    def parse(cls, query: Mapping[str, str], *, max_k: int) -> SearchParams:
+        """From request parameters ``k``, ``category``, ``min_price``, ``max_price``; PageError(400)."""
+        k = _number(query, "k", int) if query.get("k", "").strip() else cls.k
+        if not 1 <= k <= max_k:
+            raise PageError(400, f"k must be between 1 and {max_k}, got {k}.")
+        min_price = _number(query, "min_price", float)
+        max_price = _number(query, "max_price", float)
+        for name, value in (("Min price", min_price), ("Max price", max_price)):
+            if value is not None and value < 0:
+                raise PageError(400, f"{name} must not be negative.")
+        if min_price is not None and max_price is not None and min_price > max_price:
+            raise PageError(400, f"Min price ({min_price:g}) is above max price ({max_price:g}).")
+        category = query.get("category", "").strip() or None
+        return cls(k=k, category=category, min_price=min_price, max_price=max_price)
+
+    def filter(self) -> dict[str, Any] | None:
+        """The SDK filter (``clipsearch.filters`` syntax), None when nothing is filtered."""
+        spec: dict[str, Any] = {}
+        if self.category:
+            spec["category"] = self.category
+        price = {
+            bound: value
+            for bound, value in (("gte", self.min_price), ("lte", self.max_price))
+            if value is not None
+        }
+        if price:
+            spec["price"] = price
+        return spec or None
+
+
+def _number(query: Mapping[str, str], name: str, kind: type[int] | type[float]) -> Any:
+    text = query.get(name, "").strip()
+    if not text:
+        return None
+    try:
+        value = kind(text)
+    except ValueError:
+        raise PageError(400, f"{name} must be a number, got {text!r}.") from None
+    if not math.isfinite(value):
+        raise PageError(400, f"{name} must be a finite number, got {text!r}.")
+    return value
+
+
+def hit_to_json(hit: Hit) -> dict[str, Any]:
+    """A hit as the page shows it; the image path stays on the server (``/api/image?id=``)."""
+    metadata = {key: hit.metadata[key] for key in sorted(hit.metadata) if key not in _HIDDEN_KEYS}
+    return {
+        "id": hit.id,
+        "score": hit.score,
+        "title": str(metadata.pop("title", hit.id)),
+        "has_image": IMAGE_KEY in hit.metadata,
+        "metadata": metadata,
+    }
+
+
+def sniff_image_type(head: bytes) -> str | None:
+    """The media type of an encoded JPEG, PNG, GIF or WebP image from its first 12 bytes."""
+    for signature, media_type in _SIGNATURES:
+        if head.startswith(signature):
+            return media_type
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "image/webp"
+    return None
+
+
+class SearchPage:
+    """The page's operations over one collection; thread-safe (gRPC channels are)."""
+
+    def __init__(self, settings: UISettings):
+        self.settings = settings
+        self.collection = settings.collection
+        self.client = SearchClient(settings.encoder, settings.index, timeout_s=settings.timeout_s)
+        self._probe = SearchClient(settings.encoder, settings.index, timeout_s=PROBE_TIMEOUT_S)
+
+    @property
+    def addresses(self) -> dict[str, str]:
+        return {"encoder": self.client.encoder.address, "index": self.client.index.address}
+
+    # -- searches ----------------------------------------------------------------------------
+
+    def search_text(self, text: str, params: SearchParams) -> list[dict[str, Any]]:
+        text = text.strip()
+        if not text:
+            raise PageError(400, "Type a description to search for, e.g. “a red dress”.")
+        return self._search(self.client.search_text, text, params)
+
+    def search_image(self, data: bytes, params: SearchParams) -> list[dict[str, Any]]:
+        if not data:
+            raise PageError(400, "Choose an image file to search with.")
+        if len(data) > self.settings.max_upload_bytes:
+            raise PageError(413, self.too_large_message())
+        return self._search(self.client.search_image, data, params)
+
+    def more_like_this(self, item_id: str, params: SearchParams) -> list[dict[str, Any]]:
+        if not item_id:
+            raise PageError(400, "Which product? The request names no id.")
+        return self._search(self.client.more_like_this, item_id, params)
+
+    def _search(self, search: Callable[..., list[Hit]], query: Any, params: SearchParams) -> list[dict]:
+        with self._translate_errors():
+            hits = search(query, collection=self.collection, k=params.k, filter=params.filter())
+        return [hit_to_json(hit) for hit in hits]
+
+    def too_large_message(self) -> str:
+        limit_mib = self.settings.max_upload_bytes / (1024 * 1024)
+        return f"That image is too large: the page accepts up to {limit_mib:g} MiB."
+
+    # -- product images ----------------------------------------------------------------------
+
+    def image_file(self, item_id: str) -> tuple[Path, str]:
+        """The image file of a product stored in the collection, and its media type.
+
+        The path comes from the stored item's metadata, never from the request, and the
+        file must start like an image; anything else is a 404.
+        """
+        missing = PageError(404, f"No image for product {item_id!r}.")
+        try:
+            with self._translate_errors():
+                items = self.client.index.get(self.collection, [item_id], missing_ok=True)
+        except PageError as error:
+            raise missing if error.status in (400, 404) else error from None
+        if not items or not isinstance(items[0].metadata.get(IMAGE_KEY), str):
+            raise missing
+        path = Path(str(items[0].metadata[IMAGE_KEY]))
+        try:
+            if not path.is_file():
+                raise missing
+            with path.open("rb") as file:
+                media_type = sniff_image_type(file.read(12))
+        except OSError:
+            raise missing from None
+        if media_type is None:
+            log.warning("product %r: %s is not an image; not served", item_id, path)
+            raise missing
+        return path, media_type
+
+    # -- status and errors -------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """Whether each service answers, the model and the collection's size (header of the page)."""
+        encoder: dict[str, Any] = {"address": self.addresses["encoder"], "ok": False}
+        try:
+            model = self._probe.encoder.model_info()
+            encoder.update(ok=True, model=model.name, pretrained=model.pretrained)
+        except ClipsearchError as error:
+            encoder["message"] = self._service_message("encoder", error)
+        index: dict[str, Any] = {"address": self.addresses["index"], "ok": False}
+        try:
+            info = self._probe.index.describe_collection(self.collection)
+            index.update(ok=True, items=info.item_count, model=info.model_name)
+        except ClipsearchError as error:
+            index["message"] = self._service_message("index", error)
+        limits = {"max_upload_bytes": self.settings.max_upload_bytes, "max_k": self.settings.max_k}
+        return {"collection": self.collection, "encoder": encoder, "index": index, "limits": limits}
+
+    def _service_message(self, service: str, error: ClipsearchError) -> str:
+        address = self.addresses[service]
+        if isinstance(error, (UnavailableError, DeadlineExceededError)):
+            return (
+                f"The {service} service at {address} is not reachable. Start it "
+                f"(clipsearch serve {service}) or point the page at it with --{service} HOST:PORT."
+            )
+        if isinstance(error, NotFoundError) and service == "index":
+            return (
+                f"The index at {address} has no collection {self.collection!r}. "
+                f"Ingest a catalog first: clipsearch ingest CATALOG --collection {self.collection}"
+            )
+        return f"The {service} service at {address} answered {error.code.name}: {error.message}"
+
+    def _which_service_is_down(self) -> str:
+        status = self.status()
+        for service in ("encoder", "index"):
+            if not status[service]["ok"]:
+                return status[service]["message"]
+        return "A service was briefly unavailable. Please try again."
+
+    @contextlib.contextmanager
+    def _translate_errors(self) -> Iterator[None]:
+        """SDK errors as PageError with a sentence for the visitor; the details go to the log."""
+        try:
+            yield
+        except ClipsearchError as error:
+            log.warning("call to the services failed: %s: %s", error.code.name, error.message)
+            raise self._page_error(error) from None
+
+    def _page_error(self, error: ClipsearchError) -> PageError:
+        if isinstance(error, UnavailableError):
+            return PageError(503, self._which_service_is_down())
+        if isinstance(error, DeadlineExceededError):
+            return PageError(
+                504,
+                f"The search took longer than {self.settings.timeout_s:g} s; the services may be "
+                "overloaded. Please try again.",
+            )
+        if isinstance(error, NotFoundError):
+            if error.field == "collection":
+                return PageError(404, self._service_message("index", error))
+            return PageError(404, f"Not found: {error.message}")
+        if isinstance(error, InvalidArgumentError):
+            field = error.field or ""
+            if field.endswith(".image"):  # the encoder names the input: "inputs[0].image: why"
+                why = error.message.removeprefix(f"{field}: ")
+                return PageError(400, f"That file could not be read as an image: {why}.")
+            return PageError(400, error.message)
+        if isinstance(error, FailedPreconditionError):
+            return PageError(
+                409,
+                f"Collection {self.collection!r} does not match the encoder's model: {error.message}",
+            )
+        if isinstance(error, ResourceExhaustedError):
+            wait = f" in {error.retry_after_s:g} s" if error.retry_after_s else ""
+            return PageError(503, f"The services are busy. Please try again{wait}.")
+        if isinstance(error, (UnauthenticatedError, PermissionDeniedError)):
+            return PageError(
+                502,
+                f"The services refused the page's credentials ({error.code.name}); set a read token "
+                "in $CLIPSEARCH_TOKEN for the UI server.",
+            )
+        return PageError(502, f"The services answered {error.code.name}: {error.message}")
+
+    def close(self) -> None:
+        self.client.close()
+        self._probe.close()

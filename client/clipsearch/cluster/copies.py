@@ -1,0 +1,105 @@
+"""One copy of one shard group: an :class:`~index_service.engine.Engine` behind a Ray actor.
+
+Every copy keeps its own data directory (``<data_root>/group-G/copy-R``), so a copy that
+restarts on the same volume replays its own store, exactly as a standalone server does.
+Items reach a group by ``shard_of(id, groups)``; inside the copy the collection is sharded
+again as its config says. Domain errors come back as :class:`~.router.Failed` values.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from clipsearch.cluster.router import Failed
+from clipsearch.errors import ClipsearchError, InvalidArgumentError
+from index_service.config import CollectionConfig, CollectionInfo, Hit, SearchParams, StoredItem
+from index_service.engine import Engine, EngineOptions
+from index_service.filters import Filter
+
+_ITEM_FIELD = re.compile(r"items\[(\d+)\]")
+
+
+class ShardCopy:
+    def __init__(self, data_root: str, group: int, copy: int, *, search_threads: int = 1):
+        self.group, self.copy = group, copy
+        path = Path(data_root) / f"group-{group}" / f"copy-{copy}"
+        self.engine = Engine(EngineOptions(path, search_threads=search_threads))
+
+    async def call(self, method: str, *args: Any) -> Any:
+        """Runs ``method`` off the event loop (SQLite and FAISS block)."""
+        work: Callable[..., Any] = getattr(self, f"do_{method}")
+        try:
+            return await asyncio.to_thread(work, *args)
+        except ClipsearchError as error:
+            return Failed.of(error)
+
+    def where(self) -> tuple[int, int]:
+        return self.group, self.copy
+
+    def __del__(self) -> None:
+        engine = getattr(self, "engine", None)
+        if engine is not None:
+            engine.close()
+
+    # -- the calls (each one core call) -------------------------------------------------------
+
+    def do_create(self, config: CollectionConfig, exist_ok: bool) -> CollectionInfo:
+        return self.engine.create_collection(config, exist_ok=exist_ok)
+
+    def do_drop(self, name: str, missing_ok: bool) -> bool:
+        return self.engine.drop_collection(name, missing_ok=missing_ok)
+
+    def do_list(self) -> list[CollectionInfo]:
+        return self.engine.list_collections()
+
+    def do_describe(self, name: str) -> CollectionInfo:
+        return self.engine.collection(name).info()
+
+    def do_upsert(
+        self,
+        name: str,
+        ids: list[str],
+        vectors: Any,
+        metadata: list[dict],
+        fingerprint: str,
+        positions: list[int],
+    ) -> int:
+        """``positions`` are the items' places in the caller's request: errors name those."""
+        try:
+            return (
+                self.engine.collection(name)
+                .upsert(ids, vectors, metadata, model_fingerprint=fingerprint)
+                .count
+            )
+        except InvalidArgumentError as error:
+            raise _renumbered(error, positions) from None
+
+    def do_delete(self, name: str, ids: list[str]) -> int:
+        return self.engine.collection(name).delete(ids).count
+
+    def do_get(self, name: str, ids: list[str], include_vectors: bool) -> list[StoredItem]:
+        return self.engine.collection(name).get(ids, include_vectors=include_vectors, missing_ok=True)
+
+    def do_search(
+        self,
+        name: str,
+        queries: Any,
+        width: int,
+        filter_: Filter | None,
+        params: SearchParams,
+        fingerprint: str,
+    ) -> list[list[Hit]]:
+        return self.engine.collection(name).search(
+            queries, width, filter_=filter_, params=params, model_fingerprint=fingerprint
+        )
+
+
+def _renumbered(error: InvalidArgumentError, positions: list[int]) -> InvalidArgumentError:
+    def fix(text: str) -> str:
+        return _ITEM_FIELD.sub(lambda m: f"items[{positions[int(m.group(1))]}]", text)
+
+    return InvalidArgumentError(fix(error.message), field=fix(error.field) if error.field else None)
