@@ -4,7 +4,7 @@ Callers (coroutines on an asyncio loop) first :meth:`DynamicBatcher.admit` their
 which fails at once with RESOURCE_EXHAUSTED when ``max_queue`` items are already waiting,
 then :meth:`~DynamicBatcher.submit` them to a queue of their kind ("text", "image").
 One worker thread owns the model: it takes the queue whose oldest item waited longest,
-lets it fill up to ``max_batch_size`` or until that item has waited ``max_wait_s`` (waiting
+lets it fill up to ``max_batch_size`` or until that item has waited ``max_wait_ms`` (waiting
 only while more admitted inputs are still being prepared, so a lone caller never waits
 for nothing; under load, batches form while the model is busy anyway), drops
 items whose caller's deadline passed or who went away, runs the rest as one batch, and
@@ -41,7 +41,8 @@ Runner = Callable[[str, list[Any]], Sequence[Any]]
 @dataclass(frozen=True)
 class BatchPolicy:
     max_batch_size: int = 32
-    max_wait_s: float = 0.005
+    #: How long the first item of a batch waits for company, milliseconds (the flag's unit).
+    max_wait_ms: float = 5.0
     #: Items admitted and not yet taken by the model, at most.
     max_queue: int = 1024
 
@@ -286,7 +287,7 @@ class DynamicBatcher:
                 continue
             kind = min(heads, key=heads.__getitem__)
             queue = self._queues[kind]
-            wait = heads[kind] + self.policy.max_wait_s - time.monotonic()
+            wait = heads[kind] + self.policy.max_wait_ms / 1000.0 - time.monotonic()
             # Wait for company only if some is on its way: inputs admitted but still being
             # decoded or tokenized. A lone caller is never held back for nothing.
             incoming = self._admitted - sum(len(q) for q in self._queues.values())

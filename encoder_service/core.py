@@ -87,7 +87,7 @@ class EncoderCore:
         model = load_model(s.model, s.pretrained_source, device=s.device, precision=s.precision)
         return cls(
             model,
-            policy=BatchPolicy(s.max_batch_size, s.max_wait_ms / 1000.0, s.max_queue),
+            policy=BatchPolicy(s.max_batch_size, s.max_wait_ms, s.max_queue),
             limits=InputLimits(
                 max_text_bytes=s.max_text_bytes,
                 image=ImageLimits(max_bytes=s.max_image_bytes, max_pixels=s.max_image_pixels),

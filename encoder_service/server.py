@@ -1,8 +1,8 @@
-"""Runs the encoder service: ``create_server`` for tests and embedding, ``run`` for the CLI.
+"""The encoder server: ``create_server`` for tests and embedding, ``run`` for the CLI.
 
 The server binds and answers health checks (NOT_SERVING) at once, loads the model and
 warms it up off the event loop, then turns SERVING. Stopping drains in-flight calls,
-then stops the model thread and the decode pool.
+then stops the model thread and the decode pool (a cleanup of the server).
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from clipsearch.server.observability import configure_logging
-from clipsearch.server.server import ManagedServer, ServerOptions, ServiceBinding, run_until_signalled
+from clipsearch.server.serve import StartError, serve
+from clipsearch.server.server import ManagedServer, ServiceBinding
 from encoder_service.core import EncoderCore
 from encoder_service.metrics import EncoderMetrics
 from encoder_service.model import ModelLoadError
@@ -25,17 +25,10 @@ class EncoderServer(ManagedServer):
     """A ManagedServer that owns the encoder core; ``core`` and ``metrics`` are for tests and ops."""
 
     def __init__(self, settings: EncoderSettings):
-        options = ServerOptions(
-            host=settings.host,
-            port=settings.port,
-            max_message_bytes=settings.max_message_bytes,
-            max_concurrent_rpcs=settings.max_concurrent_rpcs,
-            reflection=not settings.no_reflection,
-            grace_s=settings.grace_s,
-            **settings.server_options(),
-        )
         self.servicer = EncoderServicer(None, stream_window=settings.stream_window)
-        super().__init__(options, [ServiceBinding(add_to_server, self.servicer, SERVICE_NAME)])
+        super().__init__(
+            settings.server_options(), [ServiceBinding(add_to_server, self.servicer, SERVICE_NAME)]
+        )
         self.settings = settings
         #: This server's encoder counters, in its own Prometheus registry.
         self.metrics = EncoderMetrics(self.metrics_registry)
@@ -43,20 +36,19 @@ class EncoderServer(ManagedServer):
 
     async def load(self) -> None:
         """Loads and warms up the model off the loop, starts the batcher, reports SERVING."""
-        core = await asyncio.to_thread(EncoderCore.from_settings, self.settings, self.metrics)
+        try:
+            core = await asyncio.to_thread(EncoderCore.from_settings, self.settings, self.metrics)
+        except ModelLoadError as exc:
+            raise StartError(str(exc)) from exc
+        self.add_cleanup(lambda: asyncio.to_thread(core.close))
         await core.start()
         self.core = core
         self.servicer.core = core
         await self.set_serving()
         log.info("encoder ready: %s", core.identity)
 
-    async def stop(self, grace_s: float | None = None) -> None:
-        await super().stop(grace_s)
-        if self.core is not None:
-            await asyncio.to_thread(self.core.close)
 
-
-async def create_server(settings: EncoderSettings) -> ManagedServer:
+async def create_server(settings: EncoderSettings) -> EncoderServer:
     """A started server whose health is SERVING once the model is loaded and warmed up."""
     server = EncoderServer(settings)
     await server.start()
@@ -70,16 +62,4 @@ async def create_server(settings: EncoderSettings) -> ManagedServer:
 
 def run(settings: EncoderSettings) -> int:
     """Serves until SIGTERM or SIGINT; returns the process exit code."""
-    configure_logging(settings.log_format, settings.log_level)
-
-    async def serve() -> None:
-        server = await create_server(settings)
-        log.info("encoder service listening on %s:%s", settings.host, server.port)
-        await run_until_signalled(server)
-
-    try:
-        asyncio.run(serve())
-    except (ModelLoadError, OSError, ValueError) as exc:
-        log.error("cannot start: %s", exc)
-        return 1
-    return 0
+    return serve("encoder", settings, lambda: create_server(settings))

@@ -14,16 +14,17 @@ import math
 import shutil
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from operator import itemgetter
 from pathlib import Path
 
 import faiss
 import numpy as np
 
 from clipsearch.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError
-from index_service import snapshots
+from index_service import snapshots, topk
 from index_service.config import (
     MAX_ID_BYTES,
     CollectionConfig,
@@ -39,7 +40,7 @@ from index_service.config import (
 from index_service.filters import Filter
 from index_service.kinds import IndexKind, index_labels
 from index_service.rows import RowTable, encode_metadata
-from index_service.shard import Shard, ShardResult
+from index_service.shard import Candidate, Shard
 from index_service.store import ShardRows, Store
 
 log = logging.getLogger(__name__)
@@ -152,7 +153,7 @@ class Collection:
         if len(vectors) != len(ids) or (metadata is not None and len(metadata) != len(ids)):
             raise InvalidArgumentError("ids, vectors and metadata must have the same length", field="items")
         for i, item_id in enumerate(ids):
-            _check_id(item_id, f"items[{i}].id")
+            check_id(item_id, f"items[{i}].id")
         matrix = self._matrix(vectors, "items[{}].vector")
         encoded = [
             _encode_metadata(m, f"items[{i}].metadata") for i, m in enumerate(metadata or [{}] * len(ids))
@@ -177,7 +178,7 @@ class Collection:
         """Deletes the ids that exist; returns how many did."""
         self._check_open()
         for i, item_id in enumerate(ids):
-            _check_id(item_id, f"ids[{i}]")
+            check_id(item_id, f"ids[{i}]")
         with self._write_mutex:
             self._check_open()
             change = self.store.delete(ids)
@@ -223,13 +224,10 @@ class Collection:
         """Items in the order asked; NOT_FOUND naming the ids that do not exist, unless ``missing_ok``."""
         self._check_open()
         for i, item_id in enumerate(ids):
-            _check_id(item_id, f"ids[{i}]")
+            check_id(item_id, f"ids[{i}]")
         found = self.store.get(ids)
-        missing = [item_id for item_id in dict.fromkeys(ids) if item_id not in found]
-        if missing and not missing_ok:
-            shown = ", ".join(repr(m) for m in missing[:10])
-            more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
-            raise NotFoundError(f"ids not found in {self.config.name!r}: {shown}{more}", field="ids")
+        if not missing_ok:
+            check_found(self.config.name, ids, found)
         items = []
         for item_id in ids:
             if item_id not in found:
@@ -249,34 +247,46 @@ class Collection:
         params: SearchParams | None = None,
         model_fingerprint: str = "",
     ) -> list[list[Hit]]:
-        """The best ``k`` hits after ``offset`` for every query, best first (ties: older item first)."""
+        """The best ``k`` hits after ``offset`` for every query (:mod:`~index_service.topk` order)."""
+        params = params or SearchParams()
+        check_search(k, offset, len(queries), params)
+        parts = self.candidates(
+            queries, k + offset, filter_=filter_, params=params, model_fingerprint=model_fingerprint
+        )
+        return [top_hits(row, k, offset=offset) for row in parts]
+
+    def candidates(
+        self,
+        queries: Sequence[np.ndarray] | np.ndarray,
+        width: int,
+        *,
+        filter_: Filter | None = None,
+        params: SearchParams | None = None,
+        model_fingerprint: str = "",
+    ) -> list[list[Candidate]]:
+        """Every shard's best ``width`` candidates per query, unmerged (the cluster merges across groups).
+
+        The request was checked by :func:`check_search` where it entered (here, or before a
+        cluster fans it out): ``width`` is ``k + offset``.
+        """
         self._check_open()
         self._check_fingerprint(model_fingerprint)
-        if not 1 <= k <= MAX_K:
-            raise InvalidArgumentError(f"k must be in [1, {MAX_K}], got {k}", field="k")
-        if not 0 <= offset <= MAX_OFFSET:
-            raise InvalidArgumentError(f"offset must be in [0, {MAX_OFFSET}], got {offset}", field="offset")
-        params = params or SearchParams()
-        if params.ef_search < 0 or params.nprobe < 0:
-            name = "params.ef_search" if params.ef_search < 0 else "params.nprobe"
-            raise InvalidArgumentError(f"{name} must not be negative", field=name)
-        if not 1 <= len(queries) <= MAX_QUERIES:
+        if not 1 <= width <= MAX_K + MAX_OFFSET:
             raise InvalidArgumentError(
-                f"queries: send 1 to {MAX_QUERIES} query vectors, got {len(queries)}", field="queries"
+                f"k + offset must be in [1, {MAX_K + MAX_OFFSET}], got {width}", field="k"
             )
+        params = params or SearchParams()
         matrix = self._matrix(queries, "queries[{}]")
-        width = k + offset
         read = self._vector_reader
         fallback = self.options.exact_fallback_max
+
+        def search_shard(shard: Shard) -> list[list[Candidate]]:
+            return shard.search(matrix, width, filter_, params, read, fallback)
+
         if len(self.shards) == 1:
-            parts = [self.shards[0].search(matrix, width, filter_, params, read, fallback)]
-        else:
-            parts = list(
-                self._pool.map(
-                    lambda s: s.search(matrix, width, filter_, params, read, fallback), self.shards
-                )
-            )
-        return _merge(parts, len(matrix), offset, k)
+            return search_shard(self.shards[0])
+        parts = list(self._pool.map(search_shard, self.shards))
+        return [[c for part in parts for c in part[q]] for q in range(len(matrix))]
 
     def _vector_reader(self, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return self.store.vectors(labels, self.config.dimension)
@@ -443,7 +453,16 @@ def _load_shard(path: Path, store: Store, kind: IndexKind, number: int, rows: Sh
     return shard
 
 
-def _check_id(item_id: str, field: str) -> None:
+def check_found(collection: str, ids: Sequence[str], found: Container[str]) -> None:
+    """NOT_FOUND naming (up to ten of) the ids that are not in ``found``."""
+    missing = [item_id for item_id in dict.fromkeys(ids) if item_id not in found]
+    if missing:
+        shown = ", ".join(repr(m) for m in missing[:10])
+        more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
+        raise NotFoundError(f"ids not found in {collection!r}: {shown}{more}", field="ids")
+
+
+def check_id(item_id: str, field: str) -> None:
     if not item_id:
         raise InvalidArgumentError(f"{field}: ids must not be empty", field=field)
     size = len(item_id.encode("utf-8", errors="surrogatepass"))
@@ -463,19 +482,22 @@ def _encode_metadata(metadata: Mapping[str, MetadataValue], field: str) -> str:
     return encode_metadata({k: (float(v) if type(v) is int else v) for k, v in metadata.items()})
 
 
-def _merge(parts: list[ShardResult], nq: int, offset: int, k: int) -> list[list[Hit]]:
-    """Exact top-k over the shards' candidates: score descending, then label ascending."""
-    scores = np.concatenate([p.scores for p in parts], axis=1)
-    labels = np.concatenate([p.labels for p in parts], axis=1)
-    ids = np.concatenate([p.ids for p in parts], axis=1)
-    metadata = np.concatenate([p.metadata for p in parts], axis=1)
-    order = np.lexsort((labels, -scores), axis=-1)[:, offset : offset + k]
-    results: list[list[Hit]] = []
-    for q in range(nq):
-        hits = []
-        for j in order[q]:
-            if labels[q, j] < 0:
-                break
-            hits.append(Hit(ids[q, j], float(scores[q, j]), json.loads(metadata[q, j])))
-        results.append(hits)
-    return results
+def check_search(k: int, offset: int, queries: int, params: SearchParams) -> None:
+    """The limits of a search request, checked once where it enters (standalone or cluster)."""
+    if not 1 <= k <= MAX_K:
+        raise InvalidArgumentError(f"k must be in [1, {MAX_K}], got {k}", field="k")
+    if not 0 <= offset <= MAX_OFFSET:
+        raise InvalidArgumentError(f"offset must be in [0, {MAX_OFFSET}], got {offset}", field="offset")
+    if params.ef_search < 0 or params.nprobe < 0:
+        name = "params.ef_search" if params.ef_search < 0 else "params.nprobe"
+        raise InvalidArgumentError(f"{name} must not be negative", field=name)
+    if not 1 <= queries <= MAX_QUERIES:
+        raise InvalidArgumentError(
+            f"queries: send 1 to {MAX_QUERIES} query vectors, got {queries}", field="queries"
+        )
+
+
+def top_hits(candidates: Iterable[Candidate], k: int, *, offset: int = 0) -> list[Hit]:
+    """The page of hits that :func:`index_service.topk.best` picks from shard candidates."""
+    chosen = topk.best(candidates, k, offset=offset, score=itemgetter(0), id=itemgetter(1))
+    return [Hit(item_id, score, json.loads(metadata)) for score, item_id, metadata in chosen]

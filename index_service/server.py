@@ -14,8 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import faiss
 
-from clipsearch.server.observability import configure_logging
-from clipsearch.server.server import ManagedServer, ServerOptions, ServiceBinding, run_until_signalled
+from clipsearch.server.serve import StartError, serve
+from clipsearch.server.server import ManagedServer, ServiceBinding
 from clipsearch.v1 import index_pb2_grpc
 from index_service.collection import CollectionOptions
 from index_service.engine import CollectionLoadError, DataDirLockedError, Engine, EngineOptions
@@ -31,22 +31,21 @@ SERVICE_NAME = "clipsearch.v1.IndexService"
 class IndexServer(ManagedServer):
     """A ManagedServer that owns the engine and closes it after the last call has drained."""
 
-    def __init__(self, settings: IndexSettings, servicer: IndexServicer, executor: ThreadPoolExecutor):
-        options = ServerOptions(
-            host=settings.host,
-            port=settings.port,
-            max_message_bytes=settings.max_message_bytes,
-            max_concurrent_rpcs=settings.max_concurrent_rpcs,
-            reflection=not settings.no_reflection,
-            grace_s=settings.grace_s,
-            **settings.server_options(),
+    def __init__(self, settings: IndexSettings):
+        self.executor = ThreadPoolExecutor(
+            settings.request_threads,
+            thread_name_prefix="index-request",
+            initializer=faiss.omp_set_num_threads,
+            initargs=(settings.omp_threads,),
         )
-        binding = ServiceBinding(index_pb2_grpc.add_IndexServiceServicer_to_server, servicer, SERVICE_NAME)
-        super().__init__(options, [binding])
+        self.servicer = IndexServicer(self.executor)
+        binding = ServiceBinding(
+            index_pb2_grpc.add_IndexServiceServicer_to_server, self.servicer, SERVICE_NAME
+        )
+        super().__init__(settings.server_options(), [binding])
         self.settings = settings
-        self.servicer = servicer
-        self.executor = executor
-        servicer.metrics = IndexMetrics(self.metrics_registry, lambda: servicer.engine)
+        self.servicer.metrics = IndexMetrics(self.metrics_registry, lambda: self.servicer.engine)
+        self.add_cleanup(lambda: self.executor.shutdown(wait=False))
 
     @property
     def engine(self) -> Engine | None:
@@ -55,17 +54,18 @@ class IndexServer(ManagedServer):
     async def load(self) -> None:
         """Opens (and recovers) every collection, then reports SERVING."""
         loop = asyncio.get_running_loop()
-        self.servicer.engine = await loop.run_in_executor(
-            self.executor, Engine, engine_options(self.settings)
-        )
+        try:
+            engine = await loop.run_in_executor(self.executor, Engine, engine_options(self.settings))
+        except (DataDirLockedError, CollectionLoadError) as exc:
+            raise StartError(str(exc)) from exc
+        self.servicer.engine = engine
+        self.add_cleanup(self._close_engine)
         await self.set_serving()
 
-    async def stop(self, grace_s: float | None = None) -> None:
-        await super().stop(grace_s)
+    async def _close_engine(self) -> None:
         engine, self.servicer.engine = self.servicer.engine, None
         if engine is not None:
             await asyncio.get_running_loop().run_in_executor(self.executor, engine.close)
-        self.executor.shutdown(wait=False)
 
 
 def engine_options(settings: IndexSettings) -> EngineOptions:
@@ -83,16 +83,10 @@ def engine_options(settings: IndexSettings) -> EngineOptions:
     )
 
 
-async def create_server(settings: IndexSettings) -> ManagedServer:
+async def create_server(settings: IndexSettings) -> IndexServer:
     """A started server whose health is SERVING once every collection is loaded."""
     faiss.omp_set_num_threads(settings.omp_threads)
-    executor = ThreadPoolExecutor(
-        settings.request_threads,
-        thread_name_prefix="index-request",
-        initializer=faiss.omp_set_num_threads,
-        initargs=(settings.omp_threads,),
-    )
-    server = IndexServer(settings, IndexServicer(executor), executor)
+    server = IndexServer(settings)
     await server.start()
     try:
         await server.load()
@@ -104,19 +98,4 @@ async def create_server(settings: IndexSettings) -> ManagedServer:
 
 def run(settings: IndexSettings) -> int:
     """Serves until SIGTERM or SIGINT; returns the process exit code."""
-    configure_logging(settings.log_format, settings.log_level)
-
-    async def serve() -> None:
-        server = await create_server(settings)
-        log.info("index service ready on %s:%s (data in %s)", settings.host, server.port, settings.data_dir)
-        await run_until_signalled(server)
-
-    try:
-        asyncio.run(serve())
-    except (DataDirLockedError, CollectionLoadError) as exc:
-        log.error("cannot start: %s", exc)
-        return 1
-    except (OSError, ValueError) as exc:
-        log.error("cannot start: %s", exc)
-        return 1
-    return 0
+    return serve("index", settings, lambda: create_server(settings))

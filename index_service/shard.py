@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from operator import itemgetter
 
 import faiss
 import numpy as np
@@ -21,19 +21,16 @@ from index_service.filters import Filter, evaluate
 from index_service.kinds import IndexKind, bitmap_selector, is_staging, search_parameters
 from index_service.rows import RowTable
 from index_service.rwlock import RWLock
+from index_service.topk import best
 
 #: Fetches (labels, vectors) for labels from the store; used by the exact fallback.
 VectorReader = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
-@dataclass
-class ShardResult:
-    """Per query, up to K candidates: score (higher is closer), label, id, metadata JSON."""
-
-    scores: np.ndarray  # (nq, K) float32, -inf where empty
-    labels: np.ndarray  # (nq, K) int64, -1 where empty
-    ids: np.ndarray  # (nq, K) object
-    metadata: np.ndarray  # (nq, K) object
+#: One search candidate: (score, higher is closer; id; metadata JSON).
+Candidate = tuple[float, str, str]
+#: Per query, the shard's best candidates in :mod:`~index_service.topk` order.
+ShardResult = list[list[Candidate]]
 
 
 class Shard:
@@ -124,21 +121,21 @@ class Shard:
             selector, keep, candidates = self._selection(filter_)
             width = min(k, candidates)
             if width == 0:
-                return _empty(len(queries))
+                return [[] for _ in range(len(queries))]
 
             def run(rows: np.ndarray, w: int) -> tuple[np.ndarray, np.ndarray]:
                 search_params = search_parameters(self.index, selector, params.ef_search, params.nprobe)
                 return self.index.search(queries[rows], w, params=search_params)
 
             if self.exact:
-                distances, labels = _with_whole_ties(run, len(queries), width, candidates, self.kind.metric)
+                distances, labels = _with_whole_ties(run, len(queries), width, candidates)
             else:
                 distances, labels = run(np.arange(len(queries)), width)
             del keep
             if not self.exact and (labels < 0).any() and candidates <= exact_fallback_max:
                 distances, labels = self._exact(queries, width, filter_, read_vectors)
             scores = -distances if self.kind.metric == Metric.L2 else distances
-            return self._resolve(scores, labels)
+            return self._resolve(scores, labels, width)
 
     def _selection(self, filter_: Filter | None) -> tuple[faiss.IDSelector | None, np.ndarray | None, int]:
         """(selector, buffer it reads, number of candidates) for this search."""
@@ -168,21 +165,19 @@ class Shard:
         labels, vectors = read_vectors(rows.labels[: rows.n][mask])
         return exact_search(queries, labels, vectors, width, self.kind.metric)
 
-    def _resolve(self, scores: np.ndarray, labels: np.ndarray) -> ShardResult:
+    def _resolve(self, scores: np.ndarray, labels: np.ndarray, width: int) -> ShardResult:
+        """Live items only, as candidates; the best ``width`` per query (exact searches may bring ties)."""
         rows_of = self.rows.rows_of(labels.ravel()).reshape(labels.shape)
-        valid = rows_of >= 0
-        ids = np.empty(labels.shape, dtype=object)
-        metadata = np.empty(labels.shape, dtype=object)
-        for q, j in zip(*np.nonzero(valid), strict=True):
-            row = rows_of[q, j]
-            ids[q, j] = self.rows.ids[row]
-            metadata[q, j] = self.rows.metadata[row]
-        return ShardResult(
-            scores=np.where(valid, scores, -np.inf).astype(np.float32),
-            labels=np.where(valid, labels, -1),
-            ids=ids,
-            metadata=metadata,
-        )
+        ids, metadata = self.rows.ids, self.rows.metadata
+        results: ShardResult = []
+        for q in range(len(labels)):
+            found = [
+                (float(scores[q, j]), ids[row], metadata[row]) for j, row in enumerate(rows_of[q]) if row >= 0
+            ]
+            if len(found) > width:
+                found = best(found, width, score=itemgetter(0), id=itemgetter(1))
+            results.append(found)
+        return results
 
 
 def _with_whole_ties(
@@ -190,13 +185,13 @@ def _with_whole_ties(
     nq: int,
     width: int,
     candidates: int,
-    metric: Metric,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top-``width`` ordered by (score, then lower label), whatever order FAISS breaks ties in.
+    """Exact top-``width`` and every item tied with the ``width``-th, whatever order FAISS breaks ties in.
 
     FAISS keeps an arbitrary subset of the items tied at the k-th score. Fetching more until
     the last fetched score is strictly worse than the k-th guarantees every tied item is in
-    hand; sorting by (distance, label) then picks the same ones on every shard and run.
+    hand; :func:`~index_service.topk.best` then picks among them by id, the same on every
+    shard and run.
     """
     rows = np.arange(nq)
     fetch = min(width + 1, candidates)
@@ -212,16 +207,16 @@ def _with_whole_ties(
         distances = np.pad(distances, ((0, 0), (0, pad)), constant_values=np.inf)
         labels = np.pad(labels, ((0, 0), (0, pad)), constant_values=-1)
         distances[rows], labels[rows] = more_d, more_l
-    key = distances if metric == Metric.L2 else -distances
-    key = np.where(labels < 0, np.inf, key)
-    order = np.lexsort((labels, key), axis=-1)[:, :width]
-    return np.take_along_axis(distances, order, axis=1), np.take_along_axis(labels, order, axis=1)
+    return distances, labels
 
 
 def exact_search(
     queries: np.ndarray, labels: np.ndarray, vectors: np.ndarray, k: int, metric: Metric
 ) -> tuple[np.ndarray, np.ndarray]:
-    """FAISS-style (distances, labels) by brute force, ties broken by the lower label."""
+    """FAISS-style (distances, labels) by brute force: the best ``k`` and every item tied with the k-th.
+
+    Rows are padded with label -1 (and NaN distances) where a query has fewer.
+    """
     nq = len(queries)
     if len(labels) == 0:
         return np.full((nq, k), np.inf, dtype=np.float32), np.full((nq, k), -1, dtype=np.int64)
@@ -232,20 +227,11 @@ def exact_search(
         distances = queries @ vectors.T
         order_key = -distances
     width = min(k, len(labels))
-    order = np.lexsort((np.broadcast_to(labels, order_key.shape), order_key), axis=-1)[:, :width]
-    out_d = np.take_along_axis(distances, order, axis=1)
+    order = np.argsort(order_key, axis=-1, kind="stable")
+    ranked_key = np.take_along_axis(order_key, order, axis=1)
+    kept = (ranked_key <= ranked_key[:, width - 1 : width]).sum(axis=1)  # >= width: the ties too
+    order = order[:, : int(kept.max())]
+    out_d = np.take_along_axis(distances, order, axis=1).astype(np.float32)
     out_l = labels[order]
-    if width < k:
-        pad = k - width
-        out_d = np.pad(out_d, ((0, 0), (0, pad)), constant_values=np.nan)
-        out_l = np.pad(out_l, ((0, 0), (0, pad)), constant_values=-1)
-    return out_d.astype(np.float32), out_l
-
-
-def _empty(nq: int) -> ShardResult:
-    return ShardResult(
-        scores=np.zeros((nq, 0), dtype=np.float32),
-        labels=np.zeros((nq, 0), dtype=np.int64),
-        ids=np.empty((nq, 0), dtype=object),
-        metadata=np.empty((nq, 0), dtype=object),
-    )
+    out_l[np.arange(order.shape[1])[None, :] >= kept[:, None]] = -1
+    return out_d, out_l

@@ -11,17 +11,17 @@ import threading
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
 
-from clipsearch.server.server import ManagedServer
+from clipsearch.server.serve import Server
 
 
 class ServerThread:
-    """Starts ``await factory()`` (a started ManagedServer) in a thread; ``stop()`` drains it."""
+    """Starts ``await factory()`` (a started Server) in a thread; ``stop()`` drains it."""
 
-    def __init__(self, factory: Callable[[], Awaitable[ManagedServer]], name: str = "server"):
+    def __init__(self, factory: Callable[[], Awaitable[Server]], name: str = "server"):
         self._factory = factory
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name=name, daemon=True)
-        self.server: ManagedServer | None = None
+        self.server: Server | None = None
 
     def start(self, timeout: float = 120.0) -> ServerThread:
         self._thread.start()

@@ -39,7 +39,7 @@ async def started(runner: Runner) -> None:
 
 def make(runner: Runner, **policy) -> tuple[DynamicBatcher, EncoderMetrics]:
     metrics = EncoderMetrics()
-    batcher = DynamicBatcher(runner, BatchPolicy(**{"max_wait_s": 0.0, **policy}), observer=metrics)
+    batcher = DynamicBatcher(runner, BatchPolicy(**{"max_wait_ms": 0.0, **policy}), observer=metrics)
     batcher.start()
     return batcher, metrics
 
@@ -88,7 +88,7 @@ def test_batches_never_exceed_max_size_and_split_one_callers_items_in_order() ->
 def test_max_batch_size_one_runs_every_item_alone() -> None:
     async def scenario() -> None:
         runner = Runner(hold=1)
-        batcher, metrics = make(runner, max_batch_size=1, max_wait_s=0.05)
+        batcher, metrics = make(runner, max_batch_size=1, max_wait_ms=50)
         first = asyncio.ensure_future(call(batcher, "text", ["a"]))
         await started(runner)
         rest = [asyncio.ensure_future(call(batcher, "text", [str(i), str(i)])) for i in range(5)]
@@ -123,7 +123,7 @@ def test_text_and_images_are_never_mixed_in_a_batch() -> None:
 def test_a_partial_batch_waits_for_inputs_still_being_prepared() -> None:
     async def scenario() -> None:
         runner = Runner()
-        batcher, _ = make(runner, max_batch_size=8, max_wait_s=30)
+        batcher, _ = make(runner, max_batch_size=8, max_wait_ms=30_000)
         # Two inputs admitted (as if being decoded); the first is ready before the second.
         with batcher.admit(2) as admission:
             first = asyncio.ensure_future(batcher.submit("text", ["a"], admission))
@@ -139,7 +139,7 @@ def test_a_partial_batch_waits_for_inputs_still_being_prepared() -> None:
 def test_a_partial_batch_stops_waiting_when_the_rest_fails_to_prepare() -> None:
     async def scenario() -> None:
         runner = Runner()
-        batcher, _ = make(runner, max_batch_size=8, max_wait_s=60)
+        batcher, _ = make(runner, max_batch_size=8, max_wait_ms=60_000)
         with batcher.admit(2) as admission:
             first = asyncio.ensure_future(batcher.submit("text", ["a"], admission))
             await asyncio.sleep(0.05)
@@ -153,7 +153,7 @@ def test_a_partial_batch_stops_waiting_when_the_rest_fails_to_prepare() -> None:
 def test_a_lone_caller_is_not_held_for_company_that_is_not_coming() -> None:
     async def scenario() -> None:
         runner = Runner()
-        batcher, _ = make(runner, max_batch_size=8, max_wait_s=60)
+        batcher, _ = make(runner, max_batch_size=8, max_wait_ms=60_000)
         assert await asyncio.wait_for(call(batcher, "image", ["alone"]), timeout=20) == [("image", "alone")]
         batcher.close()
 

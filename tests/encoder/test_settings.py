@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from encoder_service.settings import DEMO_CHECKPOINT, EncoderSettings, SettingsError
+from clipsearch._options import OptionError as SettingsError
+from encoder_service.settings import DEMO_CHECKPOINT, EncoderSettings
 
 
 def parse(*argv: str) -> EncoderSettings:

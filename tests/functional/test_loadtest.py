@@ -69,8 +69,8 @@ def test_open_loop_table_and_error_counts(pair, collection) -> None:
 
     env = {**os.environ, "CLIPSEARCH_ENCODER": pair.encoder, "CLIPSEARCH_INDEX": pair.index}
     failing = subprocess.run(
-        [sys.executable, "-m", "clipsearch.apps.cli", "loadtest", "--collection", "missing", "--requests", "5",
-         "--warmup", "0", "--json"],
+        [sys.executable, "-m", "clipsearch.apps.cli", "loadtest", "--collection", "missing",
+         "--requests", "5", "--warmup", "0", "--json"],
         capture_output=True, text=True, env=env, timeout=60,
     )  # fmt: skip
     summary = json.loads(failing.stdout)

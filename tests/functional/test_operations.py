@@ -14,7 +14,7 @@ from certs import make_pki
 from harness import ServerThread
 
 from clipsearch import ChannelOptions, SearchClient, UnavailableError
-from clipsearch.server.observability import JsonFormatter
+from clipsearch.server.logs import JsonFormatter
 from clipsearch.server.security import WRITE_METHODS
 from clipsearch.v1 import encoder_pb2, encoder_pb2_grpc, index_pb2, index_pb2_grpc
 from clipsearch.wire import vector_to_proto

@@ -68,7 +68,7 @@ def test_corrupt_metadata_stops_the_server_with_a_clear_error(open_engine, data_
         timeout=120,
     )
     assert server.returncode == 1
-    assert "cannot start: collection 'c'" in server.stderr and "fails its checksum" in server.stderr
+    assert "cannot start the index: collection 'c'" in server.stderr and "fails its checksum" in server.stderr
 
 
 def test_a_version_1_database_is_upgraded_in_place(open_engine, data_dir):

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -39,27 +37,24 @@ def missing(reason: str) -> None:
 
 
 class PageServer:
-    """The page's uvicorn server in a thread, on a free loopback port."""
+    """The page's server (the real PageServer) on its own event loop in a thread, on a free port."""
 
     def __init__(self, settings: UISettings, page=None):
-        from clipsearch.apps.ui.server import build_server
+        from dataclasses import replace
 
-        self.server = build_server(settings, page)
-        self.thread = threading.Thread(target=self.server.run, name="ui", daemon=True)
+        from harness import ServerThread
+
+        from clipsearch.apps.ui.server import PageServer as Server
+
+        self.thread = ServerThread(lambda: Server(replace(settings, port=0), page).start(), name="ui")
 
     def __enter__(self) -> PageServer:
         self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            assert self.thread.is_alive() and time.monotonic() < deadline, "the page's server did not start"
-            time.sleep(0.05)
-        port = self.server.servers[0].sockets[0].getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}"
+        self.url = f"http://127.0.0.1:{self.thread.port}"
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=15)
+        self.thread.stop()
 
 
 def screenshot(page, name: str) -> Path:

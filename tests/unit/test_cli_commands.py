@@ -12,9 +12,14 @@ def test_health_needs_a_target(capsys) -> None:
     assert "--gateway" in capsys.readouterr().err
 
 
-def test_the_page_refuses_a_public_bind_without_insecure(caplog) -> None:
-    from clipsearch.apps.ui.server import run
+def test_the_page_refuses_a_public_bind_without_insecure(capsys) -> None:
+    import pytest
+
+    from clipsearch._options import OptionError
     from clipsearch.apps.ui.settings import UISettings
 
-    assert run(UISettings(host="0.0.0.0", port=0)) == 2
-    assert "--insecure" in caplog.text
+    with pytest.raises(OptionError, match="--insecure"):
+        UISettings(host="0.0.0.0", port=0)
+    assert UISettings(host="0.0.0.0", port=0, insecure=True).insecure
+    with pytest.raises(SystemExit, match="no TLS or login"):
+        main(["ui", "--host", "0.0.0.0"])

@@ -1,9 +1,11 @@
 import argparse
+from dataclasses import dataclass
 
 import pytest
 
+from clipsearch._options import OptionError, Options, int_in, option
 from clipsearch.apps.gateway.settings import GatewaySettings
-from clipsearch.server.config import EnvFlags, OperationsSettings, SettingsError, env_bool, int_in
+from clipsearch.server.settings import GrpcServerSettings
 
 
 def _parse(argv, monkeypatch, **env):
@@ -46,12 +48,12 @@ def test_a_bad_variable_only_matters_to_the_command_that_reads_it(monkeypatch, c
 def test_operations_settings_are_validated(tmp_path) -> None:
     with pytest.raises(argparse.ArgumentTypeError):
         int_in(0, 65535)("70000")
-    with pytest.raises(SettingsError, match="go together"):
-        OperationsSettings(tls_cert=str(tmp_path))
-    with pytest.raises(SettingsError, match=r"--token-file.*no such file"):
-        OperationsSettings(token_file=str(tmp_path / "missing"))
-    with pytest.raises(SettingsError, match="--log-format"):
-        OperationsSettings(log_format="xml")
+    with pytest.raises(OptionError, match="go together"):
+        GrpcServerSettings(tls_cert=str(tmp_path))
+    with pytest.raises(OptionError, match=r"--token-file.*no such file"):
+        GrpcServerSettings(token_file=str(tmp_path / "missing"))
+    with pytest.raises(OptionError, match="--log-format"):
+        GrpcServerSettings(log_format="xml")
 
 
 def test_bad_settings_exit_with_the_flag(monkeypatch, tmp_path, capsys) -> None:
@@ -59,9 +61,39 @@ def test_bad_settings_exit_with_the_flag(monkeypatch, tmp_path, capsys) -> None:
         _parse(["--token-file", str(tmp_path / "nope")], monkeypatch)
 
 
+@dataclass(frozen=True)
+class _Talk(Options):
+    ENV_PREFIX = "X_"
+    verbose: bool = option(False, "talk more", switch=True)
+    level: int = option(1, "how much", parse=int_in(0, 3))
+
+
 def test_switch_from_environment(monkeypatch) -> None:
     monkeypatch.setenv("X_VERBOSE", "0")
     parser = argparse.ArgumentParser()
-    EnvFlags(parser, "X_")("--verbose", env_bool, False, "talk more", switch=True)
+    _Talk.add_arguments(parser)
     assert parser.parse_args([]).verbose is False
     assert parser.parse_args(["--verbose"]).verbose is True
+    monkeypatch.setenv("X_VERBOSE", "yes")
+    parser = argparse.ArgumentParser()
+    _Talk.add_arguments(parser)
+    assert parser.parse_args([]).verbose is True
+
+
+def test_a_bad_switch_variable_fails_only_the_command_that_reads_it(monkeypatch, capsys) -> None:
+    monkeypatch.setenv("X_VERBOSE", "maybe")
+    parser = argparse.ArgumentParser()
+    _Talk.add_arguments(parser)  # building the parser is fine
+    with pytest.raises(SystemExit):
+        parser.parse_args([])
+    assert "X_VERBOSE" in capsys.readouterr().err
+
+
+def test_one_declaration_gives_flag_variable_and_check() -> None:
+    assert _Talk.flag_of("level") == "--level" and _Talk.env_var("--level") == "X_LEVEL"
+    with pytest.raises(OptionError, match=r"^--level: must be in \[0, 3\], got 5"):
+        _Talk(level=5)
+    parser = argparse.ArgumentParser()
+    _Talk.add_arguments(parser)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--level", "5"])

@@ -12,7 +12,11 @@ import pytest
 @pytest.mark.parametrize(
     "module",
     [
-        "clipsearch.server.config",
+        "clipsearch._options",
+        "clipsearch.server.settings",
+        "clipsearch.server.serve",
+        "clipsearch.apps.ui.settings",
+        "clipsearch.apps.cli",
         "encoder_service.settings",
         "index_service.settings",
         "clipsearch.apps.gateway.settings",

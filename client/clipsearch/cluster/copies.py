@@ -9,18 +9,16 @@ again as its config says. Domain errors come back as :class:`~.router.Failed` va
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from clipsearch.cluster.router import Failed
-from clipsearch.errors import ClipsearchError, InvalidArgumentError
-from index_service.config import CollectionConfig, CollectionInfo, Hit, SearchParams, StoredItem
+from clipsearch.errors import ClipsearchError, InvalidArgumentError, renumbered
+from index_service.config import CollectionConfig, CollectionInfo, SearchParams, StoredItem
 from index_service.engine import Engine, EngineOptions
 from index_service.filters import Filter
-
-_ITEM_FIELD = re.compile(r"items\[(\d+)\]")
+from index_service.shard import Candidate
 
 
 class ShardCopy:
@@ -76,7 +74,7 @@ class ShardCopy:
                 .count
             )
         except InvalidArgumentError as error:
-            raise _renumbered(error, positions) from None
+            raise renumbered(error, "items", positions.__getitem__) from None
 
     def do_delete(self, name: str, ids: list[str]) -> int:
         return self.engine.collection(name).delete(ids).count
@@ -92,14 +90,8 @@ class ShardCopy:
         filter_: Filter | None,
         params: SearchParams,
         fingerprint: str,
-    ) -> list[list[Hit]]:
-        return self.engine.collection(name).search(
+    ) -> list[list[Candidate]]:
+        """This group's best ``width`` (= k + offset) candidates per query; the router merges."""
+        return self.engine.collection(name).candidates(
             queries, width, filter_=filter_, params=params, model_fingerprint=fingerprint
         )
-
-
-def _renumbered(error: InvalidArgumentError, positions: list[int]) -> InvalidArgumentError:
-    def fix(text: str) -> str:
-        return _ITEM_FIELD.sub(lambda m: f"items[{positions[int(m.group(1))]}]", text)
-
-    return InvalidArgumentError(fix(error.message), field=fix(error.field) if error.field else None)

@@ -1,24 +1,18 @@
-"""A local multi-node Ray cluster on loopback serving clipsearch: ``clipsearch cluster up``.
+"""A local multi-node Ray cluster on loopback serving clipsearch (``clipsearch cluster up``, tests).
 
 ``ray.cluster_utils.Cluster`` starts a head node and ``--nodes`` worker nodes as separate
 raylets on this machine (as Ray's own Serve tests do). The head runs Serve's proxy, the
 ingress and the encoder; worker ``n`` offers ``clipsearch_copy_{n % copies}``, so it
-holds that copy of every shard group. The demo catalog is ingested through the SDK.
+holds that copy of every shard group.
 """
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import os
-import signal
-import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 # Before Ray is imported: no usage stats, and every node on 127.0.0.1.
@@ -75,45 +69,3 @@ def local_cluster(
         finally:
             ray.shutdown()
             cluster.shutdown()
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="clipsearch cluster up", description=__doc__.splitlines()[0])
-    parser.add_argument("--nodes", type=int, default=2, help="worker nodes (default 2)")
-    parser.add_argument("--groups", type=int, default=2, help="shard groups (default 2)")
-    parser.add_argument("--copies", type=int, default=2, help="copies of each group (default 2)")
-    parser.add_argument("--port", type=int, default=50060, help="gRPC port of the proxy (default 50060)")
-    parser.add_argument("--http-port", type=int, default=50061)
-    parser.add_argument("--data-root", type=Path, default=None, help="copies' data (default: a temp dir)")
-    parser.add_argument("--products", type=int, default=300, help="demo catalog size (0: no ingest)")
-    args = parser.parse_args(argv)
-    if args.nodes < args.copies:
-        parser.error("--nodes must be >= --copies (each node holds one copy of every group)")
-    root = args.data_root or Path(tempfile.mkdtemp(prefix="clipsearch-cluster-"))
-    config = ClusterConfig(data_root=str(root / "index"), groups=args.groups, copies=args.copies)
-    resources = [{f"clipsearch_copy_{n % args.copies}": 1.0} for n in range(args.nodes)]
-    with local_cluster(
-        config, worker_resources=resources, grpc_port=args.port, http_port=args.http_port
-    ) as lc:
-        if args.products:
-            from clipsearch import SearchClient
-            from clipsearch.apps.demo.catalog import generate_catalog
-
-            catalog = generate_catalog(root / "catalog", n_products=args.products, seed=0)
-            with SearchClient(lc.address, lc.address) as client:
-                client.create_collection("products", num_shards=2, exist_ok=True)
-                report = client.ingest(catalog, collection="products")
-            print(f"ingested {report.ingested} products ({len(report.failed)} failed)")
-        print(f"clipsearch cluster serving on {lc.address} ({args.nodes} worker nodes); Ctrl-C stops it")
-        print(
-            f"  clipsearch search --encoder {lc.address} --index {lc.address} "
-            "--collection products --text 'a red dress'"
-        )
-        signal.signal(signal.SIGTERM, signal.default_int_handler)
-        with contextlib.suppress(KeyboardInterrupt):
-            threading.Event().wait()
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

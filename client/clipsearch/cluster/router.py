@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from clipsearch import errors
 from clipsearch.errors import ClipsearchError, UnavailableError
-from index_service.collection import shard_of
+from index_service.collection import shard_of, top_hits
 from index_service.config import Hit
 
 log = logging.getLogger(__name__)
@@ -130,10 +130,13 @@ class ShardRouter:
     async def search(
         self, collection: str, queries: Any, k: int, offset: int, *options: Any
     ) -> SearchOutcome:
-        """Each group's exact top ``k + offset``, merged: exact over the groups that answered."""
+        """Each group's best ``k + offset`` candidates, merged by the collection's own rule."""
         answers = await self.read_all("search", collection, queries, k + offset, *options)
         parts = [a for a in answers if not isinstance(a, GroupUnavailable)]
-        return SearchOutcome(merge_hits(parts, len(queries), offset, k), len(parts), self.num_groups)
+        results = [
+            top_hits((c for part in parts for c in part[q]), k, offset=offset) for q in range(len(queries))
+        ]
+        return SearchOutcome(results, len(parts), self.num_groups)
 
     # -- writes ------------------------------------------------------------------------------
 
@@ -183,17 +186,3 @@ def _reason(answers: list[Any]) -> str:
         if isinstance(answer, BaseException):
             return f"{type(answer).__name__}: {answer}".strip()
     return "unknown"
-
-
-def merge_hits(parts: Sequence[Sequence[Sequence[Hit]]], nq: int, offset: int, k: int) -> list[list[Hit]]:
-    """Exact top-k over the groups' exact top-(k + offset) lists: score descending.
-
-    Equal scores keep group order, then each group's own order (older item first, as in a
-    standalone collection); a standalone index breaks ties across its shards by age alone.
-    """
-    merged: list[list[Hit]] = []
-    for q in range(nq):
-        hits = [hit for part in parts for hit in part[q]]
-        hits.sort(key=lambda hit: -hit.score)
-        merged.append(hits[offset : offset + k])
-    return merged

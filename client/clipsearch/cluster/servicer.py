@@ -12,10 +12,11 @@ import asyncio
 from typing import Any
 
 from clipsearch.cluster.router import GroupUnavailable, ShardRouter
-from clipsearch.errors import InvalidArgumentError, NotFoundError, UnavailableError
+from clipsearch.errors import InvalidArgumentError, UnavailableError
 from clipsearch.server.status import map_errors
 from clipsearch.v1 import index_pb2
 from index_service import convert
+from index_service.collection import check_found, check_id, check_search
 from index_service.config import CollectionInfo, SearchParams, ShardStats
 
 
@@ -87,8 +88,7 @@ class ClusterIndexServicer:
     async def Delete(self, request: index_pb2.DeleteRequest, context: Any) -> Any:
         ids = list(request.ids)
         for i, item_id in enumerate(ids):
-            if not item_id:
-                raise InvalidArgumentError(f"ids[{i}]: ids must not be empty", field=f"ids[{i}]")
+            check_id(item_id, f"ids[{i}]")
         if not ids:
             await self._every_group("describe", request.collection)
             return index_pb2.DeleteResponse(deleted=0)
@@ -120,11 +120,8 @@ class ClusterIndexServicer:
             if isinstance(part, BaseException):
                 raise part
             found.update({item.id: item for item in part})
-        missing = [item_id for item_id in dict.fromkeys(ids) if item_id not in found]
-        if missing and not request.missing_ok:
-            shown = ", ".join(repr(m) for m in missing[:10])
-            more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
-            raise NotFoundError(f"ids not found in {request.collection!r}: {shown}{more}", field="ids")
+        if not request.missing_ok:
+            check_found(request.collection, ids, found)
         return index_pb2.GetResponse(items=[convert.item_to_proto(found[i]) for i in ids if i in found])
 
     @map_errors
@@ -132,6 +129,7 @@ class ClusterIndexServicer:
         queries = convert.queries_from_proto(list(request.queries))
         filter_ = convert.filter_from_proto(request.filter) if request.HasField("filter") else None
         params = SearchParams(ef_search=request.params.ef_search, nprobe=request.params.nprobe)
+        check_search(request.k, request.offset, len(queries), params)
         min_coverage = request.min_coverage if request.HasField("min_coverage") else 1.0
         if not 0.0 <= min_coverage <= 1.0:
             raise InvalidArgumentError(

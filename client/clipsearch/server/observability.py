@@ -9,7 +9,6 @@ carry the caller's ``x-request-id``.
 from __future__ import annotations
 
 import inspect
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -137,48 +136,3 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
 
 def _is_abort(error: BaseException) -> bool:
     return type(error).__name__ == "AbortError"
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line, with the request id of the call being served."""
-
-    _EXTRA = ("rpc_method", "code", "duration_ms")
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry = {
-            "ts": round(record.created, 3),
-            "level": record.levelname,
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        request_id = current_request_id.get()
-        if request_id:
-            entry["request_id"] = request_id
-        for key in self._EXTRA:
-            if hasattr(record, key):
-                entry[key] = getattr(record, key)
-        if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
-        return json.dumps(entry)
-
-
-class TextFormatter(logging.Formatter):
-    def __init__(self) -> None:
-        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-    def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record)
-        parts = [f"{key}={getattr(record, key)}" for key in JsonFormatter._EXTRA if hasattr(record, key)]
-        request_id = current_request_id.get()
-        if request_id:
-            parts.append(f"request_id={request_id}")
-        return f"{text} {' '.join(parts)}" if parts else text
-
-
-def configure_logging(log_format: str = "text", level: str = "INFO") -> None:
-    """Root logging for a server process: ``text`` or ``json`` lines on stderr."""
-    handler = logging.StreamHandler()
-    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())

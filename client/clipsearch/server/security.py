@@ -10,12 +10,15 @@ and never logged.
 from __future__ import annotations
 
 import hmac
-import ipaddress
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
+
+from clipsearch.server.settings import check_bind_is_safe, is_loopback
+
+__all__ = ["TlsFiles", "TokenAuthInterceptor", "TokenScopes", "check_bind_is_safe", "is_loopback"]
 
 #: Methods that change state; every other method of our services needs the read scope.
 WRITE_METHODS = frozenset(
@@ -143,23 +146,3 @@ def _deny(
     if handler.response_streaming:
         return grpc.unary_stream_rpc_method_handler(abort_streaming, **codec)
     return grpc.unary_unary_rpc_method_handler(abort, **codec)
-
-
-def is_loopback(host: str) -> bool:
-    if host in ("localhost", ""):
-        return host == "localhost"
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def check_bind_is_safe(host: str, *, tls: bool, auth: bool, insecure: bool) -> None:
-    """Refuses a non-loopback bind without TLS and tokens, unless explicitly ``insecure``."""
-    if is_loopback(host) or insecure or (tls and auth):
-        return
-    missing = " and ".join(name for name, ok in (("TLS", tls), ("token auth", auth)) if not ok)
-    raise ValueError(
-        f"refusing to listen on {host} without {missing}: anyone who can reach it could read or change "
-        "the data. Configure --tls-cert/--tls-key and --token-file, or pass --insecure to accept the risk."
-    )

@@ -2,17 +2,18 @@
 
 Health checking (``grpc.health.v1``) starts NOT_SERVING and is switched to
 SERVING by the caller once its model or index is loaded; reflection is on unless
-disabled; SIGTERM/SIGINT flip health to NOT_SERVING at once and stop the server
-with a grace period so in-flight calls finish; ``maximum_concurrent_rpcs`` bounds
-the work in flight (gRPC answers RESOURCE_EXHAUSTED beyond it).
+disabled; stopping flips health to NOT_SERVING at once and stops the server with a
+grace period so in-flight calls finish, then runs the server's cleanup list (last
+added, first run); ``maximum_concurrent_rpcs`` bounds the work in flight (gRPC
+answers RESOURCE_EXHAUSTED beyond it). :func:`clipsearch.server.serve.serve` runs one
+until SIGTERM or SIGINT.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import signal
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +23,9 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, start_http_server
 
 from clipsearch.server.observability import ObservabilityInterceptor, RpcMetrics
-from clipsearch.server.security import TlsFiles, TokenAuthInterceptor, TokenScopes, check_bind_is_safe
+from clipsearch.server.security import TlsFiles, TokenAuthInterceptor, TokenScopes
+from clipsearch.server.serve import StartError, bind_error
+from clipsearch.server.settings import check_bind_is_safe
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
@@ -53,6 +56,9 @@ class ServerOptions:
     insecure: bool = False
     #: Serve Prometheus metrics over HTTP on this port (same host); 0 = off.
     metrics_port: int = 0
+    #: How to change the port, for the message when it cannot be bound.
+    port_flag: str = "--port"
+    port_env: str | None = None
 
 
 @dataclass(frozen=True)
@@ -67,16 +73,10 @@ class ServiceBinding:
 class ManagedServer:
     """Owns a grpc.aio server, its health servicer and its shutdown."""
 
-    def __init__(
-        self,
-        options: ServerOptions,
-        services: Sequence[ServiceBinding],
-        on_stop: Sequence[Callable[[], Any]] = (),
-    ):
-        """``on_stop`` callables (sync or async) run after the server stopped, e.g. to close clients."""
+    def __init__(self, options: ServerOptions, services: Sequence[ServiceBinding]):
         self.options = options
         self.services = list(services)
-        self._on_stop = list(on_stop)
+        self._cleanups: list[Callable[[], Any]] = []
         # grpc_health's stubs lack its aio module.
         self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         self.port: int | None = None
@@ -102,6 +102,10 @@ class ManagedServer:
         )
         self._stopping = False
 
+    def add_cleanup(self, cleanup: Callable[[], Awaitable[Any] | Any]) -> None:
+        """Runs ``cleanup()`` (sync or async) once the server has stopped; the last added runs first."""
+        self._cleanups.append(cleanup)
+
     @property
     def server(self) -> grpc.aio.Server:
         return self._server
@@ -120,23 +124,35 @@ class ManagedServer:
             reflection.enable_server_reflection(
                 [*names, health.SERVICE_NAME, reflection.SERVICE_NAME], self._server
             )
-        check_bind_is_safe(
-            self.options.host,
-            tls=self.options.tls is not None,
-            auth=self.options.tokens is not None,
-            insecure=self.options.insecure,
-        )
-        address = f"{self.options.host}:{self.options.port}"
-        if self.options.tls is not None:
-            self.port = self._server.add_secure_port(address, self.options.tls.server_credentials())
-        else:
-            self.port = self._server.add_insecure_port(address)
-        if self.port == 0:
-            raise OSError(f"could not bind {address}")
-        if self.options.metrics_port:
-            self._metrics_http, _ = start_http_server(
-                self.options.metrics_port, addr=self.options.host, registry=self.metrics_registry
+        options = self.options
+        try:
+            check_bind_is_safe(
+                options.host,
+                tls=options.tls is not None,
+                auth=options.tokens is not None,
+                insecure=options.insecure,
             )
+        except ValueError as exc:
+            raise StartError(str(exc)) from None
+        address = f"{options.host}:{options.port}"
+        try:
+            if options.tls is not None:
+                self.port = self._server.add_secure_port(address, options.tls.server_credentials())
+            else:
+                self.port = self._server.add_insecure_port(address)
+        except RuntimeError:  # grpc: "Failed to bind to address ..."
+            self.port = 0
+        if self.port == 0:
+            raise bind_error(options.host, options.port, options.port_flag, options.port_env)
+        if options.metrics_port:
+            try:
+                self._metrics_http, _ = start_http_server(
+                    options.metrics_port, addr=options.host, registry=self.metrics_registry
+                )
+            except OSError:
+                raise bind_error(
+                    options.host, options.metrics_port, "--metrics-port", None, what="metrics"
+                ) from None
             self.metrics_port = self._metrics_http.server_port
         await self._set_all(health_pb2.HealthCheckResponse.NOT_SERVING)
         await self._server.start()
@@ -151,38 +167,24 @@ class ManagedServer:
             await self.health.set(name, status)
 
     async def stop(self, grace_s: float | None = None) -> None:
-        """Health turns NOT_SERVING at once; in-flight calls get ``grace_s`` to finish."""
+        """Health turns NOT_SERVING at once; in-flight calls get ``grace_s``; then the cleanups run."""
         if self._stopping:
             return
         self._stopping = True
-        await self.health.enter_graceful_shutdown()
-        await self._server.stop(self.options.grace_s if grace_s is None else grace_s)
-        if self._metrics_http is not None:
-            self._metrics_http.shutdown()
-        for callback in self._on_stop:
-            result = callback()
-            if asyncio.iscoroutine(result):
-                await result
+        try:
+            await self.health.enter_graceful_shutdown()
+            await self._server.stop(self.options.grace_s if grace_s is None else grace_s)
+        finally:
+            if self._metrics_http is not None:
+                self._metrics_http.shutdown()
+            while self._cleanups:
+                cleanup = self._cleanups.pop()
+                try:
+                    result = cleanup()
+                    if asyncio.iscoroutine(result):
+                        await result
+                except Exception:
+                    log.exception("cleanup %r failed while stopping", cleanup)
 
     async def wait_for_termination(self) -> None:
         await self._server.wait_for_termination()
-
-
-async def run_until_signalled(server: ManagedServer, on_stop: Callable[[], Any] | None = None) -> None:
-    """Waits for SIGTERM or SIGINT, then stops gracefully and runs ``on_stop``."""
-    loop = asyncio.get_running_loop()
-    stop_requested = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop_requested.set)
-    waiter = asyncio.create_task(server.wait_for_termination())
-    signalled = asyncio.create_task(stop_requested.wait())
-    await asyncio.wait({waiter, signalled}, return_when=asyncio.FIRST_COMPLETED)
-    if signalled.done():
-        log.info("signal received: draining for up to %.1fs", server.options.grace_s)
-    await server.stop()
-    waiter.cancel()
-    signalled.cancel()
-    if on_stop is not None:
-        result = on_stop()
-        if asyncio.iscoroutine(result):
-            await result

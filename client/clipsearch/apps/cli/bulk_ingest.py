@@ -1,5 +1,5 @@
-"""``clipsearch bulk-ingest``: its flags (standard library only, so the CLI builds its parser
-without Ray) and the run: join or start Ray, run :func:`.bulk_ingest.bulk_ingest`, report."""
+"""``clipsearch bulk-ingest``: join or start Ray, run :func:`clipsearch.cluster.bulk_ingest.bulk_ingest`,
+report (the ``ray`` extra; the flags need only the standard library)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,13 @@ import argparse
 import os
 from pathlib import Path
 
+from clipsearch.apps.cli.common import require_extra
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+
+def add(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "bulk-ingest", help="encode a large catalog with Ray Data actors and load the index (the [ray] extra)"
+    )
     parser.add_argument("catalog", type=Path, help="CSV or JSONL with id, image and metadata columns")
     parser.add_argument("--collection", required=True)
     parser.add_argument("--index", metavar="HOST:PORT", help="index address ($CLIPSEARCH_INDEX)")
@@ -31,13 +36,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--index-spec", default="Flat", help="FAISS factory if created (default Flat)")
     parser.add_argument("--no-create", dest="create", action="store_false", help="require the collection")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    parser.set_defaults(handler=_run)
 
 
-def run(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace) -> int:
+    require_extra("ray", "bulk-ingest")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import ray
 
-    from clipsearch.apps.cli import print_ingest_report
+    from clipsearch.apps.cli.output import print_ingest_report
     from clipsearch.channel import DEFAULT_INDEX_ADDRESS, INDEX_ENV, resolve_address
     from clipsearch.cluster.bulk_ingest import BulkIngestOptions, CreateSpec, bulk_ingest
 

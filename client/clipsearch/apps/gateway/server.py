@@ -10,8 +10,8 @@ from clipsearch.apps.gateway.servicer import SearchServicer
 from clipsearch.apps.gateway.settings import GatewaySettings
 from clipsearch.health import check_health
 from clipsearch.search_client import SearchClient
-from clipsearch.server.observability import configure_logging
-from clipsearch.server.server import ManagedServer, ServerOptions, ServiceBinding, run_until_signalled
+from clipsearch.server.serve import serve
+from clipsearch.server.server import ManagedServer, ServiceBinding
 from clipsearch.v1 import search_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -25,16 +25,9 @@ async def create_server(settings: GatewaySettings) -> ManagedServer:
     binding = ServiceBinding(
         search_pb2_grpc.add_SearchServiceServicer_to_server, servicer, "clipsearch.v1.SearchService"
     )
-    options = ServerOptions(
-        host=settings.host,
-        port=settings.port,
-        max_message_bytes=settings.max_message_bytes,
-        max_concurrent_rpcs=settings.max_concurrent_rpcs,
-        reflection=not settings.no_reflection,
-        grace_s=settings.grace_s,
-        **settings.server_options(),
-    )
-    server = ManagedServer(options, [binding], on_stop=[client.close, ingest_client.close])
+    server = ManagedServer(settings.server_options(), [binding])
+    server.add_cleanup(client.close)
+    server.add_cleanup(ingest_client.close)
     await server.start()
     asyncio.get_running_loop().create_task(_serve_when_upstream_ready(server, client))
     return server
@@ -55,11 +48,4 @@ async def _serve_when_upstream_ready(server: ManagedServer, client: aio.SearchCl
 
 
 def run(settings: GatewaySettings) -> int:
-    configure_logging(settings.log_format, settings.log_level)
-
-    async def main() -> None:
-        server = await create_server(settings)
-        await run_until_signalled(server)
-
-    asyncio.run(main())
-    return 0
+    return serve("gateway", settings, lambda: create_server(settings))

@@ -2,64 +2,43 @@
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 
-from clipsearch.server.config import EnvFlags, choice, env_bool, float_in, int_in
+from clipsearch._options import OptionError, float_in, int_in, option, optional_text
+from clipsearch.server.settings import ServerSettings, is_loopback
 
 ENV_PREFIX = "CLIPSEARCH_UI_"
 
 
 @dataclass(frozen=True)
-class UISettings:
-    host: str = "127.0.0.1"
-    port: int = 8501
-    #: Service addresses; None falls back to $CLIPSEARCH_ENCODER / $CLIPSEARCH_INDEX.
-    encoder: str | None = None
-    index: str | None = None
-    collection: str = "demo"
-    #: Seconds one search (encode + search) may take.
-    timeout_s: float = 30.0
-    #: Largest image a visitor may upload.
-    max_upload_bytes: int = 16 * 1024 * 1024
-    #: Largest k the page accepts.
-    max_k: int = 100
-    log_level: str = "INFO"
-    #: Allow a non-loopback --host: the page has no TLS or login of its own.
-    insecure: bool = False
+class UISettings(ServerSettings):
+    ENV_PREFIX = ENV_PREFIX
 
-    @classmethod
-    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        d = cls()
-        add = EnvFlags(parser, ENV_PREFIX)
-        add("--host", str, d.host, "address to bind")
-        add("--port", int_in(0, 65535), d.port, "port to bind (0: any free port)")
-        parser.add_argument(
-            "--encoder", help="encoder address (default $CLIPSEARCH_ENCODER or 127.0.0.1:50051)"
-        )
-        parser.add_argument("--index", help="index address (default $CLIPSEARCH_INDEX or 127.0.0.1:50052)")
-        add("--collection", str, d.collection, "collection to search")
-        add("--timeout", float_in(0.001, 3600), d.timeout_s, "seconds one search may take")
-        add("--max-upload-bytes", int_in(1, 2**31 - 1), d.max_upload_bytes, "largest query image accepted")
-        add("--log-level", choice(("DEBUG", "INFO", "WARNING", "ERROR")), d.log_level, "log level")
-        add(
-            "--insecure",
-            env_bool,
-            d.insecure,
-            "allow a non-loopback --host (the page has no TLS or login; put a proxy in front)",
-            switch=True,
-        )
+    port: int = option(8501, "port to bind (0: any free port)", parse=int_in(0, 65535))
+    insecure: bool = option(
+        False, "allow a non-loopback --host (the page has no TLS or login; put a proxy in front)", switch=True
+    )
+    encoder: str | None = option(
+        None, "encoder address ($CLIPSEARCH_ENCODER or 127.0.0.1:50051)", parse=optional_text, env=False
+    )
+    index: str | None = option(
+        None, "index address ($CLIPSEARCH_INDEX or 127.0.0.1:50052)", parse=optional_text, env=False
+    )
+    collection: str = option("demo", "collection to search")
+    timeout_s: float = option(
+        30.0, "seconds one search may take", parse=float_in(0.001, 3600), flag="--timeout"
+    )
+    max_upload_bytes: int = option(
+        16 * 1024 * 1024, "largest query image accepted", parse=int_in(1, 2**31 - 1)
+    )
+    max_k: int = option(100, "largest k the page accepts", parse=int_in(1, 10_000))
+    grace_s: float = option(5.0, "seconds open requests get after SIGTERM", parse=float_in(0, 3600))
 
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> UISettings:
-        return cls(
-            host=args.host,
-            port=args.port,
-            encoder=args.encoder,
-            index=args.index,
-            collection=args.collection,
-            timeout_s=args.timeout,
-            max_upload_bytes=args.max_upload_bytes,
-            log_level=args.log_level,
-            insecure=args.insecure,
-        )
+    def __post_init__(self) -> None:
+        # The page has no TLS or login: the safe-bind rule's message must say so, not suggest flags it lacks.
+        if not (is_loopback(self.host) or self.insecure):
+            raise OptionError(
+                f"--host: refusing to serve the page on {self.host}: it has no TLS or login of its own. "
+                "Bind 127.0.0.1 behind a TLS-terminating proxy, or pass --insecure to accept the risk"
+            )
+        super().__post_init__()

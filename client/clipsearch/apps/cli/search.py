@@ -1,0 +1,42 @@
+"""``clipsearch search``: a text or image query against a collection."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from clipsearch.apps.cli.common import add_addresses
+from clipsearch.apps.cli.output import format_hits
+
+
+def add(commands: argparse._SubParsersAction) -> None:
+    search = commands.add_parser("search", help="search a collection by text or image")
+    search.add_argument("--collection", required=True)
+    query = search.add_mutually_exclusive_group(required=True)
+    query.add_argument("--text", help="a description, e.g. 'a red dress'")
+    query.add_argument("--image", type=Path, help="path of a query image")
+    search.add_argument("-k", type=int, default=10, help="number of hits (default 10)")
+    search.add_argument("--offset", type=int, default=0, help="skip this many best hits (pagination)")
+    search.add_argument(
+        "--filter", type=json.loads, help='metadata filter as JSON, e.g. \'{"price": {"lt": 50}}\''
+    )
+    search.add_argument("--json", action="store_true", help="print hits as JSON")
+    add_addresses(search)
+    search.set_defaults(handler=_search)
+
+
+def _search(args: argparse.Namespace) -> int:
+    from clipsearch.search_client import SearchClient
+
+    with SearchClient(args.encoder, args.index, timeout_s=args.timeout) as client:
+        options = {"collection": args.collection, "k": args.k, "filter": args.filter, "offset": args.offset}
+        if args.text is not None:
+            hits = client.search_text(args.text, **options)
+        else:
+            hits = client.search_image(args.image, **options)
+    if args.json:
+        print(json.dumps({"hits": [hit.to_dict() for hit in hits]}))
+    else:
+        print(format_hits(hits))
+    return 0
