@@ -6,16 +6,22 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo demo-stop test test-fast lint protos clean
+.PHONY: help install demo demo-stop test test-fast lint protos aio clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
+
+# The asyncio clients, generated from the sync ones (a build product: not in git).
+AIO := client/clipsearch/aio.py
+$(AIO): scripts/gen_aio.py client/clipsearch/_aio_overrides.py client/clipsearch/encoder_client.py \
+		client/clipsearch/index_client.py client/clipsearch/search_client.py | $(STAMP)
+	$(PY) scripts/gen_aio.py
 
 NODE_STAMP := tests/interop/node_modules/.installed
 $(NODE_STAMP): tests/interop/package-lock.json
@@ -24,19 +30,22 @@ $(NODE_STAMP): tests/interop/package-lock.json
 
 install: $(STAMP) ## Create .venv and install clipsearch with every extra
 
-demo: $(STAMP) ## Start both services, ingest the demo catalog, run a text and an image query
+demo: $(STAMP) $(AIO) ## Start both services, ingest the demo catalog, run a text and an image query
 	$(PY) -m clipsearch.apps.demo.run
 
 demo-stop: $(STAMP) ## Stop the services `make demo` started
 	$(PY) -m clipsearch.apps.demo.run --stop
 
-test: $(STAMP) $(NODE_STAMP) lint ## Lint, then run the whole test suite (real servers on loopback)
+aio: $(STAMP) ## Regenerate clipsearch/aio.py from the sync clients
+	$(PY) scripts/gen_aio.py
+
+test: $(STAMP) $(AIO) $(NODE_STAMP) lint ## Lint, then run the whole test suite (real servers on loopback)
 	$(PY) -m pytest -q
 
 test-fast: $(STAMP) ## Unit tests only
 	$(PY) -m pytest -q tests/unit
 
-lint: $(STAMP) ## ruff, mypy and buf lint
+lint: $(STAMP) $(AIO) ## ruff, mypy, import contracts and buf lint
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy client/clipsearch encoder_service index_service

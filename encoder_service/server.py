@@ -50,14 +50,7 @@ class EncoderServer(ManagedServer):
 
 async def create_server(settings: EncoderSettings) -> EncoderServer:
     """A started server whose health is SERVING once the model is loaded and warmed up."""
-    server = EncoderServer(settings)
-    await server.start()
-    try:
-        await server.load()
-    except BaseException:
-        await server.stop(0)
-        raise
-    return server
+    return await EncoderServer(settings).open()
 
 
 def run(settings: EncoderSettings) -> int:

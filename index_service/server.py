@@ -86,14 +86,7 @@ def engine_options(settings: IndexSettings) -> EngineOptions:
 async def create_server(settings: IndexSettings) -> IndexServer:
     """A started server whose health is SERVING once every collection is loaded."""
     faiss.omp_set_num_threads(settings.omp_threads)
-    server = IndexServer(settings)
-    await server.start()
-    try:
-        await server.load()
-    except BaseException:
-        await server.stop(0)
-        raise
-    return server
+    return await IndexServer(settings).open()
 
 
 def run(settings: IndexSettings) -> int:

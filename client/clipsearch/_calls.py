@@ -9,7 +9,7 @@ from typing import Any, cast
 import grpc
 from google.rpc import error_details_pb2, status_pb2
 
-from clipsearch.channel import ChannelOptions, open_aio_channel, open_channel
+from clipsearch.channel import ChannelOptions, open_aio_channel, open_channel, resolve_address
 from clipsearch.errors import ClipsearchError, StatusCode, error_for
 
 
@@ -63,20 +63,26 @@ def chunks(count: int, size: int) -> Iterator[slice]:
 
 
 class ServiceClient:
-    """Channel ownership shared by the per-service clients: open, close, ``with``."""
+    """Channel ownership shared by the per-service clients: open, close, ``with``.
+
+    The address is the one given, else ``$<ADDRESS_ENV>``, else ``DEFAULT_ADDRESS``.
+    """
+
+    ADDRESS_ENV: str
+    DEFAULT_ADDRESS: str
 
     def __init__(
         self,
-        address: str,
+        address: str | None,
         *,
         timeout_s: float,
         options: ChannelOptions | None,
         channel: grpc.Channel | None,
     ):
-        self.address = address
+        self.address = resolve_address(address, self.ADDRESS_ENV, self.DEFAULT_ADDRESS)
         self.timeout_s = timeout_s
         self._owns_channel = channel is None
-        self._channel = channel or open_channel(address, options)
+        self._channel = channel or open_channel(self.address, options)
 
     def close(self) -> None:
         if self._owns_channel:
@@ -90,20 +96,23 @@ class ServiceClient:
 
 
 class AsyncServiceClient:
-    """Channel ownership of the asyncio clients: open, close, ``async with``."""
+    """Channel ownership of the asyncio clients: open, close, ``async with`` (see ServiceClient)."""
+
+    ADDRESS_ENV: str
+    DEFAULT_ADDRESS: str
 
     def __init__(
         self,
-        address: str,
+        address: str | None,
         *,
         timeout_s: float,
         options: ChannelOptions | None,
         channel: grpc.aio.Channel | None,
     ):
-        self.address = address
+        self.address = resolve_address(address, self.ADDRESS_ENV, self.DEFAULT_ADDRESS)
         self.timeout_s = timeout_s
         self._owns_channel = channel is None
-        self._channel = channel or open_aio_channel(address, options)
+        self._channel = channel or open_aio_channel(self.address, options)
 
     async def close(self) -> None:
         if self._owns_channel:

@@ -35,7 +35,8 @@ class Option:
     parse: Callable[[str], Any] = str
     #: The flag, when not ``--`` + the field name with dashes.
     flag: str | None = None
-    #: A flag without a value (``--insecure``); its variable takes 1/0, true/false, yes/no, on/off.
+    #: A flag without a value that sets the opposite of the default (``--insecure``, ``--no-resume``);
+    #: its variable takes 1/0, true/false, yes/no, on/off.
     switch: bool = False
     #: Whether ``<ENV_PREFIX><FLAG>`` sets the default.
     env: bool = True
@@ -111,7 +112,13 @@ class Options:
             text = f"{declared.help} ({suffix})"
             if declared.switch:
                 parser.add_argument(
-                    flag, dest=field.name, action=_Switch, default=default, type=parse, help=text
+                    flag,
+                    dest=field.name,
+                    action=_Switch,
+                    const=not field.default,
+                    default=default,
+                    type=parse,
+                    help=text,
                 )
             else:
                 parser.add_argument(
@@ -133,13 +140,13 @@ class Options:
 
 
 class _Switch(argparse.Action):
-    """``--flag`` sets True; the default (maybe text from the environment) goes through ``type``."""
+    """``--flag`` sets ``const``; the default (maybe text from the environment) goes through ``type``."""
 
     def __init__(self, option_strings: list[str], dest: str, **kwargs: Any):
         super().__init__(option_strings, dest, nargs=0, **kwargs)
 
     def __call__(self, parser: Any, namespace: Any, values: Any, option_string: str | None = None) -> None:
-        setattr(namespace, self.dest, True)
+        setattr(namespace, self.dest, self.const)
 
 
 def _metavar(parse: Callable[[str], Any]) -> str | None:
@@ -173,23 +180,36 @@ def env_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected a boolean (1/0, true/false), got {text!r}")
 
 
-class _Bounded:
-    """A number parser that also checks values given in code (``check``)."""
+class _Parser:
+    """Text -> value (``convert``), then the same ``check`` that values given in code get."""
 
+    metavar: str | None = None
+
+    def __call__(self, text: str) -> Any:
+        value = self.convert(text)
+        problem = self.check(value)
+        if problem:
+            raise argparse.ArgumentTypeError(problem)
+        return value
+
+    def convert(self, text: str) -> Any:
+        return text
+
+    def check(self, value: Any) -> str | None:
+        raise NotImplementedError
+
+
+class _Bounded(_Parser):
     def __init__(self, cast: Callable[[str], Any], what: str, low: float, high: float):
         self.cast, self.what, self.low, self.high = cast, what, low, high
         self.__name__ = what.split()[-1]
         self.metavar = "N"
 
-    def __call__(self, text: str) -> Any:
+    def convert(self, text: str) -> Any:
         try:
-            value = self.cast(text)
+            return self.cast(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {self.what}, got {text!r}") from None
-        problem = self.check(value)
-        if problem:
-            raise argparse.ArgumentTypeError(problem)
-        return value
 
     def check(self, value: Any) -> str | None:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -207,17 +227,11 @@ def float_in(low: float, high: float) -> Callable[[str], float]:
     return _Bounded(float, "a number", low, high)
 
 
-class _Choice:
+class _Choice(_Parser):
     def __init__(self, choices: tuple[str, ...]):
         self.choices = choices
         self.__name__ = "choice"
         self.metavar = "{" + ",".join(choices) + "}"
-
-    def __call__(self, text: str) -> str:
-        problem = self.check(text)
-        if problem:
-            raise argparse.ArgumentTypeError(problem)
-        return text
 
     def check(self, value: Any) -> str | None:
         return None if value in self.choices else f"expected one of {', '.join(self.choices)}, got {value!r}"
@@ -227,17 +241,11 @@ def choice(choices: tuple[str, ...]) -> Callable[[str], str]:
     return _Choice(choices)
 
 
-class _Matching:
+class _Matching(_Parser):
     def __init__(self, pattern: str, what: str):
         self.pattern = re.compile(pattern)
         self.what = what
         self.__name__ = "text"
-
-    def __call__(self, text: str) -> str:
-        problem = self.check(text)
-        if problem:
-            raise argparse.ArgumentTypeError(problem)
-        return text
 
     def check(self, value: Any) -> str | None:
         matched = isinstance(value, str) and self.pattern.fullmatch(value)

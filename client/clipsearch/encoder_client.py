@@ -8,13 +8,8 @@ import grpc
 import numpy as np
 
 from clipsearch._calls import ServiceClient, chunks, translate_errors
-from clipsearch.channel import (
-    DEFAULT_ENCODER_ADDRESS,
-    ENCODER_ENV,
-    ChannelOptions,
-    resolve_address,
-)
-from clipsearch.errors import ClipsearchError, StatusCode, error_for
+from clipsearch.channel import DEFAULT_ENCODER_ADDRESS, ENCODER_ENV, ChannelOptions
+from clipsearch.errors import ClipsearchError, StatusCode, error_for, renumbered
 from clipsearch.images import ImageInput, image_bytes
 from clipsearch.types import ModelInfo
 from clipsearch.v1 import encoder_pb2, encoder_pb2_grpc
@@ -28,6 +23,8 @@ class EncoderClient(ServiceClient):
     are sent in requests of ``batch_size`` items; the server batches across callers.
     """
 
+    ADDRESS_ENV, DEFAULT_ADDRESS = ENCODER_ENV, DEFAULT_ENCODER_ADDRESS
+
     def __init__(
         self,
         address: str | None = None,
@@ -37,12 +34,7 @@ class EncoderClient(ServiceClient):
         options: ChannelOptions | None = None,
         channel: grpc.Channel | None = None,
     ):
-        super().__init__(
-            resolve_address(address, ENCODER_ENV, DEFAULT_ENCODER_ADDRESS),
-            timeout_s=timeout_s,
-            options=options,
-            channel=channel,
-        )
+        super().__init__(address, timeout_s=timeout_s, options=options, channel=channel)
         self.batch_size = batch_size
         self._stub = encoder_pb2_grpc.EncoderServiceStub(self._channel)
         self.last_fingerprint = ""
@@ -70,10 +62,7 @@ class EncoderClient(ServiceClient):
         catalog never sits in memory. No deadline unless ``timeout_s`` is given (a bulk
         stream lasts as long as the catalog).
         """
-        requests = (
-            encoder_pb2.EmbedStreamRequest(chunk_id=str(number), inputs=list(chunk))
-            for number, chunk in enumerate(chunks)
-        )
+        requests = stream_requests(chunks)
         # The call starts here, not at the first next(): gRPC's thread starts pulling
         # `chunks` at once, which a caller may be waiting on.
         with translate_errors():
@@ -84,7 +73,9 @@ class EncoderClient(ServiceClient):
         with translate_errors():
             for response in responses:
                 self.last_fingerprint = response.model_fingerprint
-                yield [_outcome(result, f"inputs[{i}]") for i, result in enumerate(response.results)]
+                yield [
+                    outcome_from_proto(result, f"inputs[{i}]") for i, result in enumerate(response.results)
+                ]
 
     def embed(
         self, inputs: Sequence[encoder_pb2.EmbedInput], *, timeout_s: float | None = None
@@ -95,21 +86,28 @@ class EncoderClient(ServiceClient):
             try:
                 with translate_errors():
                     response = self._stub.Embed(request, timeout=timeout_s or self.timeout_s)
-            except Exception as error:
-                rebase_input_index(error, offset)
-                raise
+            except ClipsearchError as error:  # inputs[i] of this request -> of the whole list
+                raise renumbered(error, "inputs", offset.__add__) from None
             self.last_fingerprint = response.model_fingerprint
             parts.append(vectors_from_protos(response.embeddings, field="embeddings"))
         return concatenate(parts)
 
 
-# -- request building and response parsing, shared with clipsearch.aio -----------------------
+# -- request building and response parsing (also used by the generated clipsearch.aio) --------
 
 
-def _outcome(result: encoder_pb2.EmbedResult, field: str) -> np.ndarray | ClipsearchError:
+def outcome_from_proto(result: encoder_pb2.EmbedResult, field: str) -> np.ndarray | ClipsearchError:
     if result.WhichOneof("outcome") == "embedding":
         return vector_from_proto(result.embedding, field=field)
     return error_for(StatusCode.of(result.error.code), result.error.message, field=field)
+
+
+def stream_requests(
+    chunks: Iterable[Sequence[encoder_pb2.EmbedInput]],
+) -> Iterator[encoder_pb2.EmbedStreamRequest]:
+    """One ``EmbedStream`` message per chunk, numbered (built as the stream asks for them)."""
+    for number, chunk in enumerate(chunks):
+        yield encoder_pb2.EmbedStreamRequest(chunk_id=str(number), inputs=list(chunk))
 
 
 def text_inputs(texts: Sequence[str]) -> list[encoder_pb2.EmbedInput]:
@@ -134,17 +132,3 @@ def concatenate(parts: list[np.ndarray]) -> np.ndarray:
     if not parts:
         return np.zeros((0, 0), dtype=np.float32)
     return np.concatenate(parts) if len(parts) > 1 else parts[0]
-
-
-def rebase_input_index(error: BaseException, offset: int) -> None:
-    """Re-bases ``inputs[i]`` in an error from chunk-relative to list-relative."""
-    field = getattr(error, "field", None)
-    if not offset or not field or not field.startswith("inputs["):
-        return
-    index_text, _, rest = field[len("inputs[") :].partition("]")
-    if index_text.isdigit():
-        rebased = f"inputs[{int(index_text) + offset}]"
-        error.field = rebased + rest  # type: ignore[attr-defined]
-        message = getattr(error, "message", str(error)).replace(f"inputs[{index_text}]", rebased, 1)
-        error.message = message  # type: ignore[attr-defined]
-        error.args = (message,)

@@ -8,7 +8,7 @@ import grpc
 import numpy as np
 
 from clipsearch._calls import ServiceClient, chunks, translate_errors
-from clipsearch.channel import DEFAULT_INDEX_ADDRESS, INDEX_ENV, ChannelOptions, resolve_address
+from clipsearch.channel import DEFAULT_INDEX_ADDRESS, INDEX_ENV, ChannelOptions
 from clipsearch.errors import InvalidArgumentError
 from clipsearch.filters import FilterSpec, build_filter
 from clipsearch.types import METRICS_BY_NAME, CollectionInfo, Hit, Item
@@ -22,6 +22,8 @@ class IndexClient(ServiceClient):
     ``address`` defaults to ``$CLIPSEARCH_INDEX`` or 127.0.0.1:50052.
     """
 
+    ADDRESS_ENV, DEFAULT_ADDRESS = INDEX_ENV, DEFAULT_INDEX_ADDRESS
+
     def __init__(
         self,
         address: str | None = None,
@@ -31,12 +33,7 @@ class IndexClient(ServiceClient):
         options: ChannelOptions | None = None,
         channel: grpc.Channel | None = None,
     ):
-        super().__init__(
-            resolve_address(address, INDEX_ENV, DEFAULT_INDEX_ADDRESS),
-            timeout_s=timeout_s,
-            options=options,
-            channel=channel,
-        )
+        super().__init__(address, timeout_s=timeout_s, options=options, channel=channel)
         self.upsert_batch_size = upsert_batch_size
         self._stub = index_pb2_grpc.IndexServiceStub(self._channel)
 
@@ -164,7 +161,7 @@ class IndexClient(ServiceClient):
         return hits_from_response(response)
 
 
-# -- request building and response parsing, shared with clipsearch.aio -----------------------
+# -- request building and response parsing (also used by the generated clipsearch.aio) --------
 
 
 def create_collection_request(

@@ -32,6 +32,7 @@ from clipsearch.catalog import read_catalog
 from clipsearch.encoder_client import EncoderClient
 from clipsearch.errors import ClipsearchError
 from clipsearch.index_client import IndexClient
+from clipsearch.ingest_options import DEFAULT_OPTIONS, IngestOptions
 from clipsearch.types import IngestFailure, IngestReport
 from clipsearch.v1 import encoder_pb2
 from clipsearch.wire import MetadataScalar
@@ -76,9 +77,7 @@ def ingest_catalog(
     catalog: str | Path,
     *,
     collection: str,
-    batch_size: int = 32,
-    workers: int = 3,
-    resume: bool = True,
+    options: IngestOptions = DEFAULT_OPTIONS,
     on_progress: ProgressCallback | None = None,
 ) -> IngestReport:
     return ingest_rows(
@@ -86,9 +85,7 @@ def ingest_catalog(
         index,
         rows_from_catalog(catalog),
         collection=collection,
-        batch_size=batch_size,
-        workers=workers,
-        resume=resume,
+        options=options,
         on_progress=on_progress,
     )
 
@@ -99,11 +96,10 @@ def ingest_rows(
     rows: Iterable[IngestRow],
     *,
     collection: str,
-    batch_size: int = 32,
-    workers: int = 3,
-    resume: bool = True,
+    options: IngestOptions = DEFAULT_OPTIONS,
     on_progress: ProgressCallback | None = None,
 ) -> IngestReport:
+    batch_size, workers, resume = options.batch_size, options.workers, options.resume
     report = IngestReport()
     started = time.perf_counter()
     prepared: queue.Queue[_Prepared | None] = queue.Queue()

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -13,6 +13,7 @@ from clipsearch.filters import FilterSpec
 from clipsearch.images import ImageInput
 from clipsearch.index_client import IndexClient
 from clipsearch.ingest import ProgressCallback, ingest_catalog
+from clipsearch.ingest_options import IngestOptions, ingest_options
 from clipsearch.query import Deadline, Query, combine_parts, page_without, stored_vector, text_contents
 from clipsearch.request_context import one_request_id
 from clipsearch.types import CollectionInfo, Hit, IngestReport, ModelInfo
@@ -41,12 +42,20 @@ class SearchClient:
         options: ChannelOptions | None = None,
     ):
         self.timeout_s = timeout_s
+        self.options = options
         self.encoder = EncoderClient(encoder, timeout_s=timeout_s, options=options)
         self.index = IndexClient(index, timeout_s=timeout_s, options=options)
+        self._model: ModelInfo | None = None
 
-    @cached_property
+    def model_info(self) -> ModelInfo:
+        """The encoder's model: name, dimension, fingerprint (asked once per client)."""
+        if self._model is None:
+            self._model = self.encoder.model_info()
+        return self._model
+
+    @property
     def model(self) -> ModelInfo:
-        return self.encoder.model_info()
+        return self.model_info()
 
     def create_collection(
         self,
@@ -58,14 +67,15 @@ class SearchClient:
         exist_ok: bool = False,
     ) -> CollectionInfo:
         """A collection for this encoder's vectors: its dimension and model fingerprint."""
+        model = self.model_info()
         return self.index.create_collection(
             name,
-            self.model.embedding_dim,
+            model.embedding_dim,
             metric=metric,
             num_shards=num_shards,
             index_spec=index_spec,
-            model_fingerprint=self.model.fingerprint,
-            model_name=self.model.name,
+            model_fingerprint=model.fingerprint,
+            model_name=model.name,
             exist_ok=exist_ok,
         )
 
@@ -145,25 +155,28 @@ class SearchClient:
         catalog: str | Path,
         *,
         collection: str,
-        batch_size: int = 32,
-        workers: int = 3,
-        resume: bool = True,
+        options: IngestOptions | None = None,
         on_progress: ProgressCallback | None = None,
+        **changes: Any,
     ) -> IngestReport:
         """Embeds every catalog image and upserts it with the row's metadata.
 
-        Pipelined over ``workers`` threads; with ``resume``, ids already stored with
-        the same image and metadata are skipped, so an interrupted run can be re-run.
+        ``options`` (:class:`~clipsearch.ingest.IngestOptions`), or its fields as keyword
+        arguments (``batch_size=64, resume=False``), say how: batches pipelined over
+        ``workers`` threads; with ``resume``, ids already stored with the same image and
+        metadata are skipped, so an interrupted run can be re-run.
         """
+        return self._ingest(catalog, collection, ingest_options(options, changes), on_progress)
+
+    def _ingest(
+        self,
+        catalog: str | Path,
+        collection: str,
+        options: IngestOptions,
+        on_progress: ProgressCallback | None,
+    ) -> IngestReport:
         return ingest_catalog(
-            self.encoder,
-            self.index,
-            catalog,
-            collection=collection,
-            batch_size=batch_size,
-            workers=workers,
-            resume=resume,
-            on_progress=on_progress,
+            self.encoder, self.index, catalog, collection=collection, options=options, on_progress=on_progress
         )
 
     def delete(self, *, collection: str, ids: list[str]) -> int:

@@ -159,6 +159,20 @@ class ManagedServer:
         log.info("listening on %s:%d", self.options.host, self.port)
         return self.port
 
+    async def open(self):
+        """Starts, then :meth:`load`; a failure to load stops the server again. Returns the server."""
+        await self.start()
+        try:
+            await self.load()
+        except BaseException:
+            await self.stop(0)
+            raise
+        return self
+
+    async def load(self) -> None:
+        """What must be ready before SERVING (a model, the collections); servers override it."""
+        await self.set_serving()
+
     async def set_serving(self) -> None:
         await self._set_all(health_pb2.HealthCheckResponse.SERVING)
 

@@ -9,17 +9,14 @@ from pathlib import Path
 
 from clipsearch.apps.cli.common import add_addresses
 from clipsearch.apps.cli.output import print_ingest_report
+from clipsearch.ingest_options import IngestOptions
 
 
 def add(commands: argparse._SubParsersAction) -> None:
     ingest = commands.add_parser("ingest", help="embed a catalog's images and upsert them")
     ingest.add_argument("catalog", type=Path, help="CSV or JSONL with id, image and metadata columns")
     ingest.add_argument("--collection", required=True)
-    ingest.add_argument("--batch-size", type=int, default=32, help="images per encode request (default 32)")
-    ingest.add_argument("--workers", type=int, default=3, help="batches in flight at once (default 3)")
-    ingest.add_argument(
-        "--no-resume", dest="resume", action="store_false", help="re-embed items already stored unchanged"
-    )
+    IngestOptions.add_arguments(ingest)
     ingest.add_argument(
         "--num-shards", type=int, default=1, help="when the collection is created (default 1)"
     )
@@ -44,9 +41,7 @@ def _ingest(args: argparse.Namespace) -> int:
             report = client.ingest(
                 args.catalog,
                 collection=args.collection,
-                batch_size=args.batch_size,
-                workers=args.workers,
-                resume=args.resume,
+                options=IngestOptions.from_args(args),
                 on_progress=on_progress,
             )
     print_ingest_report(report, as_json=args.json)

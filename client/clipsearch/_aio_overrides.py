@@ -1,0 +1,73 @@
+"""The few asyncio methods that are not a mechanical translation of the sync clients.
+
+``scripts/gen_aio.py`` builds :mod:`clipsearch.aio` from ``encoder_client.py``,
+``index_client.py`` and ``search_client.py``: every method that calls the server becomes
+``async`` and awaits its calls. The methods below replace the generated ones because their
+asyncio form differs in kind, not just in ``await``: a stream that is an async iterator, a
+property that needs a call, and the threaded ingest pipeline run off the event loop. This
+module is read by the generator, never imported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from clipsearch._calls import translate_errors
+from clipsearch.encoder_client import outcome_from_proto, stream_requests
+from clipsearch.errors import ClipsearchError
+from clipsearch.ingest import ProgressCallback
+from clipsearch.ingest_options import IngestOptions
+from clipsearch.types import IngestReport, ModelInfo
+from clipsearch.v1 import encoder_pb2
+
+
+class EncoderClient:
+    _stub: Any
+    last_fingerprint: str
+
+    async def embed_stream(
+        self, chunks: Iterable[Sequence[encoder_pb2.EmbedInput]], *, timeout_s: float | None = None
+    ) -> AsyncIterator[list[np.ndarray | ClipsearchError]]:
+        """Bulk encoding over one flow-controlled ``EmbedStream``: an async iterator of chunks' outcomes."""
+        with translate_errors():
+            async for response in self._stub.EmbedStream(stream_requests(chunks), timeout=timeout_s):
+                self.last_fingerprint = response.model_fingerprint
+                yield [
+                    outcome_from_proto(result, f"inputs[{i}]") for i, result in enumerate(response.results)
+                ]
+
+
+class SearchClient:
+    encoder: Any
+    index: Any
+    timeout_s: float
+    options: Any
+
+    async def model_info(self) -> ModelInfo: ...  # type: ignore[empty-body]
+
+    async def model(self) -> ModelInfo:
+        """The encoder's model (asked once): ``client.model`` in the sync client."""
+        return await self.model_info()
+
+    async def _ingest(
+        self,
+        catalog: str | Path,
+        collection: str,
+        options: IngestOptions,
+        on_progress: ProgressCallback | None,
+    ) -> IngestReport:
+        """The sync pipeline (threads reading, encoding, upserting) off the event loop, with this
+        client's addresses, timeout and channel options."""
+        from clipsearch.search_client import SearchClient as SyncSearchClient
+
+        def run() -> IngestReport:
+            address = (self.encoder.address, self.index.address)
+            with SyncSearchClient(*address, timeout_s=self.timeout_s, options=self.options) as client:
+                return client.ingest(catalog, collection=collection, options=options, on_progress=on_progress)
+
+        return await asyncio.to_thread(run)
