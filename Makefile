@@ -49,6 +49,7 @@ lint: $(STAMP) $(AIO) ## ruff, mypy, import contracts and buf lint
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy client/clipsearch encoder_service index_service
+	$(VENV)/bin/lint-imports
 	npx --yes @bufbuild/buf lint protos
 
 protos: $(STAMP) ## Regenerate Python code and stubs from protos/

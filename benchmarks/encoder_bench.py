@@ -35,7 +35,8 @@ from _servers import free_port, serve
 from PIL import Image
 
 from clipsearch.v1 import encoder_pb2, encoder_pb2_grpc
-from encoder_service.settings import DEMO_CHECKPOINT, DEMO_MODEL, EncoderSettings
+from encoder_service.settings import EncoderSettings
+from encoder_service.weights import DEMO_CHECKPOINT, DEMO_MODEL
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 CONCURRENCY = (1, 8, 32)

@@ -25,8 +25,7 @@ from clipsearch.types import ModelInfo
 from encoder_service.batching import Admission, BatchPolicy, DynamicBatcher
 from encoder_service.images import ImageLimits, check_image_bytes, decode_image
 from encoder_service.metrics import EncoderMetrics
-from encoder_service.model import EncoderModel, load_model
-from encoder_service.settings import EncoderSettings
+from encoder_service.model import EncoderModel
 
 
 @dataclass(frozen=True)
@@ -74,27 +73,6 @@ class EncoderCore:
         self.batcher = DynamicBatcher(self._run_batch, policy, observer=self.metrics, name="encoder-model")
         self.metrics.admitted.set_function(lambda: self.batcher.admitted)
         self._pool = ThreadPoolExecutor(decode_workers, thread_name_prefix="encoder-decode")
-
-    @classmethod
-    def from_settings(cls, settings: EncoderSettings, metrics: EncoderMetrics | None = None) -> EncoderCore:
-        """Loads the model (blocking) and builds the core as the settings say.
-
-        The one place settings become a core, shared by the gRPC server and the Ray replica.
-        """
-        s = settings
-        if s.threads:
-            torch.set_num_threads(s.threads)
-        model = load_model(s.model, s.pretrained_source, device=s.device, precision=s.precision)
-        return cls(
-            model,
-            policy=BatchPolicy(s.max_batch_size, s.max_wait_ms, s.max_queue),
-            limits=InputLimits(
-                max_text_bytes=s.max_text_bytes,
-                image=ImageLimits(max_bytes=s.max_image_bytes, max_pixels=s.max_image_pixels),
-            ),
-            decode_workers=s.decode_workers,
-            metrics=metrics,
-        )
 
     @property
     def identity(self) -> ModelInfo:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from clipsearch.errors import InvalidArgumentError
-from encoder_service.settings import PILLOW_MAX_IMAGE_PIXELS
+from encoder_service.weights import PILLOW_MAX_IMAGE_PIXELS
 
 #: Pillow plugin names allowed to open anything.
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP")

@@ -21,7 +21,7 @@ from torch.nn import functional as F
 
 from clipsearch.types import ModelInfo
 from encoder_service.fingerprint import model_fingerprint
-from encoder_service.settings import DEMO_CHECKPOINT, DEMO_MODEL, RANDOM_WEIGHTS
+from encoder_service.weights import DEMO_CHECKPOINT, DEMO_MODEL, RANDOM_WEIGHTS
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,9 @@ import asyncio
 import logging
 
 from clipsearch.server.serve import StartError, serve
-from clipsearch.server.server import ManagedServer, ServiceBinding
+from clipsearch.server.server import ManagedServer, ServiceBinding, options_from_settings
 from encoder_service.core import EncoderCore
+from encoder_service.factory import core_from_settings
 from encoder_service.metrics import EncoderMetrics
 from encoder_service.model import ModelLoadError
 from encoder_service.servicer import SERVICE_NAME, EncoderServicer, add_to_server
@@ -27,7 +28,7 @@ class EncoderServer(ManagedServer):
     def __init__(self, settings: EncoderSettings):
         self.servicer = EncoderServicer(None, stream_window=settings.stream_window)
         super().__init__(
-            settings.server_options(), [ServiceBinding(add_to_server, self.servicer, SERVICE_NAME)]
+            options_from_settings(settings), [ServiceBinding(add_to_server, self.servicer, SERVICE_NAME)]
         )
         self.settings = settings
         #: This server's encoder counters, in its own Prometheus registry.
@@ -37,7 +38,7 @@ class EncoderServer(ManagedServer):
     async def load(self) -> None:
         """Loads and warms up the model off the loop, starts the batcher, reports SERVING."""
         try:
-            core = await asyncio.to_thread(EncoderCore.from_settings, self.settings, self.metrics)
+            core = await asyncio.to_thread(core_from_settings, self.settings, self.metrics)
         except ModelLoadError as exc:
             raise StartError(str(exc)) from exc
         self.add_cleanup(lambda: asyncio.to_thread(core.close))

@@ -9,19 +9,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 from clipsearch._options import OptionError, choice, float_in, int_in, matching, option
 from clipsearch.server.settings import GrpcServerSettings
+from encoder_service.weights import DEMO_CHECKPOINT, DEMO_MODEL, PILLOW_MAX_IMAGE_PIXELS, RANDOM_WEIGHTS
 
 ENV_PREFIX = "CLIPSEARCH_ENCODER_"
-#: The model `make demo` serves; its checkpoint ships in the package.
-DEMO_MODEL = "clipsearch-demo"
-DEMO_CHECKPOINT = Path(__file__).resolve().parent / "weights" / "clipsearch-demo.pt"
-#: The only way to ask for random weights (tests, benchmarks); logged as a warning.
-RANDOM_WEIGHTS = "random"
-#: Pillow's default ``Image.MAX_IMAGE_PIXELS`` (a 3-channel image this size is ~256 MiB).
-PILLOW_MAX_IMAGE_PIXELS = 89_478_485
 
 _DEVICE = matching(r"auto|cpu|cuda|cuda:\d+", "auto, cpu, cuda or cuda:N")
 PRECISIONS = ("fp32", "fp16", "bf16")

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import faiss
 
 from clipsearch.server.serve import StartError, serve
-from clipsearch.server.server import ManagedServer, ServiceBinding
+from clipsearch.server.server import ManagedServer, ServiceBinding, options_from_settings
 from clipsearch.v1 import index_pb2_grpc
 from index_service.collection import CollectionOptions
 from index_service.engine import CollectionLoadError, DataDirLockedError, Engine, EngineOptions
@@ -42,7 +42,7 @@ class IndexServer(ManagedServer):
         binding = ServiceBinding(
             index_pb2_grpc.add_IndexServiceServicer_to_server, self.servicer, SERVICE_NAME
         )
-        super().__init__(settings.server_options(), [binding])
+        super().__init__(options_from_settings(settings), [binding])
         self.settings = settings
         self.servicer.metrics = IndexMetrics(self.metrics_registry, lambda: self.servicer.engine)
         self.add_cleanup(lambda: self.executor.shutdown(wait=False))

@@ -73,7 +73,8 @@ def _options(index: str, **changes):
 
 def test_bulk_ingest_on_two_nodes_then_resume(two_nodes, index, catalog, tmp_path):
     from clipsearch.cluster.bulk_ingest import bulk_ingest
-    from encoder_service.core import EncoderCore, ImageInput
+    from encoder_service.core import ImageInput
+    from encoder_service.factory import core_from_settings
     from encoder_service.settings import EncoderSettings
 
     report = bulk_ingest(catalog, _options(index, embeddings_dir=str(tmp_path / "embeddings")))
@@ -95,7 +96,7 @@ def test_bulk_ingest_on_two_nodes_then_resume(two_nodes, index, catalog, tmp_pat
         assert stored[0].metadata["category"] == rows[0]["category"]
 
     # The same vectors as the encoder core in this process (the one the encoder server runs).
-    core = EncoderCore.from_settings(EncoderSettings(threads=1))
+    core = core_from_settings(EncoderSettings(threads=1))
     images = [ImageInput((catalog.parent / row["image"]).read_bytes()) for row in rows[:4]]
 
     async def embed() -> np.ndarray:

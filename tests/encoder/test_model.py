@@ -17,7 +17,7 @@ from encoder_service import fingerprint as fingerprint_module
 from encoder_service import model as model_module
 from encoder_service.images import ImageLimits, decode_image
 from encoder_service.model import ModelLoadError, load_model
-from encoder_service.settings import DEMO_MODEL
+from encoder_service.weights import DEMO_MODEL
 
 
 def save_checkpoint(path: Path, seed: int) -> Path:

@@ -9,7 +9,8 @@ import sys
 import pytest
 
 from clipsearch._options import OptionError as SettingsError
-from encoder_service.settings import DEMO_CHECKPOINT, EncoderSettings
+from encoder_service.settings import EncoderSettings
+from encoder_service.weights import DEMO_CHECKPOINT
 
 
 def parse(*argv: str) -> EncoderSettings:

@@ -94,10 +94,10 @@ class EncodeBatch:
     ):
         import ray
 
-        from encoder_service.core import EncoderCore
+        from encoder_service.factory import core_from_settings
         from encoder_service.settings import EncoderSettings
 
-        self.core = EncoderCore.from_settings(EncoderSettings(**encoder))
+        self.core = core_from_settings(EncoderSettings(**encoder))
         self.loop = asyncio.new_event_loop()
         self.loop.run_until_complete(self.core.start())
         self.fingerprint = self.core.identity.fingerprint

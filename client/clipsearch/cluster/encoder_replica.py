@@ -25,9 +25,9 @@ class EncoderReplica:
     """Loads the model once per replica; every call is one core call."""
 
     def __init__(self, settings: EncoderSettings):
-        from encoder_service.core import EncoderCore
+        from encoder_service.factory import core_from_settings
 
-        self.core = EncoderCore.from_settings(settings)
+        self.core = core_from_settings(settings)
         self._started: asyncio.Task | None = None
 
     async def _ready(self) -> None:

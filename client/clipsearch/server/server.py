@@ -15,6 +15,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -25,7 +26,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from clipsearch.server.observability import ObservabilityInterceptor, RpcMetrics
 from clipsearch.server.security import TlsFiles, TokenAuthInterceptor, TokenScopes
 from clipsearch.server.serve import StartError, bind_error
-from clipsearch.server.settings import check_bind_is_safe
+from clipsearch.server.settings import GrpcServerSettings, check_bind_is_safe
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
@@ -59,6 +60,28 @@ class ServerOptions:
     #: How to change the port, for the message when it cannot be bound.
     port_flag: str = "--port"
     port_env: str | None = None
+
+
+def options_from_settings(settings: GrpcServerSettings) -> ServerOptions:
+    """The :class:`ServerOptions` a server's settings describe (TLS files read, tokens loaded)."""
+    tls = None
+    if settings.tls_cert and settings.tls_key:
+        client_ca = Path(settings.tls_client_ca) if settings.tls_client_ca else None
+        tls = TlsFiles(Path(settings.tls_cert), Path(settings.tls_key), client_ca)
+    return ServerOptions(
+        host=settings.host,
+        port=settings.port,
+        max_message_bytes=settings.max_message_bytes,
+        max_concurrent_rpcs=settings.max_concurrent_rpcs,
+        reflection=not settings.no_reflection,
+        grace_s=settings.grace_s,
+        tls=tls,
+        tokens=TokenScopes.from_file(Path(settings.token_file)) if settings.token_file else None,
+        insecure=settings.insecure,
+        metrics_port=settings.metrics_port,
+        port_flag=settings.flag_of("port"),
+        port_env=settings.env_var("--port"),
+    )
 
 
 @dataclass(frozen=True)

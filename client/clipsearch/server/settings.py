@@ -11,7 +11,6 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from clipsearch._options import OptionError, Options, choice, float_in, int_in, option, optional_text
 from clipsearch.server.logs import LOG_FORMATS, LOG_LEVELS
@@ -101,27 +100,3 @@ class GrpcServerSettings(ServerSettings):
             if path and not Path(path).is_file():
                 raise OptionError(f"{self.flag_of(name)}: {path}: no such file")
         super().__post_init__()
-
-    def server_options(self) -> Any:
-        """The :class:`~clipsearch.server.server.ServerOptions` these settings describe."""
-        from clipsearch.server.security import TlsFiles, TokenScopes
-        from clipsearch.server.server import ServerOptions
-
-        tls = None
-        if self.tls_cert and self.tls_key:
-            client_ca = Path(self.tls_client_ca) if self.tls_client_ca else None
-            tls = TlsFiles(Path(self.tls_cert), Path(self.tls_key), client_ca)
-        return ServerOptions(
-            host=self.host,
-            port=self.port,
-            max_message_bytes=self.max_message_bytes,
-            max_concurrent_rpcs=self.max_concurrent_rpcs,
-            reflection=not self.no_reflection,
-            grace_s=self.grace_s,
-            tls=tls,
-            tokens=TokenScopes.from_file(Path(self.token_file)) if self.token_file else None,
-            insecure=self.insecure,
-            metrics_port=self.metrics_port,
-            port_flag=self.flag_of("port"),
-            port_env=self.env_var("--port"),
-        )

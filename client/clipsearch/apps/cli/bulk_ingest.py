@@ -44,7 +44,7 @@ def _run(args: argparse.Namespace) -> int:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import ray
 
-    from clipsearch.apps.cli.output import print_ingest_report
+    from clipsearch.apps.output import print_ingest_report
     from clipsearch.channel import DEFAULT_INDEX_ADDRESS, INDEX_ENV, resolve_address
     from clipsearch.cluster.bulk_ingest import BulkIngestOptions, CreateSpec, bulk_ingest
 

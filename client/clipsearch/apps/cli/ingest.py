@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from clipsearch.apps.cli.common import add_addresses
-from clipsearch.apps.cli.output import print_ingest_report
+from clipsearch.apps.output import print_ingest_report
 from clipsearch.ingest_options import IngestOptions
 
 

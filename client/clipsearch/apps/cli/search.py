@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from clipsearch.apps.cli.common import add_addresses
-from clipsearch.apps.cli.output import format_hits
+from clipsearch.apps.output import format_hits
 
 
 def add(commands: argparse._SubParsersAction) -> None:

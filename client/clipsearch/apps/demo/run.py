@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from clipsearch.apps.cli.output import format_hits
+from clipsearch.apps.output import format_hits
 from clipsearch.health import check_health, wait_until_serving
 from clipsearch.search_client import SearchClient
 

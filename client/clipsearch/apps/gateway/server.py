@@ -11,7 +11,7 @@ from clipsearch.apps.gateway.settings import GatewaySettings
 from clipsearch.health import check_health
 from clipsearch.search_client import SearchClient
 from clipsearch.server.serve import serve
-from clipsearch.server.server import ManagedServer, ServiceBinding
+from clipsearch.server.server import ManagedServer, ServiceBinding, options_from_settings
 from clipsearch.v1 import search_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -25,7 +25,7 @@ async def create_server(settings: GatewaySettings) -> ManagedServer:
     binding = ServiceBinding(
         search_pb2_grpc.add_SearchServiceServicer_to_server, servicer, "clipsearch.v1.SearchService"
     )
-    server = ManagedServer(settings.server_options(), [binding])
+    server = ManagedServer(options_from_settings(settings), [binding])
     server.add_cleanup(client.close)
     server.add_cleanup(ingest_client.close)
     await server.start()
