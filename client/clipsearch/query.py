@@ -71,6 +71,8 @@ def combine(vectors: np.ndarray, weights: Sequence[float]) -> np.ndarray:
         raise InvalidArgumentError("a query needs at least one text or image", field="query")
     if not any(w > 0 for w in weights):
         raise InvalidArgumentError("a query needs at least one part with a positive weight", field="query")
+    if len(vectors) == 1:  # the encoder's vector is already unit length (it owns normalization)
+        return np.asarray(vectors[0], dtype=np.float32)
     summed = (np.asarray(weights, dtype=np.float32)[:, None] * np.asarray(vectors, dtype=np.float32)).sum(
         axis=0
     )

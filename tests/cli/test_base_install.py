@@ -60,7 +60,8 @@ def _run(home: Path, *args: str, **kwargs) -> subprocess.CompletedProcess:
 
 
 def test_the_base_install_has_no_server_extra(base_venv: Path) -> None:
-    code = "import importlib.util as u; print([m for m in ('torch', 'faiss', 'ray', 'starlette') if u.find_spec(m)])"
+    extras = ("torch", "faiss", "ray", "starlette")
+    code = f"import importlib.util as u; print([m for m in {extras!r} if u.find_spec(m)])"
     assert _run(base_venv, "python", "-c", code).stdout.strip() == "[]"
 
 
