@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,8 +19,6 @@ import numpy as np
 from clipsearch._calls import translate_errors
 from clipsearch.encoder_client import outcome_from_proto, stream_requests
 from clipsearch.errors import ClipsearchError
-from clipsearch.ingest import ProgressCallback
-from clipsearch.ingest_options import IngestOptions
 from clipsearch.types import IngestReport, ModelInfo
 from clipsearch.v1 import encoder_pb2
 
@@ -54,13 +51,7 @@ class SearchClient:
         """The encoder's model (asked once): ``client.model`` in the sync client."""
         return await self.model_info()
 
-    async def _ingest(
-        self,
-        catalog: str | Path,
-        collection: str,
-        options: IngestOptions,
-        on_progress: ProgressCallback | None,
-    ) -> IngestReport:
+    async def _ingest(self, *args: Any) -> IngestReport:
         """The sync pipeline (threads reading, encoding, upserting) off the event loop, with this
         client's addresses, timeout and channel options."""
         from clipsearch.search_client import SearchClient as SyncSearchClient
@@ -68,6 +59,6 @@ class SearchClient:
         def run() -> IngestReport:
             address = (self.encoder.address, self.index.address)
             with SyncSearchClient(*address, timeout_s=self.timeout_s, options=self.options) as client:
-                return client.ingest(catalog, collection=collection, options=options, on_progress=on_progress)
+                return client._ingest(*args)
 
         return await asyncio.to_thread(run)

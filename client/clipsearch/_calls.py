@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, cast
 
 import grpc
@@ -62,27 +62,30 @@ def chunks(count: int, size: int) -> Iterator[slice]:
         yield slice(start, min(start + size, count))
 
 
-class ServiceClient:
-    """Channel ownership shared by the per-service clients: open, close, ``with``.
+class _ChannelOwner:
+    """Address, timeout and channel of a per-service client (sync or asyncio).
 
-    The address is the one given, else ``$<ADDRESS_ENV>``, else ``DEFAULT_ADDRESS``.
+    The address is the one given, else ``$<ADDRESS_ENV>``, else ``DEFAULT_ADDRESS``; a
+    channel passed in is used and left open, otherwise the client opens and closes its own.
     """
 
     ADDRESS_ENV: str
     DEFAULT_ADDRESS: str
+    _open_channel: Callable[[str, ChannelOptions | None], Any]
 
     def __init__(
-        self,
-        address: str | None,
-        *,
-        timeout_s: float,
-        options: ChannelOptions | None,
-        channel: grpc.Channel | None,
+        self, address: str | None, *, timeout_s: float, options: ChannelOptions | None, channel: Any
     ):
         self.address = resolve_address(address, self.ADDRESS_ENV, self.DEFAULT_ADDRESS)
         self.timeout_s = timeout_s
         self._owns_channel = channel is None
-        self._channel = channel or open_channel(self.address, options)
+        self._channel = channel or type(self)._open_channel(self.address, options)
+
+
+class ServiceClient(_ChannelOwner):
+    """Channel ownership of the sync clients: open, close, ``with``."""
+
+    _open_channel = staticmethod(open_channel)
 
     def close(self) -> None:
         if self._owns_channel:
@@ -95,24 +98,10 @@ class ServiceClient:
         self.close()
 
 
-class AsyncServiceClient:
-    """Channel ownership of the asyncio clients: open, close, ``async with`` (see ServiceClient)."""
+class AsyncServiceClient(_ChannelOwner):
+    """Channel ownership of the asyncio clients: open, close, ``async with``."""
 
-    ADDRESS_ENV: str
-    DEFAULT_ADDRESS: str
-
-    def __init__(
-        self,
-        address: str | None,
-        *,
-        timeout_s: float,
-        options: ChannelOptions | None,
-        channel: grpc.aio.Channel | None,
-    ):
-        self.address = resolve_address(address, self.ADDRESS_ENV, self.DEFAULT_ADDRESS)
-        self.timeout_s = timeout_s
-        self._owns_channel = channel is None
-        self._channel = channel or open_aio_channel(self.address, options)
+    _open_channel = staticmethod(open_aio_channel)
 
     async def close(self) -> None:
         if self._owns_channel:
