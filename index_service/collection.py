@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Container, Iterable, Mapping, Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from operator import itemgetter
 from pathlib import Path
 
@@ -24,8 +24,10 @@ import faiss
 import numpy as np
 
 from clipsearch.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError
-from index_service import snapshots, topk
+from clipsearch.schema import Field, FieldType, Schema, infer_from_values
+from index_service import filters, snapshots, topk
 from index_service.config import (
+    MAX_CONTENT_KEY_BYTES,
     MAX_ID_BYTES,
     CollectionConfig,
     CollectionInfo,
@@ -101,7 +103,11 @@ class Collection:
         except BaseException:
             store.close()
             raise
-        shards = [_load_shard(path, store, kind, number, rows[number]) for number in range(config.num_shards)]
+        folded = config.schema.folded() if config.schema is not None else frozenset()
+        shards = [
+            _load_shard(path, store, kind, number, rows[number], folded)
+            for number in range(config.num_shards)
+        ]
         for shard in shards:
             shard.applied_seq = store.last_seq
         return cls(path, store, shards, pool, options)
@@ -146,27 +152,45 @@ class Collection:
         metadata: Sequence[Mapping[str, MetadataValue]] | None = None,
         *,
         model_fingerprint: str = "",
+        content_keys: Sequence[str] | None = None,
     ) -> WriteResult:
-        """Inserts or replaces items; returns once the write is durable. The last of repeated ids wins."""
+        """Inserts or replaces items; returns once the write is durable. The last of repeated ids wins.
+
+        Metadata is checked against the schema (INVALID_ARGUMENT naming ``items[i].metadata.<field>``);
+        an empty collection without one takes its schema from this write's values.
+        """
         self._check_open()
         self._check_fingerprint(model_fingerprint)
-        if len(vectors) != len(ids) or (metadata is not None and len(metadata) != len(ids)):
+        metadata = list(metadata) if metadata is not None else [{}] * len(ids)
+        keys = list(content_keys) if content_keys is not None else [""] * len(ids)
+        if not len(vectors) == len(ids) == len(metadata) == len(keys):
             raise InvalidArgumentError("ids, vectors and metadata must have the same length", field="items")
         for i, item_id in enumerate(ids):
             check_id(item_id, f"items[{i}].id")
+        for i, key in enumerate(keys):
+            if len(key) > MAX_CONTENT_KEY_BYTES:
+                raise InvalidArgumentError(
+                    f"items[{i}].content_key: at most {MAX_CONTENT_KEY_BYTES} bytes",
+                    field=f"items[{i}].content_key",
+                )
         matrix = self._matrix(vectors, "items[{}].vector")
-        encoded = [
-            _encode_metadata(m, f"items[{i}].metadata") for i, m in enumerate(metadata or [{}] * len(ids))
-        ]
         last = {item_id: i for i, item_id in enumerate(ids)}
         order = sorted(last.values())
-        ids = [ids[i] for i in order]
-        matrix = matrix[order]
-        encoded = [encoded[i] for i in order]
-        shards = [shard_of(item_id, len(self.shards)) for item_id in ids]
         with self._write_mutex:
             self._check_open()
-            change = self.store.upsert(ids, shards, matrix, encoded)
+            schema, grown = self._schema_for(metadata)
+            encoded = [
+                encode_metadata(schema.check_metadata(m, f"items[{i}].metadata") if schema else _legacy(m, i))
+                for i, m in enumerate(metadata)
+            ]
+            ids = [ids[i] for i in order]
+            matrix = matrix[order]
+            encoded = [encoded[i] for i in order]
+            keys = [keys[i] for i in order]
+            shards = [shard_of(item_id, len(self.shards)) for item_id in ids]
+            change = self.store.upsert(ids, shards, matrix, encoded, keys, config=grown)
+            if grown is not None:
+                self._set_config(grown)
             rows = np.asarray(change.added_rows, dtype=np.int64)
             added_shards = np.asarray([shards[i] for i in change.added_rows], dtype=np.int64)
             self._apply(
@@ -232,10 +256,76 @@ class Collection:
         for item_id in ids:
             if item_id not in found:
                 continue
-            blob, meta = found[item_id]
+            blob, meta, key = found[item_id]
             vector = np.frombuffer(blob, dtype="<f4").astype(np.float32) if include_vectors else None
-            items.append(StoredItem(item_id, json.loads(meta), vector))
+            items.append(StoredItem(item_id, json.loads(meta), vector, key))
         return items
+
+    # -- the schema --------------------------------------------------------------------------
+
+    @property
+    def schema(self) -> Schema | None:
+        return self.config.schema
+
+    def _schema_for(
+        self, metadata: Sequence[Mapping[str, MetadataValue]]
+    ) -> tuple[Schema | None, CollectionConfig | None]:
+        """(the schema to check this write with, the new config if this write sets it).
+
+        Called under the write mutex. An empty collection without a schema takes the types of
+        this write's values; one made before schemas existed (it has items) stays without.
+        """
+        if self.schema is not None or not any(metadata) or any(s.rows.n for s in self.shards):
+            return self.schema, None
+        schema = infer_from_values(metadata)
+        return schema, replace(self.config, schema=schema)
+
+    def add_fields(self, fields: Sequence[Field]) -> CollectionInfo:
+        """Adds fields to the schema; a collection without one gets one, with the types its items hold."""
+        self._check_open()
+        with self._write_mutex:
+            self._check_open()
+            base = self.schema if self.schema is not None else self._observed_schema()
+            schema = base.with_fields(fields)
+            if schema != self.schema:
+                config = replace(self.config, schema=schema)
+                with self.store.transaction() as db:
+                    self.store.set_config(db, config)
+                self._set_config(config)
+        return self.info()
+
+    def _observed_kinds(self) -> dict[str, set[str]]:
+        """field -> the kinds of values (number, string, bool, list) its items hold, over all shards."""
+        kinds: dict[str, set[str]] = {}
+        for shard in self.shards:
+            rows = shard.rows
+            for name, column in list(rows.columns.items()):
+                kinds.setdefault(name, set()).update(column.kinds(rows.alive[: rows.n]))
+        return kinds
+
+    def _observed_schema(self) -> Schema:
+        """The schema the stored items imply (a collection made before schemas); conflicts refused."""
+        kinds: dict[str, set[FieldType]] = {}
+        for shard in self.shards:
+            for name, kind in shard.rows.field_kinds():
+                kinds.setdefault(name, set()).add(kind)
+        mixed = {name: sorted(k.value for k in found) for name, found in kinds.items() if len(found) > 1}
+        if mixed:
+            shown = "; ".join(
+                f"{name} holds {' and '.join(found)} values" for name, found in sorted(mixed.items())
+            )
+            raise FailedPreconditionError(
+                f"collection {self.config.name!r} has no schema and its items disagree: {shown}. Re-ingest "
+                "them with one type per field (or into a new collection with a declared schema)"
+            )
+        return Schema(tuple(Field(name, found.pop()) for name, found in sorted(kinds.items())))
+
+    def _set_config(self, config: CollectionConfig) -> None:
+        """New settings (a grown schema) for readers: the shards' case-folded fields follow it."""
+        folded = config.schema.folded() if config.schema is not None else frozenset()
+        for shard in self.shards:
+            shard.set_folded(folded)
+        self.config = config
 
     def search(
         self,
@@ -271,6 +361,8 @@ class Collection:
         """
         self._check_open()
         self._check_fingerprint(model_fingerprint)
+        if filter_ is not None:
+            filters.check(filter_, self.schema, self._observed_kinds() if self.schema is None else {})
         if not 1 <= width <= MAX_K + MAX_OFFSET:
             raise InvalidArgumentError(
                 f"k + offset must be in [1, {MAX_K + MAX_OFFSET}], got {width}", field="k"
@@ -406,7 +498,9 @@ def _shard_dir(path: Path, number: int) -> Path:
     return path / f"shard-{number:04d}"
 
 
-def _load_shard(path: Path, store: Store, kind: IndexKind, number: int, rows: ShardRows) -> Shard:
+def _load_shard(
+    path: Path, store: Store, kind: IndexKind, number: int, rows: ShardRows, folded: frozenset[str]
+) -> Shard:
     index = None
     held = np.zeros(0, dtype=np.int64)
     directory = _shard_dir(path, number)
@@ -433,7 +527,7 @@ def _load_shard(path: Path, store: Store, kind: IndexKind, number: int, rows: Sh
     if len(missing):
         labels, vectors = store.vectors(missing, kind.dimension)
         index.add_with_ids(vectors, labels)
-    table = RowTable()
+    table = RowTable(folded)
     table.append(rows.labels, rows.ids, rows.metadata)
     shard = Shard(number, kind, index, table, dead_in_index=0)
     if len(dead):
@@ -470,16 +564,27 @@ def check_id(item_id: str, field: str) -> None:
         raise InvalidArgumentError(f"{field}: ids are at most {MAX_ID_BYTES} bytes, got {size}", field=field)
 
 
-def _encode_metadata(metadata: Mapping[str, MetadataValue], field: str) -> str:
+def _legacy(metadata: Mapping[str, MetadataValue], i: int) -> dict[str, MetadataValue]:
+    """Values for a collection made before schemas: any supported type, checked for shape."""
+    where = f"items[{i}].metadata"
+    checked: dict[str, MetadataValue] = {}
     for key, value in metadata.items():
-        where = f"{field}.{key}"
         if not key:
-            raise InvalidArgumentError(f"{field}: metadata keys must not be empty", field=field)
-        if isinstance(value, bool) or isinstance(value, str):
-            continue
-        if not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise InvalidArgumentError(f"{where}: expected a string, bool or finite number", field=where)
-    return encode_metadata({k: (float(v) if type(v) is int else v) for k, v in metadata.items()})
+            raise InvalidArgumentError(f"{where}: metadata keys must not be empty", field=where)
+        if isinstance(value, (list, tuple)):
+            if not all(isinstance(v, str) for v in value):
+                raise InvalidArgumentError(f"{where}.{key}: lists hold strings only", field=f"{where}.{key}")
+            checked[key] = list(value)
+        elif isinstance(value, (bool, str)):
+            checked[key] = value
+        elif isinstance(value, (int, float)) and math.isfinite(value):
+            checked[key] = float(value) if type(value) is int else value
+        else:
+            raise InvalidArgumentError(
+                f"{where}.{key}: expected a string, bool, finite number or list of strings",
+                field=f"{where}.{key}",
+            )
+    return checked
 
 
 def check_search(k: int, offset: int, queries: int, params: SearchParams) -> None:

@@ -9,18 +9,22 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from clipsearch.errors import InvalidArgumentError
+from clipsearch.schema import Schema
 
 NAME_RE = re.compile(r"[a-zA-Z0-9_-]{1,64}")
 MAX_DIMENSION = 65_536
 MAX_SHARDS = 256
 MAX_ID_BYTES = 512
+MAX_CONTENT_KEY_BYTES = 256
 
-MetadataValue = str | float | bool
+MetadataValue = str | float | bool | list[str]
 
 
 class Metric(enum.IntEnum):
     """Same numbers as ``clipsearch.v1.Metric``."""
 
+    #: Not given: a new collection gets COSINE; an existing one keeps its own.
+    UNSPECIFIED = 0
     COSINE = 1
     INNER_PRODUCT = 2
     L2 = 3
@@ -30,11 +34,16 @@ class Metric(enum.IntEnum):
 class CollectionConfig:
     name: str
     dimension: int
-    metric: Metric = Metric.COSINE
-    num_shards: int = 1
-    index_spec: str = "Flat"
+    #: UNSPECIFIED, 0 and "" mean "the default" for a new collection (validated() fills them in)
+    #: and "whatever it has" when asking for an existing one (exist_ok).
+    metric: Metric = Metric.UNSPECIFIED
+    num_shards: int = 0
+    index_spec: str = ""
     model_fingerprint: str = ""
     model_name: str = ""
+    #: The metadata fields and their types; None until declared or set by the first write.
+    schema: Schema | None = None
+    model_pretrained: str = ""
 
     def validated(self) -> CollectionConfig:
         """Checks every field (errors name ``config.<field>``) and fills defaults."""
@@ -60,20 +69,39 @@ class CollectionConfig:
         spec = self.index_spec.strip() or "Flat"
         return replace(self, metric=metric, num_shards=shards, index_spec=spec)
 
-    def same_settings(self, other: CollectionConfig) -> bool:
-        """Equal in everything but the informational model name."""
-        return replace(self, model_name="") == replace(other, model_name="")
+    def differences(self, asked: CollectionConfig) -> list[str]:
+        """The settings ``asked`` gives that differ from these, each with both values.
+
+        A setting ``asked`` leaves unspecified (0, "", no schema) is not compared: "create if
+        missing, else use it as it is". The informational model name is never compared.
+        """
+        found = []
+        for name in ("dimension", "metric", "num_shards", "index_spec", "model_fingerprint"):
+            mine, theirs = getattr(self, name), getattr(asked, name)
+            if theirs and theirs != mine:
+                shown = (
+                    (Metric(mine).name.lower(), Metric(theirs).name.lower())
+                    if name == "metric"
+                    else (mine, theirs)
+                )
+                found.append(f"{name} is {shown[0]!r} (asked: {shown[1]!r})")
+        if asked.schema is not None and asked.schema != self.schema:
+            mine_text = self.schema.to_json() if self.schema is not None else "none"
+            found.append(f"schema is {mine_text} (asked: {asked.schema.to_json()})")
+        return found
 
     def to_json(self) -> str:
         data = asdict(self)
         data["metric"] = self.metric.name
+        data["schema"] = self.schema.to_dict() if self.schema is not None else None
         return json.dumps(data, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> CollectionConfig:
         data = json.loads(text)
         data["metric"] = Metric[data["metric"]]
-        return cls(**data)
+        schema = data.pop("schema", None)  # absent: a collection made before schemas
+        return cls(**data, schema=Schema.from_dict(schema) if schema is not None else None)
 
 
 def check_name(name: str, where: str = "collection") -> str:
@@ -103,6 +131,7 @@ class StoredItem:
     id: str
     metadata: dict[str, MetadataValue]
     vector: Any = None  # np.ndarray when asked for
+    content_key: str = ""
 
 
 @dataclass(frozen=True)

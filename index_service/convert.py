@@ -15,6 +15,8 @@ from clipsearch.v1 import index_pb2, types_pb2
 from clipsearch.wire import (
     metadata_to_proto,
     metadata_value_from_proto,
+    schema_from_proto,
+    schema_to_proto,
     vector_from_proto,
     vector_to_proto,
 )
@@ -28,11 +30,13 @@ def config_from_proto(message: index_pb2.CollectionConfig) -> CollectionConfig:
     return CollectionConfig(
         name=message.name,
         dimension=message.dimension,
-        metric=Metric(message.metric) if message.metric else Metric.COSINE,
+        metric=Metric(message.metric),
         num_shards=message.num_shards,
         index_spec=message.index_spec,
         model_fingerprint=message.model_fingerprint,
         model_name=message.model_name,
+        schema=schema_from_proto(message.schema, "config.schema") if message.HasField("schema") else None,
+        model_pretrained=message.model_pretrained,
     )
 
 
@@ -48,6 +52,8 @@ def info_to_proto(info: CollectionInfo) -> index_pb2.CollectionInfo:
             index_spec=c.index_spec,
             model_fingerprint=c.model_fingerprint,
             model_name=c.model_name,
+            schema=schema_to_proto(c.schema) if c.schema is not None else None,
+            model_pretrained=c.model_pretrained,
         ),
         item_count=info.item_count,
         shards=[
@@ -75,13 +81,25 @@ def _value(message: types_pb2.MetadataValue, where: str) -> MetadataValue:
     return value
 
 
+def _scalar(message: types_pb2.MetadataValue, where: str) -> filters.Value:
+    """A value a filter compares with: a string, number or bool (a list field matches any element)."""
+    value = _value(message, where)
+    if isinstance(value, list):
+        raise InvalidArgumentError(
+            f"{where}: compare with one string, number or bool (in and contains_all take several)",
+            field=where,
+        )
+    return value
+
+
 def items_from_proto(
     items: list[index_pb2.Item],
-) -> tuple[list[str], list, list[dict[str, MetadataValue]]]:
+) -> tuple[list[str], list, list[dict[str, MetadataValue]], list[str]]:
+    """(ids, vectors, metadata, content keys) of the items, in order."""
     ids = [item.id for item in items]
     vectors = [vector_from_proto(item.vector, field=f"items[{i}].vector") for i, item in enumerate(items)]
     metadata = [metadata_from_proto(item.metadata, f"items[{i}].metadata") for i, item in enumerate(items)]
-    return ids, vectors, metadata
+    return ids, vectors, metadata, [item.content_key for item in items]
 
 
 def queries_from_proto(queries: list) -> list:
@@ -89,7 +107,9 @@ def queries_from_proto(queries: list) -> list:
 
 
 def item_to_proto(item: StoredItem) -> index_pb2.Item:
-    message = index_pb2.Item(id=item.id, metadata=metadata_to_proto(item.metadata))
+    message = index_pb2.Item(
+        id=item.id, metadata=metadata_to_proto(item.metadata), content_key=item.content_key
+    )
     if item.vector is not None:
         message.vector.CopyFrom(vector_to_proto(item.vector))
     return message
@@ -123,16 +143,22 @@ def _condition(message: index_pb2.FieldCondition, where: str) -> filters.Filter:
         raise InvalidArgumentError(f"{where}.field: name the metadata field to test", field=f"{where}.field")
     test = message.WhichOneof("test")
     if test == "equals":
-        return filters.Equals(message.field, _value(message.equals, f"{where}.equals"))
-    if test == "in":
-        values = getattr(message, "in").values
+        return filters.Equals(message.field, _scalar(message.equals, f"{where}.equals"), where)
+    if test in ("in", "contains_all"):
+        values = getattr(message, test).values
         if not values:
             raise InvalidArgumentError(
-                f"{where}.in.values: needs at least one value", field=f"{where}.in.values"
+                f"{where}.{test}.values: needs at least one value", field=f"{where}.{test}.values"
             )
-        return filters.In(
-            message.field, tuple(_value(v, f"{where}.in.values[{i}]") for i, v in enumerate(values))
-        )
+        parsed = tuple(_scalar(v, f"{where}.{test}.values[{i}]") for i, v in enumerate(values))
+        if test == "in":
+            return filters.In(message.field, parsed, where)
+        if not all(isinstance(v, str) for v in parsed):
+            raise InvalidArgumentError(
+                f"{where}.contains_all.values: lists hold strings; compare with strings",
+                field=f"{where}.contains_all",
+            )
+        return filters.ContainsAll(message.field, parsed, where)  # type: ignore[arg-type]
     if test == "range":
         bounds = {}
         for name in ("gt", "gte", "lt", "lte"):
@@ -143,5 +169,5 @@ def _condition(message: index_pb2.FieldCondition, where: str) -> filters.Filter:
                 bounds[name] = bound
         if not bounds:
             raise InvalidArgumentError(f"{where}.range: set at least one bound", field=f"{where}.range")
-        return filters.Range(message.field, **bounds)
-    raise InvalidArgumentError(f"{where}: set a test (equals, in or range)", field=where)
+        return filters.Range(message.field, **bounds, where=where)
+    raise InvalidArgumentError(f"{where}: set a test (equals, in, range or contains_all)", field=where)

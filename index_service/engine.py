@@ -99,16 +99,18 @@ class Engine:
     # -- collections -------------------------------------------------------------------------
 
     def create_collection(self, config: CollectionConfig, *, exist_ok: bool = False) -> CollectionInfo:
-        config = config.validated()
+        asked, config = config, config.validated()
         IndexKind.describe(config.index_spec, config.dimension, config.metric)
         with self._mutex:
             existing = self._collections.get(config.name)
             if existing is not None:
-                if exist_ok and existing.config.same_settings(config):
+                differences = existing.config.differences(asked)
+                if exist_ok and not differences:
                     return existing.info()
+                detail = f" with other settings: {'; '.join(differences)}" if exist_ok else ""
                 raise AlreadyExistsError(
-                    f"collection {config.name!r} already exists"
-                    + (" with other settings" if exist_ok else ""),
+                    f"collection {config.name!r} already exists{detail}. Use it as it is (leave those "
+                    "settings out), choose another name, or drop it first",
                     field="config.name",
                 )
             staging = self.root / "tmp" / f"{config.name}.{uuid.uuid4().hex}"

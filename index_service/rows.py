@@ -1,9 +1,11 @@
 """A shard's in-memory view of its items: labels, ids, metadata and filter columns.
 
 Rows are appended in label order (labels only grow), so ``labels`` stays sorted and a
-label's row is found by binary search. Deleting marks a row dead; :meth:`RowTable.compact`
+label's row is found by binary search. Deleting marks a row dead; :meth:`RowTable.compacted`
 drops dead rows once they dominate. Metadata is kept twice: as compact JSON to return with
-hits, and as typed columns (number, string code, bool) for vectorized filtering.
+hits, and as typed columns (number, string code, bool, and (row, code) pairs for lists of
+strings) for vectorized filtering. Strings of case-insensitive fields are coded by their
+case-folded form, so a filter compares them ignoring case.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from clipsearch.schema import FieldType
 from index_service.config import MetadataValue
 
 _MIN_CAPACITY = 1024
@@ -27,11 +30,21 @@ class FieldColumn:
     code: np.ndarray | None = None  # int32 into codebook, -1 where absent
     flag: np.ndarray | None = None  # int8 0/1, -1 where absent
     codebook: dict[str, int] = field(default_factory=dict)
+    #: Lists of strings: (row, code) pairs, the first ``pairs`` of each array in use.
+    list_rows: np.ndarray | None = None
+    list_codes: np.ndarray | None = None
+    pairs: int = 0
+    #: Strings are coded case-folded (a case-insensitive field).
+    folded: bool = False
 
     def grow(self, capacity: int) -> None:
         self.number = _grown(self.number, capacity, np.nan)
         self.code = _grown(self.code, capacity, -1)
         self.flag = _grown(self.flag, capacity, -1)
+
+    def code_of(self, text: str) -> int | None:
+        """The code a filter compares with (None: no item holds the string)."""
+        return self.codebook.get(text.casefold() if self.folded else text)
 
     def set(self, row: int, value: MetadataValue, capacity: int) -> None:
         if isinstance(value, bool):
@@ -41,11 +54,58 @@ class FieldColumn:
         elif isinstance(value, str):
             if self.code is None:
                 self.code = np.full(capacity, -1, dtype=np.int32)
-            self.code[row] = self.codebook.setdefault(value, len(self.codebook))
+            self.code[row] = self._coded(value)
+        elif isinstance(value, list):
+            codes = [self._coded(v) for v in value]
+            self._reserve_pairs(self.pairs + len(codes))
+            assert self.list_rows is not None and self.list_codes is not None
+            self.list_rows[self.pairs : self.pairs + len(codes)] = row
+            self.list_codes[self.pairs : self.pairs + len(codes)] = codes
+            self.pairs += len(codes)
         else:
             if self.number is None:
                 self.number = np.full(capacity, np.nan, dtype=np.float64)
             self.number[row] = float(value)
+
+    def _coded(self, text: str) -> int:
+        key = text.casefold() if self.folded else text
+        return self.codebook.setdefault(key, len(self.codebook))
+
+    def _reserve_pairs(self, needed: int) -> None:
+        size = 0 if self.list_rows is None else len(self.list_rows)
+        if needed <= size:
+            return
+        bigger = max(needed, 2 * size, 64)
+        rows, codes = np.zeros(bigger, dtype=np.int64), np.zeros(bigger, dtype=np.int32)
+        if self.list_rows is not None and self.list_codes is not None:
+            rows[: self.pairs], codes[: self.pairs] = (
+                self.list_rows[: self.pairs],
+                self.list_codes[: self.pairs],
+            )
+        self.list_rows, self.list_codes = rows, codes
+
+    def rows_holding(self, code: int, n: int) -> np.ndarray:
+        """Boolean mask over ``n`` rows: the string (code) is the value, or one of the list's."""
+        mask = np.zeros(n, dtype=bool)
+        if self.code is not None:
+            mask |= self.code[:n] == code
+        if self.pairs and self.list_rows is not None and self.list_codes is not None:
+            mask[self.list_rows[: self.pairs][self.list_codes[: self.pairs] == code]] = True
+        return mask
+
+    def kinds(self, alive: np.ndarray) -> list[str]:
+        """Kinds of values the live rows hold (``alive``: a mask over rows): number, string, bool, list."""
+        n = len(alive)
+        found = []
+        if self.number is not None and (~np.isnan(self.number[:n]) & alive).any():
+            found.append("number")
+        if self.code is not None and ((self.code[:n] >= 0) & alive).any():
+            found.append("string")
+        if self.flag is not None and ((self.flag[:n] >= 0) & alive).any():
+            found.append("bool")
+        if self.pairs and self.list_rows is not None and alive[self.list_rows[: self.pairs]].any():
+            found.append("list")
+        return found
 
 
 def _grown(array: np.ndarray | None, capacity: int, fill: float) -> np.ndarray | None:
@@ -61,7 +121,9 @@ def encode_metadata(metadata: dict[str, MetadataValue]) -> str:
 
 
 class RowTable:
-    def __init__(self) -> None:
+    def __init__(self, folded: frozenset[str] = frozenset()) -> None:
+        #: Fields whose strings are coded case-folded (see the module docstring).
+        self.folded = folded
         self.n = 0
         self.live = 0
         self.labels = np.zeros(_MIN_CAPACITY, dtype=np.int64)
@@ -97,8 +159,15 @@ class RowTable:
     def _column(self, key: str) -> FieldColumn:
         column = self.columns.get(key)
         if column is None:
-            column = self.columns[key] = FieldColumn()
+            column = self.columns[key] = FieldColumn(folded=key in self.folded)
         return column
+
+    def field_kinds(self) -> list[tuple[str, FieldType]]:
+        """(field, schema type) for each kind of value each field holds (strings count as keyword)."""
+        types = {"number": FieldType.FLOAT, "string": FieldType.KEYWORD, "bool": FieldType.BOOLEAN}
+        types["list"] = FieldType.KEYWORDS
+        alive = self.alive[: self.n]
+        return [(name, types[kind]) for name, column in self.columns.items() for kind in column.kinds(alive)]
 
     def _reserve(self, needed: int) -> None:
         if needed <= self.capacity:
@@ -138,9 +207,9 @@ class RowTable:
     def needs_compaction(self) -> bool:
         return self.n - self.live > max(1024, self.live)
 
-    def compacted(self) -> RowTable:
-        """A copy without the dead rows (columns rebuilt)."""
+    def compacted(self, folded: frozenset[str] | None = None) -> RowTable:
+        """A copy without the dead rows (columns rebuilt, with other folded fields if given)."""
         keep = np.flatnonzero(self.alive[: self.n])
-        fresh = RowTable()
+        fresh = RowTable(self.folded if folded is None else folded)
         fresh.append(self.labels[keep], [self.ids[i] for i in keep], [self.metadata[i] for i in keep])
         return fresh

@@ -19,6 +19,7 @@ import grpc
 from clipsearch.errors import UnavailableError
 from clipsearch.server.status import map_errors
 from clipsearch.v1 import index_pb2, index_pb2_grpc
+from clipsearch.wire import fields_from_proto
 from index_service import convert
 from index_service.config import SearchParams
 from index_service.engine import Engine
@@ -78,11 +79,22 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
         return await self._run("DropCollection", work)
 
     @map_errors
+    async def AddFields(self, request: index_pb2.AddFieldsRequest, context: Any) -> Any:
+        def work(engine: Engine) -> index_pb2.AddFieldsResponse:
+            fields = fields_from_proto(list(request.fields), "fields")
+            info = engine.collection(request.collection).add_fields(fields)
+            return index_pb2.AddFieldsResponse(collection=convert.info_to_proto(info))
+
+        return await self._run("AddFields", work)
+
+    @map_errors
     async def Upsert(self, request: index_pb2.UpsertRequest, context: Any) -> Any:
         def work(engine: Engine) -> index_pb2.UpsertResponse:
             collection = engine.collection(request.collection)
-            ids, vectors, metadata = convert.items_from_proto(list(request.items))
-            result = collection.upsert(ids, vectors, metadata, model_fingerprint=request.model_fingerprint)
+            ids, vectors, metadata, keys = convert.items_from_proto(list(request.items))
+            result = collection.upsert(
+                ids, vectors, metadata, model_fingerprint=request.model_fingerprint, content_keys=keys
+            )
             if self.metrics is not None:
                 self.metrics.items_written.inc(result.count)
             return index_pb2.UpsertResponse(upserted=result.count, sequence=result.sequence)

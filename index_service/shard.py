@@ -98,6 +98,14 @@ class Shard:
             self.dirty += len(removed) + len(labels)
             self._version += 1
 
+    def set_folded(self, folded: frozenset[str]) -> None:
+        """Case-insensitive fields changed (the schema grew): recode the strings of those with data."""
+        if folded == self.rows.folded:
+            return
+        with self.lock.write():
+            self.rows = self.rows.compacted(folded)
+            self._version += 1
+
     def swap_index(self, index: faiss.Index, dead_in_index: int) -> None:
         """Installs a rebuilt index (built from the same live rows)."""
         with self.lock.write():

@@ -35,7 +35,7 @@ import numpy as np
 from clipsearch.errors import DataLossError, InternalError, ResourceExhaustedError
 from index_service.config import CollectionConfig
 
-SCHEMA_VERSION = "2"  # 2: per-row checksums (version 1 files are upgraded on open)
+SCHEMA_VERSION = "3"  # 2: per-row checksums; 3: content_key (older files are upgraded on open)
 PAGE_SIZE = 16384
 _CHUNK = 500  # ids per "IN (...)" query, below SQLite's variable limit
 
@@ -49,7 +49,8 @@ CREATE TABLE IF NOT EXISTS items (
     vector BLOB NOT NULL,
     metadata TEXT NOT NULL,
     vector_crc INTEGER NOT NULL,
-    row_crc INTEGER NOT NULL
+    row_crc INTEGER NOT NULL,
+    content_key TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS items_by_shard ON items (shard, label);
 """
@@ -79,10 +80,15 @@ def vector_checksum(vector: bytes) -> int:
     return zlib.crc32(vector)
 
 
-def row_checksum(label: int, item_id: str, shard: int, seq: int, metadata: str, vector_crc: int) -> int:
+def row_checksum(
+    label: int, item_id: str, shard: int, seq: int, metadata: str, vector_crc: int, content_key: str = ""
+) -> int:
+    """Over every column but the vector (which ``vector_crc`` covers); an empty content key adds
+    nothing, so rows written before it existed keep their checksums."""
     crc = zlib.crc32(_ROW_KEY.pack(label, shard, seq, vector_crc))
     crc = zlib.crc32(item_id.encode(), crc)
-    return zlib.crc32(b"\0" + metadata.encode(), crc)
+    crc = zlib.crc32(b"\0" + metadata.encode(), crc)
+    return zlib.crc32(b"\1" + content_key.encode(), crc) if content_key else crc
 
 
 @dataclass(frozen=True)
@@ -115,6 +121,8 @@ class Store:
         meta = dict(self._writer.execute("SELECT key, value FROM meta").fetchall())
         if meta.get("schema") == "1":
             self._upgrade_from_1()
+        if meta.get("schema") in ("1", "2"):
+            self._upgrade_from_2()
         elif meta.get("schema", SCHEMA_VERSION) != SCHEMA_VERSION:
             raise InternalError(
                 f"{path}: schema version {meta['schema']!r} is newer than this server's "
@@ -128,7 +136,7 @@ class Store:
     @classmethod
     def create(cls, path: Path, config: CollectionConfig) -> Store:
         store = cls(path)
-        with store._transaction() as db:
+        with store.transaction() as db:
             db.executemany(
                 "INSERT INTO meta (key, value) VALUES (?, ?)",
                 [
@@ -154,7 +162,7 @@ class Store:
 
     def _upgrade_from_1(self) -> None:
         """Adds the checksum columns to a version-1 database, in one transaction."""
-        with self._transaction() as db:
+        with self.transaction() as db:
             db.execute("ALTER TABLE items ADD COLUMN vector_crc INTEGER NOT NULL DEFAULT 0")
             db.execute("ALTER TABLE items ADD COLUMN row_crc INTEGER NOT NULL DEFAULT 0")
             rows = db.execute("SELECT label, id, shard, seq, vector, metadata FROM items").fetchall()
@@ -162,7 +170,19 @@ class Store:
                 "UPDATE items SET vector_crc = ?, row_crc = ? WHERE label = ?",
                 [(*_checksums(*row), row[0]) for row in rows],
             )
+            db.execute("UPDATE meta SET value = '2' WHERE key = 'schema'")
+
+    def _upgrade_from_2(self) -> None:
+        """Adds the content key column (empty: checksums of existing rows are unchanged)."""
+        with self.transaction() as db:
+            columns = {row[1] for row in db.execute("PRAGMA table_info(items)")}
+            if "content_key" not in columns:
+                db.execute("ALTER TABLE items ADD COLUMN content_key TEXT NOT NULL DEFAULT ''")
             db.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (SCHEMA_VERSION,))
+
+    def set_config(self, db: sqlite3.Connection, config: CollectionConfig) -> None:
+        """Inside a write transaction: the collection's settings (its schema grew)."""
+        db.execute("UPDATE meta SET value = ? WHERE key = 'config'", (config.to_json(),))
 
     def _reader(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
@@ -181,7 +201,7 @@ class Store:
         self._writer.close()
 
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self) -> Iterator[sqlite3.Connection]:
         db = self._writer
         db.execute("BEGIN IMMEDIATE")
         try:
@@ -199,43 +219,59 @@ class Store:
     # -- writes (caller holds the collection's write mutex) -----------------------------------
 
     def upsert(
-        self, ids: Sequence[str], shards: Sequence[int], vectors: np.ndarray, metadata: Sequence[str]
+        self,
+        ids: Sequence[str],
+        shards: Sequence[int],
+        vectors: np.ndarray,
+        metadata: Sequence[str],
+        content_keys: Sequence[str],
+        *,
+        config: CollectionConfig | None = None,
     ) -> Change:
-        """Writes the items that differ from what is stored; identical ones are left alone."""
+        """Writes the items that differ from what is stored; identical ones are left alone.
+
+        ``config``, when given, is stored in the same transaction (the write set the schema).
+        """
         existing = {
             row[0]: row[1:]
             for chunk in _chunks(list(ids))
             for row in self._writer.execute(
-                f"SELECT id, label, shard, vector, metadata FROM items WHERE id IN ({_marks(chunk)})", chunk
+                "SELECT id, label, shard, vector, metadata, content_key FROM items"
+                f" WHERE id IN ({_marks(chunk)})",
+                chunk,
             )
         }
         changed: list[int] = []
         removed: list[tuple[int, int]] = []
         for i, item_id in enumerate(ids):
             old = existing.get(item_id)
-            if old is not None and old[2] == vectors[i].tobytes() and old[3] == metadata[i]:
+            if old is not None and old[2:] == (vectors[i].tobytes(), metadata[i], content_keys[i]):
                 continue
             changed.append(i)
             if old is not None:
                 removed.append((old[1], old[0]))
-        if not changed:
+        if not changed and config is None:
             return Change(self.last_seq, [], np.zeros(0, dtype=np.int64), [], 0)
         seq = self.last_seq + 1
         labels = np.arange(self.next_label, self.next_label + len(changed), dtype=np.int64)
-        with self._transaction() as db:
+        with self.transaction() as db:
+            if config is not None:
+                self.set_config(db, config)
             if removed:
                 db.executemany("DELETE FROM items WHERE label = ?", [(label,) for _, label in removed])
             rows = []
             for label, i in zip(labels, changed, strict=True):
                 blob = vectors[i].tobytes()
-                checks = _checksums(int(label), ids[i], shards[i], seq, blob, metadata[i])
-                rows.append((int(label), ids[i], shards[i], seq, blob, metadata[i], *checks))
+                checks = _checksums(int(label), ids[i], shards[i], seq, blob, metadata[i], content_keys[i])
+                rows.append((int(label), ids[i], shards[i], seq, blob, metadata[i], *checks, content_keys[i]))
             db.executemany(
-                "INSERT INTO items (label, id, shard, seq, vector, metadata, vector_crc, row_crc)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO items (label, id, shard, seq, vector, metadata, vector_crc, row_crc,"
+                " content_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
             self._set_counters(db, seq, self.next_label + len(changed))
+        if config is not None:
+            self.config = config
         self.last_seq, self.next_label = seq, self.next_label + len(changed)
         return Change(seq, removed, labels, changed, len(changed))
 
@@ -250,7 +286,7 @@ class Store:
         if not found:
             return Change(self.last_seq, [], np.zeros(0, dtype=np.int64), [], 0)
         seq = self.last_seq + 1
-        with self._transaction() as db:
+        with self.transaction() as db:
             db.executemany("DELETE FROM items WHERE label = ?", [(label,) for _, label in found])
             self._set_counters(db, seq, self.next_label)
         self.last_seq = seq
@@ -265,19 +301,19 @@ class Store:
     # -- reads ---------------------------------------------------------------------------------
 
     @_reading
-    def get(self, ids: Sequence[str]) -> dict[str, tuple[bytes, str]]:
-        """id -> (vector bytes, metadata JSON) for the ids that exist; DATA_LOSS on a bad checksum."""
+    def get(self, ids: Sequence[str]) -> dict[str, tuple[bytes, str, str]]:
+        """id -> (vector bytes, metadata JSON, content key) of the ids that exist; DATA_LOSS if corrupt."""
         db = self._reader()
         found = {}
         for chunk in _chunks(list(dict.fromkeys(ids))):
-            for label, item_id, shard, seq, blob, meta, vector_crc, row_crc in db.execute(
-                "SELECT label, id, shard, seq, vector, metadata, vector_crc, row_crc"
+            for label, item_id, shard, seq, blob, meta, vector_crc, row_crc, key in db.execute(
+                "SELECT label, id, shard, seq, vector, metadata, vector_crc, row_crc, content_key"
                 f" FROM items WHERE id IN ({_marks(chunk)})",
                 chunk,
             ):
-                if _checksums(label, item_id, shard, seq, blob, meta) != (vector_crc, row_crc):
+                if _checksums(label, item_id, shard, seq, blob, meta, key) != (vector_crc, row_crc):
                     raise self._corrupt(label, item_id)
-                found[item_id] = (blob, meta)
+                found[item_id] = (blob, meta, key)
         return found
 
     @_reading
@@ -316,11 +352,12 @@ class Store:
         """A shard's rows without vectors, each verified against its ``row_crc``."""
         db = self._reader()
         rows = db.execute(
-            "SELECT label, seq, id, metadata, vector_crc, row_crc FROM items WHERE shard = ? ORDER BY label",
+            "SELECT label, seq, id, metadata, vector_crc, row_crc, content_key FROM items"
+            " WHERE shard = ? ORDER BY label",
             (shard,),
         ).fetchall()
-        for label, seq, item_id, meta, vector_crc, row_crc in rows:
-            if row_checksum(label, item_id, shard, seq, meta, vector_crc) != row_crc:
+        for label, seq, item_id, meta, vector_crc, row_crc, key in rows:
+            if row_checksum(label, item_id, shard, seq, meta, vector_crc, key) != row_crc:
                 raise self._corrupt(label, item_id)
         return ShardRows(
             labels=np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)),
@@ -362,9 +399,11 @@ class Store:
         )
 
 
-def _checksums(label: int, item_id: str, shard: int, seq: int, blob: bytes, metadata: str) -> tuple[int, int]:
+def _checksums(
+    label: int, item_id: str, shard: int, seq: int, blob: bytes, metadata: str, content_key: str = ""
+) -> tuple[int, int]:
     vector_crc = vector_checksum(blob)
-    return vector_crc, row_checksum(label, item_id, shard, seq, metadata, vector_crc)
+    return vector_crc, row_checksum(label, item_id, shard, seq, metadata, vector_crc, content_key)
 
 
 def _to_arrays(labels: list[int], blobs: list[bytes], dimension: int) -> tuple[np.ndarray, np.ndarray]:

@@ -6,6 +6,7 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 out="${1:-$root/client}"
 py="$(command -v "${PYTHON:-python}")"
+py="$(cd "$(dirname "$py")" && pwd)/$(basename "$py")"  # absolute: the script changes directory
 plugin_dir="$(dirname "$(command -v "$py")")"
 mkdir -p "$out/clipsearch/v1"
 cd "$root/protos"

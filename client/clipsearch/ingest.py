@@ -35,7 +35,7 @@ from clipsearch.index_client import IndexClient
 from clipsearch.ingest_options import DEFAULT_OPTIONS, IngestOptions
 from clipsearch.types import IngestFailure, IngestReport
 from clipsearch.v1 import encoder_pb2
-from clipsearch.wire import MetadataScalar
+from clipsearch.wire import MetadataValue
 
 #: Metadata key holding the hash of an item's image bytes and metadata, for resuming.
 CONTENT_HASH_KEY = "content_sha256"
@@ -49,7 +49,7 @@ class IngestRow:
 
     row: int
     id: str
-    metadata: dict[str, MetadataScalar]
+    metadata: dict[str, MetadataValue]
     load: Callable[[], bytes]
     error: str | None = None
 
@@ -171,7 +171,7 @@ class _Prepared:
 
     result: _BatchResult
     #: (row, metadata with content hash) of the items sent to the encoder, in order.
-    rows: list[tuple[IngestRow, dict[str, MetadataScalar]]]
+    rows: list[tuple[IngestRow, dict[str, MetadataValue]]]
     images: list[bytes]
 
 
@@ -188,7 +188,7 @@ def _mark_duplicates(batch: list[IngestRow], first_seen: dict[str, int]) -> list
 
 def _prepare(index: IndexClient, collection: str, batch: list[IngestRow], resume: bool) -> _Prepared:
     result = _BatchResult()
-    loaded: list[tuple[IngestRow, bytes, dict[str, MetadataScalar]]] = []
+    loaded: list[tuple[IngestRow, bytes, dict[str, MetadataValue]]] = []
     for row in batch:
         if row.error is not None:
             result.failed.append(IngestFailure(row.row, row.id, row.error))
@@ -216,7 +216,7 @@ def _prepare(index: IndexClient, collection: str, batch: list[IngestRow], resume
 def _upsert(
     index: IndexClient,
     collection: str,
-    kept: list[tuple[str, dict[str, MetadataScalar], np.ndarray]],
+    kept: list[tuple[str, dict[str, MetadataValue], np.ndarray]],
     fingerprint: str,
     result: _BatchResult,
 ) -> _BatchResult:
@@ -230,7 +230,7 @@ def _upsert(
     return result
 
 
-def content_hash(image: bytes, metadata: dict[str, MetadataScalar]) -> str:
+def content_hash(image: bytes, metadata: dict[str, MetadataValue]) -> str:
     digest = hashlib.sha256(image)
     digest.update(json.dumps(metadata, sort_keys=True, default=str).encode())
     return digest.hexdigest()

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
+from clipsearch.schema import Schema
 from clipsearch.v1 import encoder_pb2, index_pb2
-from clipsearch.wire import MetadataScalar, metadata_from_proto, metadata_to_proto, vector_from_proto
+from clipsearch.wire import (
+    MetadataValue,
+    metadata_from_proto,
+    metadata_to_proto,
+    schema_from_proto,
+    vector_from_proto,
+)
 
 METRIC_NAMES = {
     index_pb2.METRIC_COSINE: "cosine",
@@ -49,7 +56,7 @@ class Hit:
 
     id: str
     score: float
-    metadata: dict[str, MetadataScalar] = field(default_factory=dict)
+    metadata: dict[str, MetadataValue] = field(default_factory=dict)
 
     @classmethod
     def from_proto(cls, message: index_pb2.Hit) -> Hit:
@@ -65,13 +72,20 @@ class Hit:
 @dataclass(frozen=True)
 class Item:
     id: str
-    metadata: dict[str, MetadataScalar] = field(default_factory=dict)
+    metadata: dict[str, MetadataValue] = field(default_factory=dict)
     vector: np.ndarray | None = None
+    #: What ingest made the item from (source and model), for resuming; "" when written otherwise.
+    content_key: str = ""
 
     @classmethod
     def from_proto(cls, message: index_pb2.Item) -> Item:
         vector = vector_from_proto(message.vector) if message.vector.float32_le else None
-        return cls(id=message.id, metadata=metadata_from_proto(message.metadata), vector=vector)
+        return cls(
+            id=message.id,
+            metadata=metadata_from_proto(message.metadata),
+            vector=vector,
+            content_key=message.content_key,
+        )
 
 
 @dataclass(frozen=True)
@@ -92,6 +106,9 @@ class CollectionInfo:
     model_name: str
     item_count: int
     shards: tuple[ShardInfo, ...] = ()
+    #: The metadata fields and their types; None for a collection made before schemas.
+    schema: Schema | None = None
+    model_pretrained: str = ""
 
     @classmethod
     def from_proto(cls, message: index_pb2.CollectionInfo) -> CollectionInfo:
@@ -106,7 +123,15 @@ class CollectionInfo:
             model_name=config.model_name,
             item_count=message.item_count,
             shards=tuple(ShardInfo(s.shard, s.item_count, s.trained) for s in message.shards),
+            schema=schema_from_proto(config.schema) if config.HasField("schema") else None,
+            model_pretrained=config.model_pretrained,
         )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: the schema as its file format (``clipsearch collections describe``)."""
+        data = asdict(self)
+        data["schema"] = self.schema.to_dict() if self.schema is not None else None
+        return data
 
 
 @dataclass(frozen=True)

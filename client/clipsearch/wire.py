@@ -2,19 +2,23 @@
 
 Shared by the SDK and both servers so the wire format is defined in one place:
 vectors are packed little-endian float32 (see protos/clipsearch/v1/types.proto),
-metadata values are str, float/int or bool.
+metadata values are str, float/int, bool or a list of str (a keywords field).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import cast
 
 import numpy as np
 
 from clipsearch.errors import InvalidArgumentError
-from clipsearch.v1 import types_pb2
+from clipsearch.schema import Field, FieldType, Schema
+from clipsearch.v1 import index_pb2, types_pb2
 
 MetadataScalar = str | int | float | bool
+#: A metadata value: a scalar, or a list of strings (the value of a keywords field).
+MetadataValue = MetadataScalar | list[str]
 _LE_FLOAT32 = np.dtype("<f4")
 
 
@@ -57,7 +61,7 @@ def vectors_from_protos(messages: Sequence[types_pb2.Vector], *, field: str = "v
     return np.stack(rows).astype(np.float32, copy=False)
 
 
-def metadata_value_to_proto(value: MetadataScalar, *, field: str = "metadata") -> types_pb2.MetadataValue:
+def metadata_value_to_proto(value: MetadataValue, *, field: str = "metadata") -> types_pb2.MetadataValue:
     # bool first: it is a subclass of int.
     if isinstance(value, (bool, np.bool_)):
         return types_pb2.MetadataValue(bool_value=bool(value))
@@ -65,29 +69,74 @@ def metadata_value_to_proto(value: MetadataScalar, *, field: str = "metadata") -
         return types_pb2.MetadataValue(number_value=float(value))
     if isinstance(value, str):
         return types_pb2.MetadataValue(string_value=value)
+    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        return types_pb2.MetadataValue(string_list_value=types_pb2.StringList(values=list(value)))
     raise InvalidArgumentError(
-        f"{field}: metadata values must be str, number or bool, got {type(value).__name__}", field=field
+        f"{field}: metadata values must be str, number, bool or a list of str, got {type(value).__name__}",
+        field=field,
     )
 
 
-def metadata_value_from_proto(message: types_pb2.MetadataValue) -> MetadataScalar | None:
+def metadata_value_from_proto(message: types_pb2.MetadataValue) -> MetadataValue | None:
     kind = message.WhichOneof("kind")
     if kind is None:
         return None
+    if kind == "string_list_value":
+        return list(message.string_list_value.values)
     value = getattr(message, kind)
     if kind == "number_value" and float(value).is_integer() and abs(value) < 2**53:
         return int(value)
     return value
 
 
-def metadata_to_proto(metadata: Mapping[str, MetadataScalar]) -> dict[str, types_pb2.MetadataValue]:
+def metadata_to_proto(metadata: Mapping[str, MetadataValue]) -> dict[str, types_pb2.MetadataValue]:
     return {key: metadata_value_to_proto(value, field=f"metadata.{key}") for key, value in metadata.items()}
 
 
-def metadata_from_proto(metadata: Mapping[str, types_pb2.MetadataValue]) -> dict[str, MetadataScalar]:
-    result: dict[str, MetadataScalar] = {}
+def metadata_from_proto(metadata: Mapping[str, types_pb2.MetadataValue]) -> dict[str, MetadataValue]:
+    result: dict[str, MetadataValue] = {}
     for key, message in metadata.items():
         value = metadata_value_from_proto(message)
         if value is not None:
             result[key] = value
     return result
+
+
+_FIELD_TYPES: dict[FieldType, int] = {
+    kind: index_pb2.FieldType.Value(f"FIELD_TYPE_{kind.name}") for kind in FieldType
+}
+_FIELD_TYPES_BY_NUMBER = {number: kind for kind, number in _FIELD_TYPES.items()}
+
+
+def schema_to_proto(schema: Schema) -> index_pb2.Schema:
+    return index_pb2.Schema(
+        fields=[
+            index_pb2.FieldSchema(
+                name=f.name,
+                type=cast(index_pb2.FieldType, _FIELD_TYPES[f.type]),
+                case_insensitive=f.case_insensitive,
+                currency=f.currency,
+            )
+            for f in schema.fields
+        ]
+    )
+
+
+def fields_from_proto(fields: Sequence[index_pb2.FieldSchema], where: str = "schema.fields") -> list[Field]:
+    """Checked fields; INVALID_ARGUMENT naming ``where[i]`` for an unknown type or a bad name."""
+    result = []
+    for i, message in enumerate(fields):
+        kind = _FIELD_TYPES_BY_NUMBER.get(message.type)
+        if kind is None:
+            raise InvalidArgumentError(
+                f"{where}[{i}].type: set a field type (keyword, text, integer, float, boolean, keywords)",
+                field=f"{where}[{i}].type",
+            )
+        result.append(
+            Field(message.name, kind, case_insensitive=message.case_insensitive, currency=message.currency)
+        )
+    return result
+
+
+def schema_from_proto(message: index_pb2.Schema, where: str = "schema") -> Schema:
+    return Schema(tuple(fields_from_proto(list(message.fields), f"{where}.fields")))

@@ -47,5 +47,7 @@ def test_metadata_round_trip_keeps_types() -> None:
 
 def test_unsupported_metadata_type_names_the_key() -> None:
     with pytest.raises(InvalidArgumentError) as caught:
-        metadata_to_proto({"tags": ["a", "b"]})
-    assert caught.value.field == "metadata.tags"
+        metadata_to_proto({"dimensions": {"w": 3}})
+    assert caught.value.field == "metadata.dimensions"
+    with pytest.raises(InvalidArgumentError):
+        metadata_to_proto({"tags": ["a", 3]})  # lists hold strings only

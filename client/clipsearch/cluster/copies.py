@@ -65,14 +65,14 @@ class ShardCopy:
         metadata: list[dict],
         fingerprint: str,
         positions: list[int],
+        content_keys: list[str],
     ) -> int:
         """``positions`` are the items' places in the caller's request: errors name those."""
         try:
-            return (
-                self.engine.collection(name)
-                .upsert(ids, vectors, metadata, model_fingerprint=fingerprint)
-                .count
-            )
+            collection = self.engine.collection(name)
+            return collection.upsert(
+                ids, vectors, metadata, model_fingerprint=fingerprint, content_keys=content_keys
+            ).count
         except InvalidArgumentError as error:
             raise renumbered(error, "items", positions.__getitem__) from None
 

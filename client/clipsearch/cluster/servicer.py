@@ -65,7 +65,7 @@ class ClusterIndexServicer:
 
     @map_errors
     async def Upsert(self, request: index_pb2.UpsertRequest, context: Any) -> Any:
-        ids, vectors, metadata = convert.items_from_proto(list(request.items))
+        ids, vectors, metadata, keys = convert.items_from_proto(list(request.items))
         if not ids:
             await self._every_group("describe", request.collection)
             return index_pb2.UpsertResponse(upserted=0)
@@ -78,6 +78,7 @@ class ClusterIndexServicer:
                 [metadata[i] for i in where],
                 request.model_fingerprint,
                 where,
+                [keys[i] for i in where],
             )
             for g, where in positions.items()
         }

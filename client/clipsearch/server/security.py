@@ -25,6 +25,7 @@ WRITE_METHODS = frozenset(
     {
         "/clipsearch.v1.IndexService/CreateCollection",
         "/clipsearch.v1.IndexService/DropCollection",
+        "/clipsearch.v1.IndexService/AddFields",
         "/clipsearch.v1.IndexService/Upsert",
         "/clipsearch.v1.IndexService/Delete",
         "/clipsearch.v1.SearchService/Ingest",

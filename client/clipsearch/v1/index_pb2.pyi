@@ -14,13 +14,30 @@ class Metric(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     METRIC_COSINE: _ClassVar[Metric]
     METRIC_INNER_PRODUCT: _ClassVar[Metric]
     METRIC_L2: _ClassVar[Metric]
+
+class FieldType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    FIELD_TYPE_UNSPECIFIED: _ClassVar[FieldType]
+    FIELD_TYPE_KEYWORD: _ClassVar[FieldType]
+    FIELD_TYPE_TEXT: _ClassVar[FieldType]
+    FIELD_TYPE_INTEGER: _ClassVar[FieldType]
+    FIELD_TYPE_FLOAT: _ClassVar[FieldType]
+    FIELD_TYPE_BOOLEAN: _ClassVar[FieldType]
+    FIELD_TYPE_KEYWORDS: _ClassVar[FieldType]
 METRIC_UNSPECIFIED: Metric
 METRIC_COSINE: Metric
 METRIC_INNER_PRODUCT: Metric
 METRIC_L2: Metric
+FIELD_TYPE_UNSPECIFIED: FieldType
+FIELD_TYPE_KEYWORD: FieldType
+FIELD_TYPE_TEXT: FieldType
+FIELD_TYPE_INTEGER: FieldType
+FIELD_TYPE_FLOAT: FieldType
+FIELD_TYPE_BOOLEAN: FieldType
+FIELD_TYPE_KEYWORDS: FieldType
 
 class CollectionConfig(_message.Message):
-    __slots__ = ("name", "dimension", "metric", "num_shards", "index_spec", "model_fingerprint", "model_name")
+    __slots__ = ("name", "dimension", "metric", "num_shards", "index_spec", "model_fingerprint", "model_name", "schema", "model_pretrained")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DIMENSION_FIELD_NUMBER: _ClassVar[int]
     METRIC_FIELD_NUMBER: _ClassVar[int]
@@ -28,6 +45,8 @@ class CollectionConfig(_message.Message):
     INDEX_SPEC_FIELD_NUMBER: _ClassVar[int]
     MODEL_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    SCHEMA_FIELD_NUMBER: _ClassVar[int]
+    MODEL_PRETRAINED_FIELD_NUMBER: _ClassVar[int]
     name: str
     dimension: int
     metric: Metric
@@ -35,7 +54,27 @@ class CollectionConfig(_message.Message):
     index_spec: str
     model_fingerprint: str
     model_name: str
-    def __init__(self, name: _Optional[str] = ..., dimension: _Optional[int] = ..., metric: _Optional[_Union[Metric, str]] = ..., num_shards: _Optional[int] = ..., index_spec: _Optional[str] = ..., model_fingerprint: _Optional[str] = ..., model_name: _Optional[str] = ...) -> None: ...
+    schema: Schema
+    model_pretrained: str
+    def __init__(self, name: _Optional[str] = ..., dimension: _Optional[int] = ..., metric: _Optional[_Union[Metric, str]] = ..., num_shards: _Optional[int] = ..., index_spec: _Optional[str] = ..., model_fingerprint: _Optional[str] = ..., model_name: _Optional[str] = ..., schema: _Optional[_Union[Schema, _Mapping]] = ..., model_pretrained: _Optional[str] = ...) -> None: ...
+
+class FieldSchema(_message.Message):
+    __slots__ = ("name", "type", "case_insensitive", "currency")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    CASE_INSENSITIVE_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    type: FieldType
+    case_insensitive: bool
+    currency: str
+    def __init__(self, name: _Optional[str] = ..., type: _Optional[_Union[FieldType, str]] = ..., case_insensitive: _Optional[bool] = ..., currency: _Optional[str] = ...) -> None: ...
+
+class Schema(_message.Message):
+    __slots__ = ("fields",)
+    FIELDS_FIELD_NUMBER: _ClassVar[int]
+    fields: _containers.RepeatedCompositeFieldContainer[FieldSchema]
+    def __init__(self, fields: _Optional[_Iterable[_Union[FieldSchema, _Mapping]]] = ...) -> None: ...
 
 class CollectionInfo(_message.Message):
     __slots__ = ("config", "item_count", "shards")
@@ -107,8 +146,22 @@ class DropCollectionResponse(_message.Message):
     dropped: bool
     def __init__(self, dropped: _Optional[bool] = ...) -> None: ...
 
+class AddFieldsRequest(_message.Message):
+    __slots__ = ("collection", "fields")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    FIELDS_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    fields: _containers.RepeatedCompositeFieldContainer[FieldSchema]
+    def __init__(self, collection: _Optional[str] = ..., fields: _Optional[_Iterable[_Union[FieldSchema, _Mapping]]] = ...) -> None: ...
+
+class AddFieldsResponse(_message.Message):
+    __slots__ = ("collection",)
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    collection: CollectionInfo
+    def __init__(self, collection: _Optional[_Union[CollectionInfo, _Mapping]] = ...) -> None: ...
+
 class Item(_message.Message):
-    __slots__ = ("id", "vector", "metadata")
+    __slots__ = ("id", "vector", "metadata", "content_key")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -119,10 +172,12 @@ class Item(_message.Message):
     ID_FIELD_NUMBER: _ClassVar[int]
     VECTOR_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_KEY_FIELD_NUMBER: _ClassVar[int]
     id: str
     vector: _types_pb2.Vector
     metadata: _containers.MessageMap[str, _types_pb2.MetadataValue]
-    def __init__(self, id: _Optional[str] = ..., vector: _Optional[_Union[_types_pb2.Vector, _Mapping]] = ..., metadata: _Optional[_Mapping[str, _types_pb2.MetadataValue]] = ...) -> None: ...
+    content_key: str
+    def __init__(self, id: _Optional[str] = ..., vector: _Optional[_Union[_types_pb2.Vector, _Mapping]] = ..., metadata: _Optional[_Mapping[str, _types_pb2.MetadataValue]] = ..., content_key: _Optional[str] = ...) -> None: ...
 
 class UpsertRequest(_message.Message):
     __slots__ = ("collection", "items", "model_fingerprint")
@@ -195,15 +250,17 @@ class FilterList(_message.Message):
     def __init__(self, filters: _Optional[_Iterable[_Union[Filter, _Mapping]]] = ...) -> None: ...
 
 class FieldCondition(_message.Message):
-    __slots__ = ("field", "equals", "range")
+    __slots__ = ("field", "equals", "range", "contains_all")
     FIELD_FIELD_NUMBER: _ClassVar[int]
     EQUALS_FIELD_NUMBER: _ClassVar[int]
     IN_FIELD_NUMBER: _ClassVar[int]
     RANGE_FIELD_NUMBER: _ClassVar[int]
+    CONTAINS_ALL_FIELD_NUMBER: _ClassVar[int]
     field: str
     equals: _types_pb2.MetadataValue
     range: Range
-    def __init__(self, field: _Optional[str] = ..., equals: _Optional[_Union[_types_pb2.MetadataValue, _Mapping]] = ..., range: _Optional[_Union[Range, _Mapping]] = ..., **kwargs) -> None: ...
+    contains_all: ValueList
+    def __init__(self, field: _Optional[str] = ..., equals: _Optional[_Union[_types_pb2.MetadataValue, _Mapping]] = ..., range: _Optional[_Union[Range, _Mapping]] = ..., contains_all: _Optional[_Union[ValueList, _Mapping]] = ..., **kwargs) -> None: ...
 
 class ValueList(_message.Message):
     __slots__ = ("values",)

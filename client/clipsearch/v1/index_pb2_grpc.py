@@ -55,6 +55,11 @@ class IndexServiceStub:
                 request_serializer=clipsearch_dot_v1_dot_index__pb2.DropCollectionRequest.SerializeToString,
                 response_deserializer=clipsearch_dot_v1_dot_index__pb2.DropCollectionResponse.FromString,
                 _registered_method=True)
+        self.AddFields = channel.unary_unary(
+                '/clipsearch.v1.IndexService/AddFields',
+                request_serializer=clipsearch_dot_v1_dot_index__pb2.AddFieldsRequest.SerializeToString,
+                response_deserializer=clipsearch_dot_v1_dot_index__pb2.AddFieldsResponse.FromString,
+                _registered_method=True)
         self.Upsert = channel.unary_unary(
                 '/clipsearch.v1.IndexService/Upsert',
                 request_serializer=clipsearch_dot_v1_dot_index__pb2.UpsertRequest.SerializeToString,
@@ -104,6 +109,15 @@ class IndexServiceServicer:
 
     def DropCollection(self, request, context):
         """Deletes a collection and its data. NOT_FOUND unless `missing_ok`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AddFields(self, request, context):
+        """Adds fields to a collection's schema (existing fields cannot change type). A
+        collection without a schema gets one: the fields given, plus the fields its items
+        already hold, with the types they hold.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -161,6 +175,11 @@ def add_IndexServiceServicer_to_server(servicer, server):
                     servicer.DropCollection,
                     request_deserializer=clipsearch_dot_v1_dot_index__pb2.DropCollectionRequest.FromString,
                     response_serializer=clipsearch_dot_v1_dot_index__pb2.DropCollectionResponse.SerializeToString,
+            ),
+            'AddFields': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddFields,
+                    request_deserializer=clipsearch_dot_v1_dot_index__pb2.AddFieldsRequest.FromString,
+                    response_serializer=clipsearch_dot_v1_dot_index__pb2.AddFieldsResponse.SerializeToString,
             ),
             'Upsert': grpc.unary_unary_rpc_method_handler(
                     servicer.Upsert,
@@ -292,6 +311,33 @@ class IndexService:
             '/clipsearch.v1.IndexService/DropCollection',
             clipsearch_dot_v1_dot_index__pb2.DropCollectionRequest.SerializeToString,
             clipsearch_dot_v1_dot_index__pb2.DropCollectionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddFields(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/clipsearch.v1.IndexService/AddFields',
+            clipsearch_dot_v1_dot_index__pb2.AddFieldsRequest.SerializeToString,
+            clipsearch_dot_v1_dot_index__pb2.AddFieldsResponse.FromString,
             options,
             channel_credentials,
             insecure,

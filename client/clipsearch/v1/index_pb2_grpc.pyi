@@ -42,6 +42,11 @@ class IndexServiceStub:
     """NOT_FOUND for an unknown collection."""
     DropCollection: _grpc.UnaryUnaryMultiCallable[_index_pb2.DropCollectionRequest, _index_pb2.DropCollectionResponse]
     """Deletes a collection and its data. NOT_FOUND unless `missing_ok`."""
+    AddFields: _grpc.UnaryUnaryMultiCallable[_index_pb2.AddFieldsRequest, _index_pb2.AddFieldsResponse]
+    """Adds fields to a collection's schema (existing fields cannot change type). A
+    collection without a schema gets one: the fields given, plus the fields its items
+    already hold, with the types they hold.
+    """
     Upsert: _grpc.UnaryUnaryMultiCallable[_index_pb2.UpsertRequest, _index_pb2.UpsertResponse]
     """Inserts or replaces items by id. Idempotent: retrying is safe. The call
     returns once the write is durable.
@@ -69,6 +74,11 @@ class IndexServiceAsyncStub(IndexServiceStub):
     """NOT_FOUND for an unknown collection."""
     DropCollection: _aio.UnaryUnaryMultiCallable[_index_pb2.DropCollectionRequest, _index_pb2.DropCollectionResponse]  # type: ignore[assignment]
     """Deletes a collection and its data. NOT_FOUND unless `missing_ok`."""
+    AddFields: _aio.UnaryUnaryMultiCallable[_index_pb2.AddFieldsRequest, _index_pb2.AddFieldsResponse]  # type: ignore[assignment]
+    """Adds fields to a collection's schema (existing fields cannot change type). A
+    collection without a schema gets one: the fields given, plus the fields its items
+    already hold, with the types they hold.
+    """
     Upsert: _aio.UnaryUnaryMultiCallable[_index_pb2.UpsertRequest, _index_pb2.UpsertResponse]  # type: ignore[assignment]
     """Inserts or replaces items by id. Idempotent: retrying is safe. The call
     returns once the write is durable.
@@ -117,6 +127,17 @@ class IndexServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_index_pb2.DropCollectionResponse, _abc.Awaitable[_index_pb2.DropCollectionResponse]]:
         """Deletes a collection and its data. NOT_FOUND unless `missing_ok`."""
+
+    @_abc_1.abstractmethod
+    def AddFields(
+        self,
+        request: _index_pb2.AddFieldsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_index_pb2.AddFieldsResponse, _abc.Awaitable[_index_pb2.AddFieldsResponse]]:
+        """Adds fields to a collection's schema (existing fields cannot change type). A
+        collection without a schema gets one: the fields given, plus the fields its items
+        already hold, with the types they hold.
+        """
 
     @_abc_1.abstractmethod
     def Upsert(

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x63lipsearch/v1/types.proto\x12\rclipsearch.v1\"\x1c\n\x06Vector\x12\x12\n\nfloat32_le\x18\x01 \x01(\x0c\"]\n\rMetadataValue\x12\x16\n\x0cstring_value\x18\x01 \x01(\tH\x00\x12\x16\n\x0cnumber_value\x18\x02 \x01(\x01H\x00\x12\x14\n\nbool_value\x18\x03 \x01(\x08H\x00\x42\x06\n\x04kindb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x63lipsearch/v1/types.proto\x12\rclipsearch.v1\"\x1c\n\x06Vector\x12\x12\n\nfloat32_le\x18\x01 \x01(\x0c\"\x95\x01\n\rMetadataValue\x12\x16\n\x0cstring_value\x18\x01 \x01(\tH\x00\x12\x16\n\x0cnumber_value\x18\x02 \x01(\x01H\x00\x12\x14\n\nbool_value\x18\x03 \x01(\x08H\x00\x12\x36\n\x11string_list_value\x18\x04 \x01(\x0b\x32\x19.clipsearch.v1.StringListH\x00\x42\x06\n\x04kind\"\x1c\n\nStringList\x12\x0e\n\x06values\x18\x01 \x03(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,6 +33,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_VECTOR']._serialized_start=44
   _globals['_VECTOR']._serialized_end=72
-  _globals['_METADATAVALUE']._serialized_start=74
-  _globals['_METADATAVALUE']._serialized_end=167
+  _globals['_METADATAVALUE']._serialized_start=75
+  _globals['_METADATAVALUE']._serialized_end=224
+  _globals['_STRINGLIST']._serialized_start=226
+  _globals['_STRINGLIST']._serialized_end=254
 # @@protoc_insertion_point(module_scope)
