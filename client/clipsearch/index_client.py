@@ -13,7 +13,7 @@ from clipsearch.errors import InvalidArgumentError
 from clipsearch.filters import FilterSpec, build_filter
 from clipsearch.types import METRICS_BY_NAME, CollectionInfo, Hit, Item
 from clipsearch.v1 import index_pb2, index_pb2_grpc
-from clipsearch.wire import MetadataScalar, metadata_to_proto, vectors_to_protos
+from clipsearch.wire import MetadataValue, metadata_to_proto, vectors_to_protos
 
 
 class IndexClient(ServiceClient):
@@ -89,7 +89,7 @@ class IndexClient(ServiceClient):
         collection: str,
         ids: Sequence[str],
         vectors: np.ndarray,
-        metadata: Sequence[Mapping[str, MetadataScalar]] | None = None,
+        metadata: Sequence[Mapping[str, MetadataValue]] | None = None,
         *,
         model_fingerprint: str = "",
     ) -> int:
@@ -193,7 +193,7 @@ def upsert_requests(
     collection: str,
     ids: Sequence[str],
     vectors: np.ndarray,
-    metadata: Sequence[Mapping[str, MetadataScalar]] | None,
+    metadata: Sequence[Mapping[str, MetadataValue]] | None,
     *,
     model_fingerprint: str,
     batch_size: int,
