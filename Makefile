@@ -17,9 +17,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-NODE_STAMP := tests/interop/node_modules/.installed
-$(NODE_STAMP): tests/interop/package-lock.json
-	cd tests/interop && npm ci --no-audit --no-fund --loglevel=error
+NODE_STAMP := tests/contract/interop/node_modules/.installed
+$(NODE_STAMP): tests/contract/interop/package-lock.json
+	cd tests/contract/interop && npm ci --no-audit --no-fund --loglevel=error
 	touch $(NODE_STAMP)
 
 install: $(STAMP) ## Create .venv and install clipsearch with every extra

@@ -1,9 +1,53 @@
-"""Shared fixtures. Suites add their own in tests/<suite>/conftest.py."""
+"""Shared fixtures. Component folders add their own in tests/<component>/conftest.py.
+
+``pair`` is the real service pair on loopback, shared by the end-to-end tests of several
+folders (sdk, cli, gateway, server, contract). The encoder runs the tiny `clipsearch-tiny`
+config with deliberately random weights (fast; meaning-free but deterministic), the index a
+fresh data dir. ``small_catalog`` is a small demo catalog rendered once per session.
+"""
 
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
-# Make `tests.harness` importable without installing tests as a package.
+import pytest
+
+# Make `harness`, `standin`, `certs` and `reliability_support` importable without installing tests
+# as a package.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from harness import ServerThread
+
+
+@dataclass(frozen=True)
+class Pair:
+    encoder: str
+    index: str
+    encoder_thread: ServerThread
+    index_thread: ServerThread
+
+
+@pytest.fixture(scope="session")
+def pair(tmp_path_factory: pytest.TempPathFactory):
+    from encoder_service.server import create_server as create_encoder
+    from encoder_service.settings import EncoderSettings
+    from index_service.server import create_server as create_index
+    from index_service.settings import IndexSettings
+
+    encoder_settings = EncoderSettings(port=0, model="clipsearch-tiny", pretrained="random")
+    index_settings = IndexSettings(port=0, data_dir=tmp_path_factory.mktemp("index-data"))
+    with (
+        ServerThread(lambda: create_encoder(encoder_settings), name="encoder") as encoder,
+        ServerThread(lambda: create_index(index_settings), name="index") as index,
+    ):
+        yield Pair(encoder.address, index.address, encoder, index)
+
+
+@pytest.fixture(scope="session")
+def small_catalog(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """40 rendered products (csv: id,image,title,category,color,pattern,price)."""
+    from clipsearch.apps.demo.catalog import generate_catalog
+
+    return generate_catalog(tmp_path_factory.mktemp("catalog"), n_products=40, seed=7, image_size=64)

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-INTEROP = Path(__file__).resolve().parents[1] / "interop"
+INTEROP = Path(__file__).resolve().parent / "interop"
 
 
 def _node_ready() -> str | None:
     if shutil.which("node") is None:
         return "node is not installed"
     if not (INTEROP / "node_modules" / "grpc-js-reflection-client").exists():
-        return "run `npm ci` in tests/interop (make test does)"
+        return "run `npm ci` in tests/contract/interop (make test does)"
     return None
 
 

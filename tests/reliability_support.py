@@ -1,4 +1,4 @@
-"""Shared pieces of the reliability suite: short/long sizing, the crash-test machinery, figures.
+"""Shared pieces of the reliability tests: short/long sizing, the crash-test machinery, figures.
 
 ``RELIABILITY_LONG=1`` switches every test to its long size (docs/reliability.md).
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 LONG = os.environ.get("RELIABILITY_LONG", "") not in ("", "0")
 FIGURES_FILE = os.environ.get("RELIABILITY_FIGURES", "")
 
