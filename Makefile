@@ -33,8 +33,8 @@ demo-stop: $(STAMP) ## Stop the services `make demo` started
 test: $(STAMP) $(NODE_STAMP) lint ## Lint, then run the whole test suite (real servers on loopback)
 	$(PY) -m pytest -q
 
-test-fast: $(STAMP) ## Unit tests only
-	$(PY) -m pytest -q tests/unit
+test-fast: $(STAMP) ## Unit tests only (-m unit: in process, no servers; well under a minute)
+	$(PY) -m pytest -q -m unit
 
 lint: $(STAMP) ## ruff, mypy and buf lint
 	$(VENV)/bin/ruff check .

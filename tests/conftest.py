@@ -1,4 +1,4 @@
-"""Shared fixtures. Component folders add their own in tests/<component>/conftest.py.
+"""Shared fixtures and the suite's rules. Component folders add their own in tests/<component>/conftest.py.
 
 ``pair`` is the real service pair on loopback, shared by the end-to-end tests of several
 folders (sdk, cli, gateway, server, contract). The encoder runs the tiny `clipsearch-tiny`
@@ -19,6 +19,23 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import ServerThread
+
+#: The kinds of test; every test module declares exactly one in ``pytestmark`` (pyproject.toml).
+KINDS = ("unit", "functional", "reliability", "quality", "cluster")
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects: a module without a kind fails every run
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    wrong = []
+    for item in items:
+        kinds = sorted({mark.name for mark in item.iter_markers() if mark.name in KINDS})
+        if len(kinds) != 1:
+            wrong.append(f"  {item.nodeid}: {', '.join(kinds) or 'no kind'}")
+    if wrong:
+        raise pytest.UsageError(
+            f"every test needs exactly one kind marker ({', '.join(KINDS)}), set once per module as"
+            f" `pytestmark = pytest.mark.<kind>`; {len(wrong)} tests do not:\n" + "\n".join(wrong)
+        )
 
 
 @dataclass(frozen=True)

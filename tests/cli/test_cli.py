@@ -9,6 +9,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.functional
+
 
 def clipsearch(*args: str, pair=None, check: bool = True) -> subprocess.CompletedProcess:
     env = dict(os.environ)

@@ -1,4 +1,8 @@
+import pytest
+
 from clipsearch.apps.cli import main
+
+pytestmark = pytest.mark.unit
 
 
 def test_health_checks_every_named_service(capsys) -> None:

@@ -9,6 +9,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.functional
+
 
 @pytest.fixture(scope="module")
 def collection(pair, small_catalog) -> str:

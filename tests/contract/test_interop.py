@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.functional
+
 INTEROP = Path(__file__).resolve().parent / "interop"
 
 

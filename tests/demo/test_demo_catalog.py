@@ -23,6 +23,8 @@ from clipsearch.apps.demo.catalog import (
 )
 from clipsearch.catalog import read_catalog
 
+pytestmark = pytest.mark.unit
+
 
 def _files(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}

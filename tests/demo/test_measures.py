@@ -14,7 +14,7 @@ from clipsearch.apps.demo.catalog import make_products, query_for, render_produc
 from clipsearch.apps.demo.training.loss import instance_loss, multi_positive_clip_loss
 from clipsearch.apps.demo.training.quality import degrade, measure_image_queries, measure_text_queries
 
-pytestmark = pytest.mark.quality
+pytestmark = pytest.mark.unit
 
 
 def _unit(rows: int, dim: int = 16, seed: int = 0) -> torch.Tensor:

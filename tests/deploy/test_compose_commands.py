@@ -22,6 +22,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+pytestmark = pytest.mark.functional
+
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
 CONTAINER_PORTS = {"50051": "encoder", "50052": "index", "50053": "gateway", "8501": "ui"}

@@ -16,6 +16,8 @@ from encoder_service.images import ImageLimits, decode_image
 from encoder_service.model import ModelLoadError, load_model
 from encoder_service.settings import DEMO_MODEL
 
+pytestmark = pytest.mark.unit
+
 
 def test_model_configs_are_registered_at_import() -> None:
     assert "clipsearch-tiny" in open_clip.list_models()

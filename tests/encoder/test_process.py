@@ -19,6 +19,8 @@ from encoder_rpc import embed, serving, text
 
 from clipsearch.v1 import encoder_pb2_grpc
 
+pytestmark = pytest.mark.functional
+
 
 def free_port() -> int:
     with socket.socket() as probe:

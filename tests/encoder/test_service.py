@@ -23,6 +23,8 @@ from clipsearch.v1 import encoder_pb2, encoder_pb2_grpc
 from encoder_service.images import ImageLimits, decode_image
 from encoder_service.model import load_model
 
+pytestmark = pytest.mark.functional
+
 
 def test_get_model_info_describes_the_loaded_model(stub, reference_model) -> None:
     info = stub.GetModelInfo(encoder_pb2.GetModelInfoRequest(), timeout=10).model

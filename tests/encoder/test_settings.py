@@ -9,6 +9,8 @@ import pytest
 from clipsearch._options import OptionError as SettingsError
 from encoder_service.settings import DEMO_CHECKPOINT, EncoderSettings
 
+pytestmark = pytest.mark.unit
+
 
 def parse(*argv: str) -> EncoderSettings:
     parser = argparse.ArgumentParser()

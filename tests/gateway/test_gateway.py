@@ -13,6 +13,8 @@ from clipsearch.apps.gateway.settings import GatewaySettings
 from clipsearch.health import wait_until_serving
 from clipsearch.v1 import encoder_pb2, index_pb2, search_pb2, search_pb2_grpc, types_pb2
 
+pytestmark = pytest.mark.functional
+
 
 @pytest.fixture(scope="module")
 def gateway(pair):

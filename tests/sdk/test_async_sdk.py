@@ -11,6 +11,8 @@ import pytest
 from clipsearch import NotFoundError, SearchClient, aio
 from clipsearch.query import Query
 
+pytestmark = pytest.mark.functional
+
 
 def test_async_client_matches_sync_client(pair, small_catalog) -> None:
     rows = list(csv.DictReader(small_catalog.open()))

@@ -6,6 +6,8 @@ import pytest
 from clipsearch.catalog import read_catalog
 from clipsearch.errors import InvalidArgumentError
 
+pytestmark = pytest.mark.unit
+
 
 def test_csv_rows_become_typed_metadata_with_absolute_image(tmp_path: Path) -> None:
     (tmp_path / "img").mkdir()

@@ -5,6 +5,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.functional
+
 DOC = Path(__file__).resolve().parents[2] / "docs" / "sdk.md"
 
 

@@ -4,6 +4,8 @@ from clipsearch.errors import InvalidArgumentError
 from clipsearch.filters import build_filter
 from clipsearch.v1 import index_pb2
 
+pytestmark = pytest.mark.unit
+
 
 def test_none_and_prebuilt_pass_through() -> None:
     assert build_filter(None) is None

@@ -6,6 +6,8 @@ from clipsearch.errors import InvalidArgumentError
 from clipsearch.query import Deadline, Query, combine, page_without
 from clipsearch.types import Hit
 
+pytestmark = pytest.mark.unit
+
 
 def test_query_algebra_keeps_parts_in_order_with_signed_weights() -> None:
     query = Query.image(b"img") + Query.text("red", 0.5) - 2 * Query.text("striped", 0.25)

@@ -13,6 +13,8 @@ from clipsearch import InvalidArgumentError, NotFoundError, SearchClient
 from clipsearch.ingest import CONTENT_HASH_KEY
 from clipsearch.query import Query
 
+pytestmark = pytest.mark.functional
+
 
 def _rows(catalog: Path) -> list[dict]:
     with catalog.open() as handle:

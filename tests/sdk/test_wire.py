@@ -12,6 +12,8 @@ from clipsearch.wire import (
     vectors_to_protos,
 )
 
+pytestmark = pytest.mark.unit
+
 
 def test_vectors_round_trip_bit_exact() -> None:
     rng = np.random.default_rng(0)

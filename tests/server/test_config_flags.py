@@ -7,6 +7,8 @@ from clipsearch._options import OptionError, Options, int_in, option
 from clipsearch.apps.gateway.settings import GatewaySettings
 from clipsearch.server.settings import GrpcServerSettings
 
+pytestmark = pytest.mark.unit
+
 
 def _parse(argv, monkeypatch, **env):
     for key, value in env.items():

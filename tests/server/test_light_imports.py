@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.functional
+
 
 @pytest.mark.parametrize(
     "module",

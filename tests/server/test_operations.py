@@ -19,6 +19,8 @@ from clipsearch.server.security import WRITE_METHODS
 from clipsearch.v1 import encoder_pb2, encoder_pb2_grpc, index_pb2, index_pb2_grpc
 from clipsearch.wire import vector_to_proto
 
+pytestmark = pytest.mark.functional
+
 
 def _free_port() -> int:
     with socket.socket() as probe:

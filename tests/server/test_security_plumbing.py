@@ -27,6 +27,8 @@ from clipsearch.server.security import TlsFiles, TokenScopes, check_bind_is_safe
 from clipsearch.server.server import ManagedServer, ServerOptions, ServiceBinding
 from clipsearch.v1 import encoder_pb2_grpc
 
+pytestmark = pytest.mark.functional
+
 
 def _free_port() -> int:
     with socket.socket() as probe:

@@ -23,6 +23,8 @@ from clipsearch.health import check_health
 from clipsearch.server.server import ManagedServer, ServerOptions, ServiceBinding
 from clipsearch.v1 import encoder_pb2, encoder_pb2_grpc
 
+pytestmark = pytest.mark.functional
+
 
 def _factory(serving: bool = True):
     async def start() -> ManagedServer:
