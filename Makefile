@@ -31,7 +31,7 @@ demo-stop: $(STAMP) ## Stop the services `make demo` started
 	$(PY) -m clipsearch.apps.demo.run --stop
 
 test: $(STAMP) $(NODE_STAMP) lint ## Lint, then run the whole test suite (real servers on loopback)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=25
 
 test-fast: $(STAMP) ## Unit tests only (-m unit: in process, no servers; well under a minute)
 	$(PY) -m pytest -q -m unit

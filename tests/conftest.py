@@ -9,6 +9,7 @@ fresh data dir. ``small_catalog`` is a small demo catalog rendered once per sess
 from __future__ import annotations
 
 import sys
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +37,31 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             f"every test needs exactly one kind marker ({', '.join(KINDS)}), set once per module as"
             f" `pytestmark = pytest.mark.<kind>`; {len(wrong)} tests do not:\n" + "\n".join(wrong)
         )
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Seconds per top-level test folder (setup + call + teardown of each test), slowest first."""
+    seconds: dict[str, float] = defaultdict(float)
+    tests: dict[str, set[str]] = defaultdict(set)
+    for reports in terminalreporter.stats.values():
+        for report in reports:
+            if isinstance(report, pytest.TestReport):
+                folder = _folder(report.nodeid)
+                seconds[folder] += report.duration
+                tests[folder].add(report.nodeid)
+    if not seconds:
+        return
+    terminalreporter.write_sep("=", "seconds per test folder (setup + call + teardown)")
+    for folder, total in sorted(seconds.items(), key=lambda entry: -entry[1]):
+        terminalreporter.write_line(f"{total:8.1f} s {len(tests[folder]):5d} tests  {folder}")
+    count = sum(len(ids) for ids in tests.values())
+    terminalreporter.write_line(f"{sum(seconds.values()):8.1f} s {count:5d} tests  in all")
+
+
+def _folder(nodeid: str) -> str:
+    """tests/index/test_x.py::test_y[1] -> tests/index (the folder of a file right in tests/: tests)."""
+    parts = nodeid.split("::")[0].split("/")
+    return "/".join(parts[:2]) if len(parts) > 2 else "/".join(parts[:-1]) or "."
 
 
 @dataclass(frozen=True)
