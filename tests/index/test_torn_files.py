@@ -4,9 +4,11 @@ A data directory is copied while its engine is open (the state kill -9 leaves: t
 holds the recent commits) and damaged copy by copy: newest snapshot truncated or with
 bytes flipped, every snapshot of a shard truncated, the WAL tail torn inside the last
 commit, the database file truncated or with bytes flipped. Each copy is opened by the
-engine the server runs (``Engine``; an exception there is the server refusing to start)
-and, when it opens, checked against the ledger: every acknowledged item with its exact
-vector and metadata, no deleted id, the count exact, each item searching back to itself.
+engine the server runs (``Engine``; a ``CollectionLoadError`` there is the server refusing
+to start) and, when it opens, checked against the ledger: every acknowledged item with its
+exact vector and metadata, no deleted id, the count exact, each item searching back to
+itself. Only the refusals the store means to give count as refusals (``expected_refusal``);
+any other exception fails the test.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import numpy as np
 import pytest
 from reliability_support import report, size
 
-from clipsearch.errors import DataLossError
+from clipsearch.errors import DataLossError, InternalError
 from index_service.config import CollectionConfig, Metric
 from index_service.engine import CollectionLoadError, Engine, EngineOptions
 
@@ -86,15 +88,36 @@ def base(tmp_path_factory) -> Base:
     return ledger
 
 
+def expected_refusal(exc: CollectionLoadError) -> bool:
+    """Whether a refused start is the store finding the damage, not some other failure.
+
+    The causes it may have: SQLite's own checks (``sqlite3.DatabaseError``, e.g. "database
+    disk image is malformed"), also as the store's ``InternalError`` "storage error" around
+    one; a row or the id index failing its check (``DataLossError``); or a file cut so short
+    it holds no collection config (the ``RuntimeError`` "not a collection").
+    """
+    cause = exc.__cause__
+    if isinstance(cause, InternalError):
+        cause = cause.__cause__
+    if isinstance(cause, (sqlite3.DatabaseError, DataLossError)):
+        return True
+    return type(cause) is RuntimeError and "not a collection" in str(cause)
+
+
 def check(path: Path, base: Base, *, last_write_acknowledged: bool) -> str:
-    """'refused', 'recovered' or 'read refused'; AssertionError when a damaged copy serves wrong data."""
+    """'refused', 'recovered' or 'read refused'; AssertionError when a damaged copy serves wrong data.
+
+    Any exception but the expected refusals propagates: it is a failure, not a refusal.
+    """
     try:
         engine = _engine(path)
-        collection = engine.collection(NAME)
-    except Exception as exc:
+    except CollectionLoadError as exc:
+        if not expected_refusal(exc):
+            raise
         assert str(exc).strip(), f"refused without a message: {exc!r}"
         return "refused"
     try:
+        collection = engine.collection(NAME)
         got = {i.id: i for i in collection.get(list(base.vectors), include_vectors=True, missing_ok=True)}
         last = set(base.last_write)
         present_last = len(last & set(got))
@@ -112,9 +135,7 @@ def check(path: Path, base: Base, *, last_write_acknowledged: bool) -> str:
         hits = collection.search(np.stack([base.vectors[i] for i in sample]), k=1)
         assert [h[0].id for h in hits] == sample, f"{path.name}: items do not search back to themselves"
         return "recovered"
-    except AssertionError:
-        raise
-    except Exception as exc:  # the damage is found on a read: an error, not a wrong answer
+    except DataLossError as exc:  # the damage is found on a read: DATA_LOSS, not a wrong answer
         assert str(exc).strip(), f"a read failed without a message: {exc!r}"
         return "read refused"
     finally:
