@@ -23,9 +23,9 @@ $(AIO): scripts/gen_aio.py client/clipsearch/_aio_overrides.py client/clipsearch
 		client/clipsearch/index_client.py client/clipsearch/search_client.py | $(STAMP)
 	$(PY) scripts/gen_aio.py
 
-NODE_STAMP := tests/interop/node_modules/.installed
-$(NODE_STAMP): tests/interop/package-lock.json
-	cd tests/interop && npm ci --no-audit --no-fund --loglevel=error
+NODE_STAMP := tests/contract/interop/node_modules/.installed
+$(NODE_STAMP): tests/contract/interop/package-lock.json
+	cd tests/contract/interop && npm ci --no-audit --no-fund --loglevel=error
 	touch $(NODE_STAMP)
 
 install: $(STAMP) ## Create .venv and install clipsearch with every extra
@@ -40,10 +40,10 @@ aio: $(STAMP) ## Regenerate clipsearch/aio.py from the sync clients
 	$(PY) scripts/gen_aio.py
 
 test: $(STAMP) $(AIO) $(NODE_STAMP) lint ## Lint, then run the whole test suite (real servers on loopback)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=25
 
-test-fast: $(STAMP) ## Unit tests only
-	$(PY) -m pytest -q tests/unit
+test-fast: $(STAMP) ## Unit tests only (-m unit: in process, no servers; well under a minute)
+	$(PY) -m pytest -q -m unit
 
 lint: $(STAMP) $(AIO) ## ruff, mypy, import contracts and buf lint
 	$(VENV)/bin/ruff check .

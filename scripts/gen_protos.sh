@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Regenerates the Python code and type stubs for protos/clipsearch/v1/*.proto.
 # Usage: scripts/gen_protos.sh [OUT_DIR]   (default: client/, where the SDK package lives)
-# tests/unit/test_generated_code.py runs this into a temp dir and diffs it with the committed output.
+# tests/contract/test_generated_code.py runs this into a temp dir and diffs it with the committed output.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 out="${1:-$root/client}"

@@ -18,7 +18,7 @@ from index_service.settings import IndexSettings
 
 ray = pytest.importorskip("ray")
 
-pytestmark = [pytest.mark.distributed, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
 
 PRODUCTS = 40
 

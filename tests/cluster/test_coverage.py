@@ -15,7 +15,7 @@ from clipsearch.v1 import index_pb2, index_pb2_grpc
 from clipsearch.wire import vector_to_proto
 from index_service.collection import shard_of
 
-pytestmark = [pytest.mark.distributed, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(180)]
 
 DIM, ITEMS, K = 16, 400, 5
 

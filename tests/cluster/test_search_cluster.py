@@ -23,7 +23,7 @@ from clipsearch.wire import vector_to_proto
 from index_service.config import CollectionConfig
 from index_service.engine import Engine, EngineOptions
 
-pytestmark = [pytest.mark.distributed, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(240)]
 
 DIM, ITEMS, QUERIES, K = 32, 3000, 2000, 10
 

@@ -2,12 +2,14 @@
 
 ``encoder_address`` is one session-wide server with the tiny ``clipsearch-tiny`` config
 and (deliberately, explicitly) random weights. Tests that need their own settings or a
-model they can hold still use ``start_encoder`` and :class:`ModelGate`.
+model they can hold still use ``start_encoder`` and :class:`ModelGate`. ``checkpoints`` saves
+two clipsearch-tiny checkpoints (weights from seeds 1 and 2) for the model and service tests.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import grpc
 import pytest
@@ -82,3 +84,22 @@ def gate_of() -> Callable[[ServerThread], ModelGate]:
     yield make
     for gate in gates:
         gate.open()
+
+
+def save_checkpoint(path: Path, seed: int) -> Path:
+    """A clipsearch-tiny state dict with weights drawn from ``seed``, as training would save it."""
+    import open_clip
+    import torch
+
+    import encoder_service.model  # noqa: F401  (importing it registers the clipsearch-* configs)
+
+    torch.manual_seed(seed)
+    model, _, _ = open_clip.create_model_and_transforms("clipsearch-tiny")
+    torch.save(model.state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    folder = tmp_path_factory.mktemp("checkpoints")
+    return save_checkpoint(folder / "tiny-a.pt", 1), save_checkpoint(folder / "tiny-b.pt", 2)

@@ -12,6 +12,8 @@ from clipsearch.errors import DeadlineExceededError, InternalError, ResourceExha
 from encoder_service.batching import BatchPolicy, DynamicBatcher
 from encoder_service.metrics import EncoderMetrics
 
+pytestmark = pytest.mark.unit
+
 
 class Runner:
     """Records every batch; the first ``hold`` batches wait until released."""

@@ -22,7 +22,10 @@ from encoder_service.settings import EncoderSettings
 
 IMAGES = hostile_images(EncoderSettings().max_image_bytes)
 # The bombs make Pillow warn before our check refuses them; the refusal is what is tested.
-pytestmark = pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+pytestmark = [
+    pytest.mark.functional,
+    pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning"),
+]
 TEXTS = {
     "empty-text": "",
     "whitespace-text": " \t\n ",

@@ -13,7 +13,7 @@ from encoder_service.images import ImageLimits, decode_image, sniff_format
 
 LIMITS = ImageLimits(max_bytes=1024 * 1024)
 # The bombs make Pillow warn before our check refuses them; the refusal is what is tested.
-pytestmark = pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+pytestmark = [pytest.mark.unit, pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")]
 
 
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP"])

@@ -13,6 +13,8 @@ from clipsearch.v1 import encoder_pb2_grpc
 from encoder_service.server import EncoderServer
 from encoder_service.settings import EncoderSettings
 
+pytestmark = pytest.mark.functional
+
 
 def test_not_serving_and_unavailable_until_the_model_is_loaded() -> None:
     async def listening_only() -> EncoderServer:

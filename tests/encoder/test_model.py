@@ -4,34 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import grpc
 import numpy as np
 import open_clip
 import pytest
 import torch
 from encoder_media import image_bytes
-from encoder_rpc import embed, image, text
 
-from clipsearch.v1 import encoder_pb2, encoder_pb2_grpc
 from encoder_service import fingerprint as fingerprint_module
 from encoder_service import model as model_module
 from encoder_service.images import ImageLimits, decode_image
 from encoder_service.model import ModelLoadError, load_model
 from encoder_service.weights import DEMO_MODEL
 
-
-def save_checkpoint(path: Path, seed: int) -> Path:
-    """A clipsearch-tiny state dict with weights drawn from ``seed``, as training would save it."""
-    torch.manual_seed(seed)
-    model, _, _ = open_clip.create_model_and_transforms("clipsearch-tiny")
-    torch.save(model.state_dict(), path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    folder = tmp_path_factory.mktemp("checkpoints")
-    return save_checkpoint(folder / "tiny-a.pt", 1), save_checkpoint(folder / "tiny-b.pt", 2)
+pytestmark = pytest.mark.unit
 
 
 def test_model_configs_are_registered_at_import() -> None:
@@ -149,24 +134,3 @@ def test_bf16_autocast_on_cpu_stays_close_to_fp32(reference_model) -> None:
     np.testing.assert_allclose(np.linalg.norm(low, axis=1), 1.0, atol=1e-5)
     cosine = np.sum(low * reference_model.encode_texts(tokens), axis=1)
     assert np.all(cosine > 0.98)
-
-
-def test_a_checkpoint_served_over_grpc_gives_open_clip_vectors(
-    checkpoints: tuple[Path, Path], start_encoder
-) -> None:
-    path = checkpoints[1]
-    thread = start_encoder(pretrained=str(path))
-    with grpc.insecure_channel(thread.address) as channel:
-        stub = encoder_pb2_grpc.EncoderServiceStub(channel)
-        info = stub.GetModelInfo(encoder_pb2.GetModelInfoRequest(), timeout=10).model
-        assert (info.name, info.pretrained) == ("clipsearch-tiny", "tiny-b.pt")
-        vectors, fingerprint = embed(stub, [text("a dotted yellow scarf"), image(image_bytes("PNG"))])
-    assert fingerprint == info.fingerprint == load_model("clipsearch-tiny", str(path)).identity.fingerprint
-    reference, _, preprocess = open_clip.create_model_and_transforms("clipsearch-tiny", pretrained=str(path))
-    reference.eval()
-    pixels = preprocess(decode_image(image_bytes("PNG"), ImageLimits())).unsqueeze(0)
-    with torch.no_grad():
-        tokens = open_clip.get_tokenizer("clipsearch-tiny")(["a dotted yellow scarf"])
-        want_text = reference.encode_text(tokens, normalize=True).numpy()
-        want_image = reference.encode_image(pixels, normalize=True).numpy()
-    np.testing.assert_allclose(vectors, np.concatenate([want_text, want_image]), atol=1e-5)

@@ -1,4 +1,8 @@
-"""The encoder as a process: `clipsearch serve encoder`, ready when SERVING, drained on SIGTERM."""
+"""The encoder as a process: `clipsearch serve encoder`, ready when SERVING, drained on SIGTERM.
+
+Also what a fresh interpreter does before the model: settings import the standard library
+only, and a bad --pretrained fails before torch is imported.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,8 @@ import pytest
 from encoder_rpc import embed, serving, text
 
 from clipsearch.v1 import encoder_pb2_grpc
+
+pytestmark = pytest.mark.functional
 
 
 def free_port() -> int:
@@ -68,3 +74,24 @@ def test_an_unloadable_model_exits_with_a_clear_message(tmp_path) -> None:
     )
     assert result.returncode == 1
     assert f"--pretrained {missing}: no such checkpoint file" in result.stderr
+
+
+def test_settings_import_only_the_standard_library() -> None:
+    code = (
+        "import sys; import encoder_service.settings; "
+        "heavy = [m for m in ('torch', 'open_clip', 'grpc', 'numpy', 'PIL') if m in sys.modules]; "
+        "print(','.join(heavy))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+
+
+def test_a_missing_pretrained_fails_before_torch_is_imported() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "encoder_service", "--model", "ViT-B-32"],
+        capture_output=True,
+        text=True,
+        env={"PATH": "", "PYTHONPATH": ":".join(sys.path)},
+    )
+    assert out.returncode != 0
+    assert "--pretrained: required for --model ViT-B-32" in out.stderr

@@ -7,16 +7,23 @@ import random
 import socket
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import grpc
 import numpy as np
+import open_clip
 import pytest
+import torch
 from encoder_media import colored_images, image_bytes
 from encoder_rpc import SERVICE, embed, expected, image, serving, text
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
 from clipsearch._calls import from_rpc_error
 from clipsearch.v1 import encoder_pb2, encoder_pb2_grpc
+from encoder_service.images import ImageLimits, decode_image
+from encoder_service.model import load_model
+
+pytestmark = pytest.mark.functional
 
 
 def test_get_model_info_describes_the_loaded_model(stub, reference_model) -> None:
@@ -200,3 +207,24 @@ def test_from_rpc_error_sees_the_field(stub) -> None:
         embed(stub, [text("ok"), text("   ")])
     error = from_rpc_error(caught.value)
     assert error.field == "inputs[1].text"
+
+
+def test_a_checkpoint_served_over_grpc_gives_open_clip_vectors(
+    checkpoints: tuple[Path, Path], start_encoder
+) -> None:
+    path = checkpoints[1]
+    thread = start_encoder(pretrained=str(path))
+    with grpc.insecure_channel(thread.address) as channel:
+        stub = encoder_pb2_grpc.EncoderServiceStub(channel)
+        info = stub.GetModelInfo(encoder_pb2.GetModelInfoRequest(), timeout=10).model
+        assert (info.name, info.pretrained) == ("clipsearch-tiny", "tiny-b.pt")
+        vectors, fingerprint = embed(stub, [text("a dotted yellow scarf"), image(image_bytes("PNG"))])
+    assert fingerprint == info.fingerprint == load_model("clipsearch-tiny", str(path)).identity.fingerprint
+    reference, _, preprocess = open_clip.create_model_and_transforms("clipsearch-tiny", pretrained=str(path))
+    reference.eval()
+    pixels = preprocess(decode_image(image_bytes("PNG"), ImageLimits())).unsqueeze(0)
+    with torch.no_grad():
+        tokens = open_clip.get_tokenizer("clipsearch-tiny")(["a dotted yellow scarf"])
+        want_text = reference.encode_text(tokens, normalize=True).numpy()
+        want_image = reference.encode_image(pixels, normalize=True).numpy()
+    np.testing.assert_allclose(vectors, np.concatenate([want_text, want_image]), atol=1e-5)

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import subprocess
-import sys
 
 import pytest
 
 from clipsearch._options import OptionError as SettingsError
 from encoder_service.settings import EncoderSettings
 from encoder_service.weights import DEMO_CHECKPOINT
+
+pytestmark = pytest.mark.unit
 
 
 def parse(*argv: str) -> EncoderSettings:
@@ -96,24 +96,3 @@ def test_constructing_in_code_validates_too() -> None:
         EncoderSettings(max_queue=0)
     with pytest.raises(SettingsError, match=r"^--device"):
         EncoderSettings(device="gpu")
-
-
-def test_settings_import_only_the_standard_library() -> None:
-    code = (
-        "import sys; import encoder_service.settings; "
-        "heavy = [m for m in ('torch', 'open_clip', 'grpc', 'numpy', 'PIL') if m in sys.modules]; "
-        "print(','.join(heavy))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == ""
-
-
-def test_a_missing_pretrained_fails_before_torch_is_imported() -> None:
-    out = subprocess.run(
-        [sys.executable, "-m", "encoder_service", "--model", "ViT-B-32"],
-        capture_output=True,
-        text=True,
-        env={"PATH": "", "PYTHONPATH": ":".join(sys.path)},
-    )
-    assert out.returncode != 0
-    assert "--pretrained: required for --model ViT-B-32" in out.stderr

@@ -16,6 +16,8 @@ from index_service.config import CollectionConfig
 from index_service.engine import CollectionLoadError
 from index_service.store import SCHEMA_VERSION
 
+pytestmark = pytest.mark.functional
+
 ROOT = Path(__file__).resolve().parents[2]
 DIM = 8
 

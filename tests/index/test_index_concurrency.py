@@ -10,6 +10,8 @@ import pytest
 from index_service.config import CollectionConfig, SearchParams
 from index_service.filters import Equals
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.mark.parametrize("spec", ["Flat", "HNSW32"])
 def test_searches_and_a_writer_in_parallel(open_engine, spec):

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.reliability
+
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "index_crash_test.py"
 
 

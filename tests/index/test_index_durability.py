@@ -9,6 +9,8 @@ from index_service import snapshots
 from index_service.config import CollectionConfig, Metric
 from index_service.engine import DataDirLockedError, Engine, EngineOptions
 
+pytestmark = pytest.mark.unit
+
 
 def _state(collection, queries):
     return [

@@ -8,6 +8,8 @@ from index_oracle import assert_matches, scores, top_k
 
 from index_service.config import CollectionConfig, Metric
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.mark.parametrize("metric", [m for m in Metric if m != Metric.UNSPECIFIED])
 @pytest.mark.parametrize("shards", [1, 2, 4])

@@ -9,6 +9,8 @@ from index_oracle import assert_matches, scores
 from index_service.config import CollectionConfig, Metric, SearchParams
 from index_service.filters import All, AnyOf, Equals, In, Not, Range, matches
 
+pytestmark = pytest.mark.unit
+
 COLORS = ["red", "green", "blue", "black"]
 
 FILTERS = [

@@ -11,6 +11,8 @@ from clipsearch._calls import from_rpc_error
 from clipsearch.v1 import index_pb2, types_pb2
 from clipsearch.wire import metadata_from_proto, metadata_to_proto, vector_from_proto, vector_to_proto
 
+pytestmark = pytest.mark.functional
+
 C = grpc.StatusCode
 
 

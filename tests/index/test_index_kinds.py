@@ -9,6 +9,8 @@ from clipsearch.errors import InvalidArgumentError
 from index_service.config import CollectionConfig, Metric, SearchParams
 from index_service.kinds import IndexKind
 
+pytestmark = pytest.mark.unit
+
 
 def test_hnsw_never_returns_deleted_ids_and_rebuilds(open_engine):
     engine = open_engine(rebuild_dead_ratio=0.3, exact_fallback_max=0)

@@ -9,6 +9,8 @@ import pytest
 
 from index_service.settings import IndexSettings
 
+pytestmark = pytest.mark.unit
+
 
 def _parse(argv, monkeypatch=None, env=None):
     for key, value in (env or {}).items():

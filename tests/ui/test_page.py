@@ -16,6 +16,8 @@ from clipsearch.apps.ui.page import PageError, SearchPage, SearchParams, hit_to_
 from clipsearch.apps.ui.settings import UISettings
 from clipsearch.types import Hit
 
+pytestmark = pytest.mark.functional
+
 # -- parameters (no services) -------------------------------------------------------------------
 
 

@@ -7,9 +7,12 @@ import socket
 import subprocess
 import sys
 
+import pytest
 from ui_harness import COLLECTION, screenshot
 
 from clipsearch.apps.ui.probe import wait_until_answering
+
+pytestmark = pytest.mark.functional
 
 #: How many result images have finished loading with real pixels.
 LOADED = "() => [...document.querySelectorAll('#results .card img')].filter(i => i.naturalWidth > 0).length"

@@ -3,7 +3,7 @@
 `multi_positive_clip_loss` is open_clip's `ClipLoss` (symmetric cross-entropy over the
 image-text similarity matrix) with soft targets: a caption that leaves the pattern out ("a red
 dress") is a positive for every red dress in the batch, not a false negative. With an identity
-target matrix it is exactly `ClipLoss` (tests/quality/test_measures.py checks this).
+target matrix it is exactly `ClipLoss` (tests/demo/test_measures.py checks this).
 `instance_loss` is InfoNCE between a degraded view of an image and all catalog views (SimCLR):
 it keeps what tells two red striped dresses apart, so image→image search finds the very product.
 """

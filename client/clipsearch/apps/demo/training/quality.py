@@ -1,7 +1,7 @@
 """Retrieval-quality figures over a demo catalog, defined once for training, tests and benchmarks.
 
 The measurements take search callables, so the same definitions score an in-memory model
-during training and the whole gRPC stack in `tests/quality` and `benchmarks/quality.py`.
+during training and the whole gRPC stack in `tests/demo` (-m quality) and `benchmarks/quality.py`.
 Only numpy and Pillow are needed here.
 """
 

@@ -1,0 +1,125 @@
+"""SearchService (the gateway) over real gRPC, in front of the real pair."""
+
+from __future__ import annotations
+
+import csv
+
+import grpc
+import pytest
+from harness import ServerThread
+
+from clipsearch.apps.gateway.server import create_server
+from clipsearch.apps.gateway.settings import GatewaySettings
+from clipsearch.health import wait_until_serving
+from clipsearch.v1 import encoder_pb2, index_pb2, search_pb2, search_pb2_grpc, types_pb2
+
+pytestmark = pytest.mark.functional
+
+
+@pytest.fixture(scope="module")
+def gateway(pair):
+    settings = GatewaySettings(port=0, encoder=pair.encoder, index=pair.index)
+    with ServerThread(lambda: create_server(settings), name="gateway") as running:
+        with grpc.insecure_channel(running.address) as channel:
+            grpc.channel_ready_future(channel).result(timeout=10)
+            yield running, search_pb2_grpc.SearchServiceStub(channel)
+
+
+def _options(**kwargs) -> search_pb2.SearchOptions:
+    return search_pb2.SearchOptions(collection="gateway_e2e", **kwargs)
+
+
+def _stream(small_catalog, extra=()):
+    rows = list(csv.DictReader(small_catalog.open()))
+    items = [
+        search_pb2.IngestItem(
+            id=row["id"],
+            image=(small_catalog.parent / row["image"]).read_bytes(),
+            metadata={"title": types_pb2.MetadataValue(string_value=row["title"])},
+        )
+        for row in rows
+    ]
+    yield search_pb2.IngestRequest(collection="gateway_e2e", items=items[:20])
+    yield search_pb2.IngestRequest(items=items[20:] + list(extra))
+
+
+def test_ingest_stream_then_every_search(gateway, pair, small_catalog) -> None:
+    running, stub = gateway
+    wait_until_serving(running.address, timeout_s=30)  # SERVING once both upstream services are
+    from clipsearch import SearchClient
+
+    with SearchClient(pair.encoder, pair.index) as client:
+        client.create_collection("gateway_e2e", exist_ok=True)
+    bad = search_pb2.IngestItem(id="broken", image=b"\x89PNG\r\n\x1a\n truncated")
+    response = stub.Ingest(_stream(small_catalog, [bad]), timeout=60)
+    assert response.ingested == 40 and response.skipped == 0
+    assert [(f.id, f.code) for f in response.failures] == [
+        ("broken", grpc.StatusCode.INVALID_ARGUMENT.value[0])
+    ]
+    assert stub.Ingest(_stream(small_catalog), timeout=60).skipped == 40
+
+    rows = list(csv.DictReader(small_catalog.open()))
+    image = (small_catalog.parent / rows[2]["image"]).read_bytes()
+    by_image = stub.SearchImage(search_pb2.SearchImageRequest(image=image, options=_options(k=3)), timeout=10)
+    assert by_image.hits[0].id == rows[2]["id"] and by_image.hits[0].metadata["title"].string_value
+    by_text = stub.SearchText(
+        search_pb2.SearchTextRequest(text="a red dress", options=_options(k=4)), timeout=10
+    )
+    assert len(by_text.hits) == 4
+    parts = [
+        search_pb2.WeightedInput(input=encoder_pb2.EmbedInput(image=image), weight=1.0),
+        search_pb2.WeightedInput(input=encoder_pb2.EmbedInput(text="striped"), weight=-0.5),
+    ]
+    hybrid = stub.SearchHybrid(search_pb2.SearchHybridRequest(parts=parts, options=_options(k=5)), timeout=10)
+    assert len(hybrid.hits) == 5
+    similar = stub.MoreLikeThis(
+        search_pb2.MoreLikeThisRequest(id=rows[2]["id"], options=_options(k=5)), timeout=10
+    )
+    assert rows[2]["id"] not in {h.id for h in similar.hits} and len(similar.hits) == 5
+    price_filter = index_pb2.Filter(
+        condition=index_pb2.FieldCondition(
+            field="title", equals=types_pb2.MetadataValue(string_value=rows[0]["title"])
+        )
+    )
+    filtered = stub.SearchText(
+        search_pb2.SearchTextRequest(text="x", options=_options(k=40, filter=price_filter)), timeout=10
+    )
+    assert {h.id for h in filtered.hits} == {r["id"] for r in rows if r["title"] == rows[0]["title"]}
+
+
+@pytest.mark.parametrize(
+    ("call", "request_message", "code", "field"),
+    [
+        ("SearchText", search_pb2.SearchTextRequest(text="", options=_options()), "INVALID_ARGUMENT", "text"),
+        ("SearchText", search_pb2.SearchTextRequest(text="x"), "INVALID_ARGUMENT", "options.collection"),
+        (
+            "SearchText",
+            search_pb2.SearchTextRequest(text="x", options=search_pb2.SearchOptions(collection="nope")),
+            "NOT_FOUND",
+            None,
+        ),
+        ("MoreLikeThis", search_pb2.MoreLikeThisRequest(id="ghost", options=_options()), "NOT_FOUND", None),
+        (
+            "SearchImage",
+            search_pb2.SearchImageRequest(image=b"nope", options=_options()),
+            "INVALID_ARGUMENT",
+            None,
+        ),
+    ],
+)
+def test_errors_keep_codes_and_fields(gateway, call, request_message, code, field) -> None:
+    from clipsearch._calls import from_rpc_error
+
+    _, stub = gateway
+    with pytest.raises(grpc.RpcError) as caught:
+        getattr(stub, call)(request_message, timeout=10)
+    assert caught.value.code().name == code
+    if field is not None:
+        assert from_rpc_error(caught.value).field == field
+
+
+def test_deadline_is_honored(gateway) -> None:
+    _, stub = gateway
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.SearchText(search_pb2.SearchTextRequest(text="a hat", options=_options()), timeout=0.001)
+    assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
