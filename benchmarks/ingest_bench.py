@@ -42,7 +42,7 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="ingest-bench-"))
     catalog = generate_catalog(work / "catalog", n_products=products, seed=3, image_size=args.image_size)
-    images = [row.image_path.read_bytes() for row in read_catalog(catalog)]
+    images = [(catalog.parent / row.image).read_bytes() for row in read_catalog(catalog)]
     encoder_flags = ["--model", args.model] + (["--pretrained", args.pretrained] if args.pretrained else [])
 
     with (

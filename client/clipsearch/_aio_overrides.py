@@ -16,14 +16,14 @@ from typing import Any
 
 import numpy as np
 
-from clipsearch._calls import translate_errors
+from clipsearch._calls import AsyncServiceClient, translate_errors
 from clipsearch.encoder_client import outcome_from_proto, stream_requests
 from clipsearch.errors import ClipsearchError
 from clipsearch.types import IngestReport, ModelInfo
 from clipsearch.v1 import encoder_pb2
 
 
-class EncoderClient:
+class EncoderClient(AsyncServiceClient):  # the base only types this module; the sync class's is used
     _stub: Any
     last_fingerprint: str
 
@@ -31,7 +31,7 @@ class EncoderClient:
         self, chunks: Iterable[Sequence[encoder_pb2.EmbedInput]], *, timeout_s: float | None = None
     ) -> AsyncIterator[list[np.ndarray | ClipsearchError]]:
         """Bulk encoding over one flow-controlled ``EmbedStream``: an async iterator of chunks' outcomes."""
-        with translate_errors():
+        with translate_errors(self):
             async for response in self._stub.EmbedStream(stream_requests(chunks), timeout=timeout_s):
                 self.last_fingerprint = response.model_fingerprint
                 yield [

@@ -14,11 +14,23 @@ from clipsearch.errors import ClipsearchError, StatusCode, error_for
 
 
 @contextlib.contextmanager
-def translate_errors() -> Iterator[None]:
+def translate_errors(client: _ChannelOwner | None = None) -> Iterator[None]:
+    """gRPC errors of the block become :mod:`clipsearch.errors`; ``client`` names the service in
+    the errors a person must act on (nothing listening, another service at that address)."""
     try:
         yield
     except grpc.RpcError as error:
-        raise from_rpc_error(error) from None
+        translated = from_rpc_error(error)
+        raise (translated if client is None else client._explained(translated)) from None
+
+
+#: How the channel reports that nothing answered at the address (grpc core's wording).
+_UNREACHABLE = (
+    "failed to connect to all addresses",
+    "Connection refused",
+    "DNS resolution failed",
+    "No route",
+)
 
 
 def from_rpc_error(error: grpc.RpcError) -> ClipsearchError:
@@ -71,6 +83,8 @@ class _ChannelOwner:
 
     ADDRESS_ENV: str
     DEFAULT_ADDRESS: str
+    #: ("encoder", "clipsearch.v1.EncoderService"): for errors that name what is at fault.
+    SERVICE: tuple[str, str]
     _open_channel: Callable[[str, ChannelOptions | None], Any]
 
     def __init__(
@@ -80,6 +94,27 @@ class _ChannelOwner:
         self.timeout_s = timeout_s
         self._owns_channel = channel is None
         self._channel = channel or type(self)._open_channel(self.address, options)
+
+    def _explained(self, error: ClipsearchError) -> ClipsearchError:
+        """``error`` with one sentence that names this service, its address and the fix, where a
+        person must act: nothing listening there, or another service listening there."""
+        name, full_name = self.SERVICE
+        flag = f"--{name} (or ${self.ADDRESS_ENV})"
+        if error.code is StatusCode.UNAVAILABLE and any(text in error.message for text in _UNREACHABLE):
+            reason = error.message.rsplit(":", 1)[-1].strip() or "nothing answered"
+            return error_for(
+                error.code,
+                f"the {name} at {self.address} is not reachable ({reason}): start it "
+                f"(`clipsearch serve {name}`) or point {flag} at it",
+                retry_after_s=error.retry_after_s,
+            )
+        if error.code is StatusCode.UNIMPLEMENTED:
+            return error_for(
+                error.code,
+                f"the server at {self.address} does not serve {full_name} ({error.message}): "
+                f"{flag} points at another service",
+            )
+        return error
 
 
 class ServiceClient(_ChannelOwner):

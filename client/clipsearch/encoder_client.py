@@ -24,6 +24,7 @@ class EncoderClient(ServiceClient):
     """
 
     ADDRESS_ENV, DEFAULT_ADDRESS = ENCODER_ENV, DEFAULT_ENCODER_ADDRESS
+    SERVICE = ("encoder", "clipsearch.v1.EncoderService")
 
     def __init__(
         self,
@@ -40,7 +41,7 @@ class EncoderClient(ServiceClient):
         self.last_fingerprint = ""
 
     def model_info(self, *, timeout_s: float | None = None) -> ModelInfo:
-        with translate_errors():
+        with translate_errors(self):
             response = self._stub.GetModelInfo(
                 encoder_pb2.GetModelInfoRequest(), timeout=timeout_s or self.timeout_s
             )
@@ -65,12 +66,12 @@ class EncoderClient(ServiceClient):
         requests = stream_requests(chunks)
         # The call starts here, not at the first next(): gRPC's thread starts pulling
         # `chunks` at once, which a caller may be waiting on.
-        with translate_errors():
+        with translate_errors(self):
             responses = self._stub.EmbedStream(requests, timeout=timeout_s)
         return self._outcomes(responses)
 
     def _outcomes(self, responses: Iterable[encoder_pb2.EmbedStreamResponse]):
-        with translate_errors():
+        with translate_errors(self):
             for response in responses:
                 self.last_fingerprint = response.model_fingerprint
                 yield [
@@ -84,7 +85,7 @@ class EncoderClient(ServiceClient):
         parts: list[np.ndarray] = []
         for offset, request in embed_requests(inputs, self.batch_size):
             try:
-                with translate_errors():
+                with translate_errors(self):
                     response = self._stub.Embed(request, timeout=timeout_s or self.timeout_s)
             except ClipsearchError as error:  # inputs[i] of this request -> of the whole list
                 raise renumbered(error, "inputs", offset.__add__) from None

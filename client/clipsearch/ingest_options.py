@@ -2,10 +2,33 @@
 
 from __future__ import annotations
 
+import argparse
+import json
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
-from clipsearch._options import Options, int_in, option
+from clipsearch._options import Options, float_in, int_in, option, optional_text
+from clipsearch.errors import InvalidArgumentError
+from clipsearch.schema import Schema
+
+
+def schema_argument(text: str) -> Schema | None:
+    """A schema as JSON, inline or in a file: ``{"price": {"type": "float", "currency": "USD"}}``."""
+    if not text.strip():
+        return None
+    source = text if text.lstrip().startswith("{") else None
+    if source is None:
+        try:
+            source = Path(text).read_text(encoding="utf-8")
+        except OSError as error:
+            raise argparse.ArgumentTypeError(
+                f"cannot read schema file {text}: {error.strerror or error}"
+            ) from None
+    try:
+        return Schema.from_dict(json.loads(source))
+    except (json.JSONDecodeError, InvalidArgumentError) as error:
+        raise argparse.ArgumentTypeError(f"not a schema ({error})") from None
 
 
 @dataclass(frozen=True)
@@ -17,6 +40,22 @@ class IngestOptions(Options):
     workers: int = option(3, "batches in flight at once (upserts overlapping encoding)", parse=int_in(1, 64))
     resume: bool = option(
         True, "re-embed items already stored unchanged (default: skip them)", switch=True, flag="--no-resume"
+    )
+    schema: Schema | None = option(
+        None,
+        'field types, as JSON or a JSON file: {"price": {"type": "float", "currency": "USD"}, '
+        '"tags": "keywords"}; columns it leaves out are inferred from the first rows',
+        parse=schema_argument,
+    )
+    image_root: str | None = option(
+        None, "folder relative image paths are under (default: the catalog's folder)", parse=optional_text
+    )
+    list_separator: str = option("|", "separator of a keywords cell (a|b|c)")
+    fetch_workers: int = option(8, "image URLs fetched at once", parse=int_in(1, 256))
+    fetch_timeout_s: float = option(10.0, "seconds one image download may take", parse=float_in(0.1, 600))
+    fetch_retries: int = option(2, "retries of a download that timed out or got 429/5xx", parse=int_in(0, 10))
+    max_image_bytes: int = option(
+        16 * 1024 * 1024, "largest image file or download accepted", parse=int_in(1, 2**31 - 1)
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from clipsearch.ingest import ProgressCallback, ingest_catalog
 from clipsearch.ingest_options import IngestOptions, ingest_options
 from clipsearch.query import Deadline, Query, combine_parts, page_without, stored_vector, text_contents
 from clipsearch.request_context import one_request_id
+from clipsearch.schema import Schema
 from clipsearch.types import CollectionInfo, Hit, IngestReport, ModelInfo
 
 
@@ -61,13 +63,21 @@ class SearchClient:
         self,
         name: str,
         *,
-        num_shards: int = 1,
-        index_spec: str = "Flat",
-        metric: str = "cosine",
+        num_shards: int | None = None,
+        index_spec: str | None = None,
+        metric: str | None = None,
+        schema: Schema | Mapping[str, Any] | None = None,
         exist_ok: bool = False,
     ) -> CollectionInfo:
-        """A collection for this encoder's vectors: its dimension and model fingerprint."""
+        """A collection for this encoder's vectors: its dimension and model.
+
+        ``num_shards`` (default 1), ``index_spec`` (Flat) and ``metric`` (cosine) apply when it is
+        created; with ``exist_ok`` an existing collection is used as it is unless a setting
+        given here differs (the error names each). ``schema`` declares field types (a
+        :class:`~clipsearch.schema.Schema` or its dict form); without one, the first write sets it.
+        """
         model = self.model_info()
+        declared = Schema.from_dict(schema) if isinstance(schema, Mapping) else schema
         return self.index.create_collection(
             name,
             model.embedding_dim,
@@ -76,6 +86,8 @@ class SearchClient:
             index_spec=index_spec,
             model_fingerprint=model.fingerprint,
             model_name=model.name,
+            model_pretrained=model.pretrained,
+            schema=declared,
             exist_ok=exist_ok,
         )
 

@@ -139,6 +139,10 @@ class IngestFailure:
     row: int
     id: str
     reason: str
+    #: What kind of failure, for the summary ("image not found", "bad value", ...).
+    kind: str = "failed"
+    #: The row as read from the catalog (for the failed-rows file); empty when not from a catalog.
+    record: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
 @dataclass
@@ -149,7 +153,21 @@ class IngestReport:
     skipped: int = 0
     failed: list[IngestFailure] = field(default_factory=list)
     seconds: float = 0.0
+    #: The collection's schema the rows were checked against.
+    schema: Schema | None = None
+    #: Fields this ingest added to the schema (the catalog's new columns).
+    added_fields: list[str] = field(default_factory=list)
+    #: Things worth knowing about the catalog (why a column is not a number, ...).
+    notes: list[str] = field(default_factory=list)
+    #: The model that made the vectors: "name (pretrained)".
+    model: str = ""
 
     @property
     def rate(self) -> float:
         return self.ingested / self.seconds if self.seconds > 0 else 0.0
+
+    def failures_by_kind(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for failure in self.failed:
+            counts[failure.kind] = counts.get(failure.kind, 0) + 1
+        return dict(sorted(counts.items(), key=lambda item: -item[1]))

@@ -94,9 +94,9 @@ def test_the_sdk_reads_a_generated_catalog(tmp_path: Path) -> None:
     products = make_products(5, seed=4)
     assert [r.id for r in rows] == [p.id for p in products]
     for row, product in zip(rows, products, strict=True):
-        assert row.error is None and row.image_path.is_file()
-        assert row.metadata["category"] == product.category
-        assert row.metadata["price"] == pytest.approx(product.price)
+        assert row.error is None and (csv_path.parent / row.image).is_file()
+        assert row.cells["category"] == product.category
+        assert float(row.cells["price"]) == pytest.approx(product.price)
 
 
 def test_attribute_coverage() -> None:

@@ -17,19 +17,34 @@ from clipsearch.types import IngestReport
 pytestmark = pytest.mark.unit
 
 
+#: Options that are neither switches nor bounded numbers: a value other than the default, as text.
+TEXT_VALUES = {
+    "schema": '{"price": {"type": "float", "currency": "USD"}}',
+    "image_root": "/srv/images",
+    "list_separator": ";",
+}
+
+
 def _changed_options() -> tuple[IngestOptions, list[str]]:
-    """Every field set away from its default, and the same as command-line flags."""
+    """Every field set away from its default, and the same as command-line flags.
+
+    A new option without a bounded parser needs an entry in TEXT_VALUES: this test must cover it.
+    """
     values, argv = {}, []
     for field, declared in IngestOptions.declared_options():
         flag = IngestOptions.flag_of(field.name)
         if declared.switch:
             values[field.name] = not field.default
             argv.append(flag)
-        else:
+        elif hasattr(declared.parse, "high"):
             bounds = declared.parse
             value = bounds.high if field.default != bounds.high else bounds.low  # type: ignore[attr-defined]
             values[field.name] = type(field.default)(value)
             argv += [flag, str(values[field.name])]
+        else:
+            text = TEXT_VALUES[field.name]
+            values[field.name] = declared.parse(text)
+            argv += [flag, text]
     return IngestOptions(**values), argv
 
 
@@ -54,12 +69,18 @@ def test_every_option_reaches_the_pipeline(recorded, tmp_path: Path, capsys) -> 
     catalog.write_text("id,image\n")
     with SearchClient("127.0.0.1:1", "127.0.0.1:2") as client:
         client.ingest(catalog, collection="c", options=wanted)
-        client.ingest(catalog, collection="c", **dataclasses.asdict(wanted))
+        client.ingest(
+            catalog, collection="c", **{f.name: getattr(wanted, f.name) for f in dataclasses.fields(wanted)}
+        )
 
     async def through_aio() -> None:
         async with aio.SearchClient("127.0.0.1:1", "127.0.0.1:2") as client:
             await client.ingest(catalog, collection="c", options=wanted)
-            await client.ingest(catalog, collection="c", **dataclasses.asdict(wanted))
+            await client.ingest(
+                catalog,
+                collection="c",
+                **{f.name: getattr(wanted, f.name) for f in dataclasses.fields(wanted)},
+            )
 
     asyncio.run(through_aio())
     assert main(["ingest", str(catalog), "--collection", "c", "--json", *argv]) == 0

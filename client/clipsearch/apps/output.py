@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from clipsearch.types import Hit, IngestReport
+
+#: Failed rows listed one by one in the text summary; the rest are counted.
+SHOWN_FAILURES = 20
 
 
 def format_hits(hits: Sequence[Hit]) -> str:
@@ -20,16 +25,36 @@ def format_hits(hits: Sequence[Hit]) -> str:
     return "\n".join(lines)
 
 
-def print_ingest_report(report: IngestReport, *, as_json: bool, where: str = "", **extra: object) -> None:
-    """The summary of ``ingest`` and ``bulk-ingest``: a line per failure, or one JSON object."""
-    failures = [{"row": f.row, "id": f.id, "reason": f.reason} for f in report.failed]
+def print_ingest_report(
+    report: IngestReport, *, as_json: bool, where: str = "", failed_rows: Path | None = None, **extra: object
+) -> None:
+    """The summary of ``ingest`` and ``bulk-ingest``: the schema used, counts by kind, the failures."""
+    failures = [{"row": f.row, "id": f.id, "kind": f.kind, "reason": f.reason} for f in report.failed]
     if as_json:
-        summary = {"ingested": report.ingested, "skipped": report.skipped, "failed": failures}
+        summary = {
+            "ingested": report.ingested,
+            "skipped": report.skipped,
+            "failed": failures,
+            "failed_by_kind": report.failures_by_kind(),
+            "added_fields": report.added_fields,
+            "schema": report.schema.to_dict() if report.schema is not None else None,
+            "model": report.model,
+        }
         print(json.dumps({**summary, "seconds": round(report.seconds, 3), **extra}))
         return
+    if report.added_fields or report.notes:
+        print("schema:", file=sys.stderr)
+        for note in report.notes:
+            print(f"  {note}", file=sys.stderr)
     print(
         f"ingested {report.ingested}, skipped {report.skipped} (unchanged), failed {len(failures)} "
         f"in {report.seconds:.1f}s ({report.rate:.1f} items/s){where}"
     )
-    for failure in failures:
+    for kind, count in report.failures_by_kind().items():
+        print(f"  {count} {kind}")
+    for failure in failures[:SHOWN_FAILURES]:
         print(f"  row {failure['row']} id={failure['id']!r}: {failure['reason']}")
+    if len(failures) > SHOWN_FAILURES:
+        print(f"  ... and {len(failures) - SHOWN_FAILURES} more")
+    if failed_rows is not None and failures:
+        print(f"  the failed rows are in {failed_rows}: fix them and ingest that file")

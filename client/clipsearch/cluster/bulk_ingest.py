@@ -1,12 +1,16 @@
 """Bulk ingest on Ray Data: ``clipsearch bulk-ingest`` encodes a catalog across a cluster.
 
-The catalog is read on the driver (rows only, no images) and becomes a Ray dataset. Two
+The driver learns the model (one Ray task loads it once), creates the collection if asked,
+settles the schema as ``clipsearch ingest`` does (:func:`clipsearch.ingest.catalog_schema`),
+and reads the catalog (rows only, no images), parsing each row's cells by their fields; a
+row that does not fit is reported there. The rest becomes a Ray dataset. Two
 ``map_batches`` stages with actor pools stream through it:
 
-* **encode** (``--encoders`` actors, a GPU each when asked): reads each image, hashes it
-  with its metadata, skips items whose stored ``content_sha256`` already matches (so a
-  re-run resumes where the last one stopped), and embeds the rest with the same
-  :class:`~encoder_service.core.EncoderCore` the encoder server runs;
+* **encode** (``--encoders`` actors, a GPU each when asked): loads each image (a file, or a
+  URL fetched within the same limits as ``clipsearch ingest``), computes its content key
+  (image, metadata, model), skips items stored with the same key (so a re-run resumes where
+  the last one stopped, and a run through another model re-embeds), and embeds the rest with
+  the same :class:`~encoder_service.core.EncoderCore` the encoder server runs;
 * **load** (``--loaders`` actors): upserts the vectors into the index, durably, with the
   model fingerprint (so a collection built for another model refuses them) and, when
   asked, also writes them to Parquet files (id, vector, metadata) for other uses.
@@ -16,8 +20,8 @@ Each stage emits one status per row; the driver folds them into an
 duplicate id) is reported and skipped; a run-level failure (unknown collection, the
 index down past its retries) stops the job and is raised as the SDK error.
 
-The images are read where the encode actors run: every node must see the catalog's
-files at the same path (a shared volume), as with any Ray Data file source.
+Image files are read where the encode actors run: every node must see them at the same path
+(a shared volume), as with any Ray Data file source; URLs are fetched by the actors.
 """
 
 from __future__ import annotations
@@ -27,17 +31,28 @@ import json
 import os
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from clipsearch.catalog import read_catalog
+from clipsearch.cells import CellError
 from clipsearch.errors import ClipsearchError, InvalidArgumentError
+from clipsearch.image_sources import ImageSources, SourceError, is_url
 from clipsearch.index_client import IndexClient
-from clipsearch.ingest import CONTENT_HASH_KEY, content_hash
-from clipsearch.types import IngestFailure, IngestReport
+from clipsearch.ingest import (
+    IngestRow,
+    catalog_schema,
+    check_model,
+    content_key,
+    metadata_of,
+    rows_from_catalog,
+)
+from clipsearch.ingest_options import IngestOptions
+from clipsearch.schema import Schema
+from clipsearch.types import IngestFailure, IngestReport, ModelInfo
 
 ENCODED, INGESTED, SKIPPED, FAILED = "encoded", "ingested", "skipped", "failed"
 
@@ -67,6 +82,8 @@ class BulkIngestOptions:
     #: Create the collection when missing (for this model: dimension and fingerprint), with
     #: these shards and FAISS index; None requires it to exist.
     create: CreateSpec | None = None
+    #: Schema, image root and list separator, as ``clipsearch ingest`` takes them.
+    ingest: IngestOptions = field(default_factory=IngestOptions)
 
 
 @dataclass(frozen=True)
@@ -82,15 +99,10 @@ class BulkIngestReport(IngestReport):
 
 
 class EncodeBatch:
-    """Encode stage: load, hash, resume check, embed. One model per actor."""
+    """Encode stage: load, key, resume check, embed. One model per actor."""
 
     def __init__(
-        self,
-        encoder: dict[str, Any],
-        index_address: str,
-        collection: str,
-        resume: bool,
-        create: CreateSpec | None,
+        self, encoder: dict[str, Any], index_address: str, collection: str, resume: bool, fingerprint: str
     ):
         import ray
 
@@ -98,24 +110,15 @@ class EncodeBatch:
         from encoder_service.settings import EncoderSettings
 
         self.core = core_from_settings(EncoderSettings(**encoder))
+        if self.core.identity.fingerprint != fingerprint:  # the driver planned with another model
+            raise RuntimeError("an encode actor loaded another model than the one the run was planned with")
         self.loop = asyncio.new_event_loop()
         self.loop.run_until_complete(self.core.start())
-        self.fingerprint = self.core.identity.fingerprint
+        self.fingerprint = fingerprint
         self.dimension = self.core.identity.embedding_dim
-        identity = self.core.identity
-        with IndexClient(index_address, timeout_s=120) as index:
-            if create is not None:  # every actor asks; exist_ok makes it once
-                index.create_collection(
-                    collection,
-                    identity.embedding_dim,
-                    num_shards=create.num_shards,
-                    index_spec=create.index_spec,
-                    model_fingerprint=identity.fingerprint,
-                    model_name=identity.name,
-                    exist_ok=True,
-                )
         self.index = IndexClient(index_address, timeout_s=120) if resume else None
         self.collection = collection
+        self.sources = ImageSources(Path("/"))  # locations arrive absolute (or as URLs)
         self.node = ray.get_runtime_context().get_node_id()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -125,22 +128,20 @@ class EncodeBatch:
         ids = [str(i) for i in batch["id"]]
         status = np.full(n, ENCODED, dtype=object)
         message = np.full(n, "", dtype=object)
-        metadata = np.empty(n, dtype=object)
+        keys = np.full(n, "", dtype=object)
         vectors = np.zeros((n, self.dimension), dtype=np.float32)
         images: dict[int, bytes] = {}
-        for i in range(n):
-            try:
-                images[i] = Path(str(batch["image"][i])).read_bytes()
-            except OSError as error:
-                status[i], message[i] = FAILED, f"cannot read image: {error.strerror or error}"
+        for i, image in enumerate(self.sources.load_many([str(location) for location in batch["location"]])):
+            if isinstance(image, SourceError):
+                status[i], message[i] = FAILED, image.message
                 continue
-            fields = json.loads(batch["metadata"][i])
-            metadata[i] = json.dumps({**fields, CONTENT_HASH_KEY: content_hash(images[i], fields)})
+            images[i] = image
+            keys[i] = content_key(image, json.loads(batch["metadata"][i]), self.fingerprint)
         if self.index is not None and images:
             stored = self.index.get(self.collection, [ids[i] for i in images], missing_ok=True)
-            hashes = {item.id: item.metadata.get(CONTENT_HASH_KEY) for item in stored}
+            stored_keys = {item.id: item.content_key for item in stored}
             for i in list(images):
-                if hashes.get(ids[i]) == json.loads(metadata[i])[CONTENT_HASH_KEY]:
+                if stored_keys.get(ids[i]) == keys[i]:
                     status[i] = SKIPPED
                     del images[i]
         if images:
@@ -156,7 +157,8 @@ class EncodeBatch:
         return {
             "row": batch["row"],
             "id": batch["id"],
-            "metadata": metadata,
+            "metadata": batch["metadata"],
+            "content_key": keys,
             "vector": vectors,
             "status": status,
             "message": message,
@@ -181,7 +183,12 @@ class LoadBatch:
             metadata = [json.loads(batch["metadata"][i]) for i in ready]
             vectors = np.asarray(batch["vector"][ready], dtype=np.float32)
             self.index.upsert(
-                self.collection, ids, vectors, metadata, model_fingerprint=str(batch["fingerprint"][ready[0]])
+                self.collection,
+                ids,
+                vectors,
+                metadata,
+                model_fingerprint=str(batch["fingerprint"][ready[0]]),
+                content_keys=[str(batch["content_key"][i]) for i in ready],
             )
             status[ready] = INGESTED
             if self.embeddings_dir:
@@ -214,21 +221,46 @@ class LoadBatch:
         os.replace(partial, final)  # readers never see half a file
 
 
-def catalog_items(catalog: str | Path, report: IngestReport) -> list[dict[str, Any]]:
-    """Rows to encode; bad rows and repeated ids go to ``report.failed`` now."""
+def model_identity(encoder: dict[str, Any], cpus: float, gpus: float) -> ModelInfo:
+    """The encode actors' model: loaded once, in a Ray task, so the driver can plan the run."""
+    import ray
+
+    @ray.remote(num_cpus=cpus, num_gpus=gpus)
+    def identity() -> ModelInfo:
+        from encoder_service.factory import core_from_settings
+        from encoder_service.settings import EncoderSettings
+
+        core = core_from_settings(EncoderSettings(**encoder))
+        try:
+            return core.identity
+        finally:
+            core.close()
+
+    return ray.get(identity.remote())
+
+
+def catalog_items(
+    rows: Iterator[IngestRow], schema: Schema | None, root: Path, report: IngestReport
+) -> list[dict]:
+    """Rows to encode, their cells parsed; bad rows, bad values and repeated ids go to ``report``."""
     items: list[dict[str, Any]] = []
     first_seen: dict[str, int] = {}
-    for row in read_catalog(catalog):
-        error = row.error
+    for row in rows:
+        error, kind = row.error, "bad row"
         if error is None and row.id in first_seen:
-            error = f"duplicate id (row {first_seen[row.id]})"
+            error, kind = f"duplicate id (row {first_seen[row.id]})", "duplicate id"
+        metadata: dict = {}
+        if error is None:
+            try:
+                metadata = metadata_of(row, schema)
+            except CellError as failure:
+                error, kind = str(failure), "bad value"
         if error is not None:
-            report.failed.append(IngestFailure(row.row, row.id, error))
+            report.failed.append(IngestFailure(row.row, row.id, error, kind, row.record))
             continue
         first_seen[row.id] = row.row
-        items.append(
-            {"row": row.row, "id": row.id, "image": str(row.image_path), "metadata": json.dumps(row.metadata)}
-        )
+        location = row.image if is_url(row.image) else str(root / row.image)
+        items.append({"row": row.row, "id": row.id, "location": location, "metadata": json.dumps(metadata)})
     return items
 
 
@@ -243,10 +275,26 @@ def bulk_ingest(catalog: str | Path, options: BulkIngestOptions) -> BulkIngestRe
             raise InvalidArgumentError(f"{name} must be at least 1", field=name)
     started = time.perf_counter()
     report = BulkIngestReport()
-    if options.create is None:
-        with IndexClient(options.index_address) as index:
+    with IndexClient(options.index_address, timeout_s=120) as index:
+        if options.create is None:
             index.describe_collection(options.collection)  # NOT_FOUND before any model loads
-    items = catalog_items(catalog, report)
+        model = model_identity(options.encoder, options.encoder_cpus, options.encoder_gpus)
+        if options.create is not None:
+            index.create_collection(
+                options.collection,
+                model.embedding_dim,
+                num_shards=options.create.num_shards,
+                index_spec=options.create.index_spec,
+                model_fingerprint=model.fingerprint,
+                model_name=model.name,
+                model_pretrained=model.pretrained,
+                exist_ok=True,
+            )
+        info = index.describe_collection(options.collection)
+        check_model(info, model, "the encode actors")
+        schema, report.added_fields, report.notes, root = catalog_schema(index, catalog, info, options.ingest)
+    report.schema, report.model = schema, f"{model.name} ({model.pretrained})"
+    items = catalog_items(rows_from_catalog(catalog), schema, root, report)
     if items:
         # Ray Data hands blocks to the first actor that is ready; wait for all of them, so
         # --encoders N means N actors sharing the work, not one busy while N-1 load models.
@@ -262,7 +310,7 @@ def bulk_ingest(catalog: str | Path, options: BulkIngestOptions) -> BulkIngestRe
                 "index_address": options.index_address,
                 "collection": options.collection,
                 "resume": options.resume,
-                "create": options.create,
+                "fingerprint": model.fingerprint,
             },
             compute=ActorPoolStrategy(size=options.encoders),
             batch_size=options.batch_size,
@@ -306,7 +354,7 @@ def _fold(batch: dict[str, np.ndarray], report: BulkIngestReport) -> None:
         elif status == SKIPPED:
             report.skipped += 1
         else:
-            report.failed.append(IngestFailure(int(row), str(item_id), str(message)))
+            report.failed.append(IngestFailure(int(row), str(item_id), str(message), "image refused"))
         if node:
             report.encoded_on.add(str(node))
 

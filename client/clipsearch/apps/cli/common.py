@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import sys
+from pathlib import Path
 
 from clipsearch.errors import ClipsearchError
 
@@ -52,5 +54,26 @@ def run_handler(args: argparse.Namespace) -> int:
         where = f" ({error.field})" if error.field and error.field not in error.message else ""
         print(f"error: {error.code.name}: {error.message}{where}", file=sys.stderr)
         return 1
+    except OSError as error:  # a file the user named: a catalog, an image, an output path
+        target = f": {error.filename}" if error.filename else ""
+        print(f"error: {error.strerror or error}{target}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
+
+
+def json_argument(text: str) -> object:
+    """A flag's JSON value (``--filter '{"price": {"lt": 50}}'``), with the JSON error in one line."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(
+            f"not JSON ({error.msg} at character {error.pos}): {text!r}"
+        ) from None
+
+
+def existing_file(text: str) -> Path:
+    path = Path(text)
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"{text}: no such file")
+    return path

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
-from clipsearch.apps.cli.common import add_addresses
+from clipsearch.apps.cli.common import add_addresses, existing_file, json_argument
 from clipsearch.apps.output import format_hits
 
 
@@ -15,11 +14,11 @@ def add(commands: argparse._SubParsersAction) -> None:
     search.add_argument("--collection", required=True)
     query = search.add_mutually_exclusive_group(required=True)
     query.add_argument("--text", help="a description, e.g. 'a red dress'")
-    query.add_argument("--image", type=Path, help="path of a query image")
+    query.add_argument("--image", type=existing_file, help="path of a query image")
     search.add_argument("-k", type=int, default=10, help="number of hits (default 10)")
     search.add_argument("--offset", type=int, default=0, help="skip this many best hits (pagination)")
     search.add_argument(
-        "--filter", type=json.loads, help='metadata filter as JSON, e.g. \'{"price": {"lt": 50}}\''
+        "--filter", type=json_argument, help='metadata filter as JSON, e.g. \'{"price": {"lt": 50}}\''
     )
     search.add_argument("--json", action="store_true", help="print hits as JSON")
     add_addresses(search)

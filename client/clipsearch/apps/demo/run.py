@@ -154,9 +154,10 @@ def stop_services(state: Path) -> int:
 
 
 def first_image(catalog: Path) -> Path:
+    """The first product's image file (the demo catalog's images are files beside it)."""
     from clipsearch.catalog import read_catalog
 
-    return next(row.image_path for row in read_catalog(catalog) if row.error is None)
+    return catalog.resolve().parent / next(row.image for row in read_catalog(catalog) if row.error is None)
 
 
 if __name__ == "__main__":

@@ -8,18 +8,19 @@ index calls, and their errors come back with their status codes and details.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import grpc
 from google.rpc import code_pb2
 
 from clipsearch import aio
 from clipsearch.errors import InvalidArgumentError
-from clipsearch.ingest import IngestRow, ingest_rows
+from clipsearch.ingest import IngestRow, ingest_rows, plan_rows
+from clipsearch.ingest_options import DEFAULT_OPTIONS
 from clipsearch.query import Query
 from clipsearch.search_client import SearchClient
 from clipsearch.server.status import map_errors
-from clipsearch.types import Hit
+from clipsearch.types import Hit, IngestReport
 from clipsearch.v1 import search_pb2, search_pb2_grpc
 from clipsearch.wire import metadata_from_proto
 
@@ -68,13 +69,13 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
                 "collection: the first message must name the collection", field="collection"
             )
         rows = _rows_from_stream(first, request_iterator, loop)
-        report = await asyncio.to_thread(
-            ingest_rows,
-            self._ingest_client.encoder,
-            self._ingest_client.index,
-            rows,
-            collection=first.collection,
-        )
+        encoder, index = self._ingest_client.encoder, self._ingest_client.index
+
+        def run() -> IngestReport:
+            plan = plan_rows(encoder, index, collection=first.collection, options=DEFAULT_OPTIONS)
+            return ingest_rows(encoder, index, rows, plan=plan)
+
+        report = await asyncio.to_thread(run)
         failures = [
             search_pb2.IngestFailure(id=f.id, code=code_pb2.INVALID_ARGUMENT, message=f.reason)
             for f in report.failed
@@ -115,11 +116,6 @@ def _protos(hits: list[Hit]):
     return [hit.to_proto() for hit in hits]
 
 
-def _loader(data: bytes) -> Callable[[], bytes]:
-    """An ``IngestRow.load`` for image bytes already in hand (bound now, not at call time)."""
-    return lambda: data
-
-
 def _rows_from_stream(
     first: search_pb2.IngestRequest,
     rest: AsyncIterator[search_pb2.IngestRequest],
@@ -134,5 +130,7 @@ def _rows_from_stream(
             number += 1
             image = item.image
             error = None if image else "empty image"
-            yield IngestRow(number, item.id, metadata_from_proto(item.metadata), _loader(image), error)
+            yield IngestRow(
+                number, item.id, metadata_from_proto(item.metadata), image_bytes=image, error=error
+            )
         message = asyncio.run_coroutine_threadsafe(anext(iterator, None), loop).result()

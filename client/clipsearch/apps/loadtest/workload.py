@@ -76,6 +76,12 @@ def load_images(directory: Path | None, catalog: Path | None, limit: int = 64) -
         )
     elif catalog is not None:
         from clipsearch.catalog import read_catalog
+        from clipsearch.image_sources import ImageSources
 
-        paths = [row.image_path for row in read_catalog(catalog) if row.error is None]
+        sources = ImageSources(catalog.resolve().parent)
+        try:
+            refs = [row.image for row in read_catalog(catalog) if row.error is None][:limit]
+            return [image for image in sources.load_many(refs) if isinstance(image, bytes)]
+        finally:
+            sources.close()
     return [p.read_bytes() for p in paths[:limit]]

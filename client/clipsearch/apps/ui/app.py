@@ -35,7 +35,9 @@ STATIC_DIR = resources.files("clipsearch.apps.ui") / "static"
 #: The page loads only its own scripts, styles and images (plus previews of the visitor's file).
 SECURITY_HEADERS = {
     "content-security-policy": (
-        "default-src 'self'; img-src 'self' blob:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+        # Product images may live on a shop's CDN (https); images cannot run code.
+        "default-src 'self'; img-src 'self' blob: https:; object-src 'none'; base-uri 'none'; "
+        "frame-ancestors 'none'"
     ),
     "x-content-type-options": "nosniff",
     "referrer-policy": "no-referrer",

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from clipsearch.apps.ui.settings import UISettings
 from clipsearch.errors import (
@@ -29,7 +30,7 @@ from clipsearch.errors import (
     UnauthenticatedError,
     UnavailableError,
 )
-from clipsearch.ingest import CONTENT_HASH_KEY
+from clipsearch.image_sources import is_url
 from clipsearch.search_client import SearchClient
 from clipsearch.types import Hit
 
@@ -37,10 +38,11 @@ log = logging.getLogger(__name__)
 
 #: Seconds a status probe may take (the page header and the "which service is down" check).
 PROBE_TIMEOUT_S = 3.0
-#: Metadata key holding the product image's path (see clipsearch.catalog); never sent to the browser.
+#: Metadata key holding the product image's location as the catalog wrote it (see clipsearch.catalog).
 IMAGE_KEY = "image"
-#: Metadata the page does not show: the image path and ingest's bookkeeping.
-_HIDDEN_KEYS = frozenset({IMAGE_KEY, CONTENT_HASH_KEY})
+#: Metadata the page does not show: the image location, and the resume hash of releases before
+#: content keys (items ingested by them still carry it until re-ingested).
+_HIDDEN_KEYS = frozenset({IMAGE_KEY, "content_sha256"})
 #: Image types the page serves, recognised by their first bytes (not by the file name).
 _SIGNATURES = (
     (b"\xff\xd8\xff", "image/jpeg"),
@@ -113,13 +115,19 @@ def _number(query: Mapping[str, str], name: str, kind: type[int] | type[float]) 
 
 
 def hit_to_json(hit: Hit) -> dict[str, Any]:
-    """A hit as the page shows it; the image path stays on the server (``/api/image?id=``)."""
+    """A hit as the page shows it: an image URL is shown as it is; a file path stays on the server
+    (the page serves it at ``/api/image?id=``)."""
     metadata = {key: hit.metadata[key] for key in sorted(hit.metadata) if key not in _HIDDEN_KEYS}
+    location = hit.metadata.get(IMAGE_KEY)
+    url = None
+    if isinstance(location, str) and location:
+        url = location if is_url(location) else f"/api/image?id={quote(hit.id, safe='')}"
     return {
         "id": hit.id,
         "score": hit.score,
         "title": str(metadata.pop("title", hit.id)),
-        "has_image": IMAGE_KEY in hit.metadata,
+        "image_url": url,
+        "has_image": url is not None,
         "metadata": metadata,
     }
 
@@ -190,9 +198,17 @@ class SearchPage:
                 items = self.client.index.get(self.collection, [item_id], missing_ok=True)
         except PageError as error:
             raise missing if error.status in (400, 404) else error from None
-        if not items or not isinstance(items[0].metadata.get(IMAGE_KEY), str):
+        location = items[0].metadata.get(IMAGE_KEY) if items else None
+        if not isinstance(location, str) or not location or is_url(location):
             raise missing
-        path = Path(str(items[0].metadata[IMAGE_KEY]))
+        path = Path(location)
+        if not path.is_absolute():
+            if self.settings.image_root is None:
+                log.warning(
+                    "product %r: relative image %s and no --image-root; not served", item_id, location
+                )
+                raise missing
+            path = Path(self.settings.image_root) / path
         try:
             if not path.is_file():
                 raise missing

@@ -32,6 +32,11 @@ class UISettings(ServerSettings):
         16 * 1024 * 1024, "largest query image accepted", parse=int_in(1, 2**31 - 1)
     )
     max_k: int = option(100, "largest k the page accepts", parse=int_in(1, 10_000))
+    image_root: str | None = option(
+        None,
+        "folder that images stored as relative paths are under (the catalog's folder at ingest)",
+        parse=optional_text,
+    )
     grace_s: float = option(5.0, "seconds open requests get after SIGTERM", parse=float_in(0, 3600))
 
     def __post_init__(self) -> None:

@@ -62,7 +62,7 @@ function showQuery(query) {
     image.hidden = false;
     text.textContent = query.name;
   } else {
-    image.src = imageUrl(query.id);
+    image.src = query.imageUrl || imageUrl(query.id);
     image.hidden = false;
     text.textContent = "More like: " + query.title;
   }
@@ -75,7 +75,7 @@ function card(hit) {
 
   const image = document.createElement("img");
   image.alt = hit.title;
-  if (hit.has_image) image.src = imageUrl(hit.id);
+  if (hit.image_url) image.src = hit.image_url;
   item.append(image);
 
   const body = document.createElement("div");
@@ -106,7 +106,7 @@ function card(hit) {
   more.type = "button";
   more.className = "secondary more-like-this";
   more.textContent = "More like this";
-  more.addEventListener("click", () => run({ kind: "similar", id: hit.id, title: hit.title }));
+  more.addEventListener("click", () => run({ kind: "similar", id: hit.id, title: hit.title, imageUrl: hit.image_url }));
   body.append(more);
 
   item.append(body);
