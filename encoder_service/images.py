@@ -161,7 +161,8 @@ def _color_and_alpha(image: Image.Image) -> tuple[Image.Image, Image.Image | Non
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         return _sixteen_bit_grey(image)
     if mode == "P":
-        mode, image = ("RGBA", image.convert("RGBA")) if image.has_transparency_data else ("RGB", image)
+        mode = "RGBA" if image.has_transparency_data else "RGB"
+        image = image.convert(mode)
     elif mode in ("1", "L") and transparent:  # tRNS: one grey value is transparent
         mode, image = "LA", image.convert("LA")
     elif mode == "RGB" and transparent:  # tRNS: one colour is transparent
@@ -176,7 +177,7 @@ def _color_and_alpha(image: Image.Image) -> tuple[Image.Image, Image.Image | Non
         return color, bands[-1]
     if mode in ("L", "RGB", "CMYK"):
         return image, None
-    if mode in ("1", "P", "RGBX", "YCbCr"):
+    if mode in ("1", "RGBX", "YCbCr"):
         return image.convert("RGB"), None
     raise ValueError(f"pixel mode {image.mode} is not supported")
 

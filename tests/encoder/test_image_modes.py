@@ -362,6 +362,18 @@ def test_an_unusable_profile_falls_back_to_plain_conversion(name: str, data) -> 
     assert np.array_equal(np.asarray(decode_image(encoded, LIMITS)), plain)
 
 
+@pytest.mark.parametrize("transparent", [False, True])
+def test_a_palette_file_with_a_profile_shows_like_the_rgb_file_of_its_colours(transparent: bool) -> None:
+    p3 = v.to_display_p3(render_product(PRODUCTS[0])).quantize(colors=200, dither=Image.Dither.NONE)
+    options = {"icc_profile": v.display_p3_profile()}
+    if transparent:
+        options["transparency"] = 255  # an index the image does not use: all opaque, tRNS present
+    as_palette = decode_image(v.png(p3, **options), LIMITS)
+    as_rgb = decode_image(v.png(p3.convert("RGB"), icc_profile=v.display_p3_profile()), LIMITS)
+    assert np.array_equal(np.asarray(as_palette), np.asarray(as_rgb))
+    assert not np.array_equal(np.asarray(as_rgb), np.asarray(p3.convert("RGB")))  # the profile was applied
+
+
 def test_without_little_cms_profiles_are_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(images, "ImageCms", None)
     rgb = render_product(PRODUCTS[0])
