@@ -267,6 +267,22 @@ def cmyk_profile() -> bytes:
     )
 
 
+def grey_gamma_profile(gamma: float = 1.8) -> bytes:
+    """A grey display profile with a plain gamma curve (like "Gray Gamma 1.8"), built here."""
+    curve = b"curv\0\0\0\0" + struct.pack(">IH", 1, round(gamma * 256)) + b"\0\0"
+    return _profile(
+        b"mntr",
+        b"GRAY",
+        b"XYZ ",
+        [
+            (b"desc", _mluc(f"Gray Gamma {gamma} (clipsearch tests)")),
+            (b"cprt", _mluc("No copyright, use freely")),
+            (b"wtpt", _xyz(*_D50)),
+            (b"kTRC", curve),
+        ],
+    )
+
+
 _D50 = (0.9642, 1.0, 0.82491)
 
 

@@ -374,6 +374,21 @@ def test_a_palette_file_with_a_profile_shows_like_the_rgb_file_of_its_colours(tr
     assert not np.array_equal(np.asarray(as_rgb), np.asarray(p3.convert("RGB")))  # the profile was applied
 
 
+@pytest.mark.parametrize("alpha", [False, True], ids=["L", "LA"])
+def test_a_grey_file_with_a_grey_profile_is_converted_to_srgb(alpha: bool) -> None:
+    grey = render_product(PRODUCTS[1]).convert("L")
+    profile = v.grey_gamma_profile(1.8)
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+    seen = ImageCms.profileToProfile(
+        grey, ImageCms.ImageCmsProfile(io.BytesIO(profile)), srgb, outputMode="RGB"
+    )
+    image = Image.merge("LA", (grey, Image.new("L", grey.size, 255))) if alpha else grey
+    decoded = decode_image(v.png(image, icc_profile=profile), LIMITS)
+    assert np.array_equal(np.asarray(decoded), np.asarray(seen))
+    # Gamma 1.8 shows mid greys lighter than sRGB would: the profile was applied.
+    assert np.asarray(decoded, np.int16).mean() > np.asarray(grey, np.int16).mean() + 5
+
+
 def test_without_little_cms_profiles_are_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(images, "ImageCms", None)
     rgb = render_product(PRODUCTS[0])
