@@ -1,11 +1,16 @@
 """Retrieval quality of the demo model through the whole stack: SDK → encoder → index, real gRPC.
 
     python benchmarks/quality.py [--n-products 300] [--seed 7] [--image-trials 150]
+                                 [--no-real-world | --only-real-world]
 
 Starts both services on loopback (the encoder with `clipsearch-demo` and the committed
 checkpoint, or --model/--pretrained), renders a catalog from --seed, ingests it, and prints
 the figures issue 3 asks for: fresh, then after deleting a third and re-upserting it. The
 definitions live in `client/clipsearch/apps/demo/training/quality.py`, shared with training and tests.
+
+Then the "real-world files" section (`benchmarks/real_world.py`): the same catalog written as
+shops' files (cut-outs on transparency, 16-bit and CMYK and EXIF-rotated and P3 files), each in
+its own collection, with every top-1 figure next to its ratio to the plain catalog's.
 """
 
 from __future__ import annotations
@@ -20,12 +25,15 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))  # the loopback server harness
+sys.path.insert(0, str(REPO / "tests" / "encoder"))  # image_variants, for the real-world files
+sys.path.insert(0, str(REPO / "benchmarks"))
 
 from harness import ServerThread  # noqa: E402
 from PIL import Image  # noqa: E402
+from real_world import VARIANTS, measure_variant, table  # noqa: E402
 
 from clipsearch import SearchClient  # noqa: E402
-from clipsearch.apps.demo.catalog import generate_catalog  # noqa: E402
+from clipsearch.apps.demo.catalog import generate_catalog, make_products  # noqa: E402
 from clipsearch.apps.demo.training.quality import (  # noqa: E402
     StackSearch,
     measure_image_queries,
@@ -47,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shards", type=int, default=2)
     parser.add_argument("--model", default="clipsearch-demo")
     parser.add_argument("--pretrained", default=str(CHECKPOINT))
+    section = parser.add_mutually_exclusive_group()
+    section.add_argument("--no-real-world", action="store_true", help="skip the real-world files section")
+    section.add_argument("--only-real-world", action="store_true", help="only the real-world files section")
     args = parser.parse_args(argv)
 
     from encoder_service.server import create_server as create_encoder
@@ -65,11 +76,13 @@ def main(argv: list[str] | None = None) -> int:
             ServerThread(lambda: create_index(index_settings), name="index") as index,
             SearchClient(encoder=encoder.address, index=index.address) as client,
         ):
-            client.create_collection("quality", num_shards=args.shards)
-            report = client.ingest(catalog, collection="quality")
-            print(
-                f"ingested {report.ingested} products ({len(report.failed)} failed) in {report.seconds:.1f}s"
-            )
+            if not args.only_real_world:
+                client.create_collection("quality", num_shards=args.shards)
+                report = client.ingest(catalog, collection="quality")
+                print(
+                    f"ingested {report.ingested} products ({len(report.failed)} failed) "
+                    f"in {report.seconds:.1f}s"
+                )
 
             def measure(label: str) -> list[str]:
                 search = StackSearch(client, "quality", products)
@@ -91,11 +104,26 @@ def main(argv: list[str] | None = None) -> int:
                     str(len(search.mismatches)),
                 ]
 
-            fresh = measure("fresh")
-            churned_ids = {p.id for p in products[::3]}
-            client.delete(collection="quality", ids=sorted(churned_ids))
-            client.ingest(reupsert_csv(catalog, churned_ids), collection="quality")
-            churned = measure("churned")
+            if not args.only_real_world:
+                fresh = measure("fresh")
+                churned_ids = {p.id for p in products[::3]}
+                client.delete(collection="quality", ids=sorted(churned_ids))
+                client.ingest(reupsert_csv(catalog, churned_ids), collection="quality")
+                churned = measure("churned")
+            real_world = {}
+            if not args.no_real_world:
+                rendered = make_products(args.n_products, args.seed)
+                for variant in VARIANTS:
+                    real_world[variant.name] = measure_variant(
+                        client,
+                        variant,
+                        rendered,
+                        catalog,
+                        Path(tmp) / "real-world",
+                        shards=args.shards,
+                        image_trials=args.image_trials,
+                    )
+                    print(f"  real-world {variant.name}: {real_world[variant.name]}")
             model = client.model
 
     print(
@@ -110,10 +138,14 @@ def main(argv: list[str] | None = None) -> int:
         ("image→image top-1, degraded upload (trials)", ">= 0.95"),
         ("hits whose metadata is not their id's", "0"),
     ]
-    print("| figure | required | fresh | after deleting and re-upserting a third |")
-    print("|---|---|---|---|")
-    for (name, required), a, b in zip(rows, fresh, churned, strict=True):
-        print(f"| {name} | {required} | {a} | {b} |")
+    if not args.only_real_world:
+        print("| figure | required | fresh | after deleting and re-upserting a third |")
+        print("|---|---|---|---|")
+        for (name, required), a, b in zip(rows, fresh, churned, strict=True):
+            print(f"| {name} | {required} | {a} | {b} |")
+    if real_world:
+        print("\nReal-world files (ratio: to the plain catalog's; 16-bit grey: to 8-bit grey's)\n")
+        print("\n".join(table(real_world)))
     return 0
 
 

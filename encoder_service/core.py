@@ -23,6 +23,7 @@ import torch
 from clipsearch.errors import ClipsearchError, DeadlineExceededError, InvalidArgumentError
 from clipsearch.types import ModelInfo
 from encoder_service.batching import Admission, BatchPolicy, DynamicBatcher
+from encoder_service.fingerprint import preprocessing_policy
 from encoder_service.images import ImageLimits, check_image_bytes, decode_image
 from encoder_service.metrics import EncoderMetrics
 from encoder_service.model import EncoderModel
@@ -77,6 +78,12 @@ class EncoderCore:
     @property
     def identity(self) -> ModelInfo:
         return self.model.identity
+
+    @property
+    def preprocessing(self) -> str:
+        """How this core turns image bytes into pixels (decode rules and background); not in the
+        fingerprint, see `encoder_service.fingerprint`."""
+        return preprocessing_policy(self.limits.image.background)
 
     async def start(self, *, warm_up: bool = True) -> None:
         """Warms the model up at batch sizes 1 and max (off the loop), then starts the batcher."""

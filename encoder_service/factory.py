@@ -6,7 +6,7 @@ import torch
 
 from encoder_service.batching import BatchPolicy
 from encoder_service.core import EncoderCore, InputLimits
-from encoder_service.images import ImageLimits
+from encoder_service.images import ImageLimits, parse_background
 from encoder_service.metrics import EncoderMetrics
 from encoder_service.model import load_model
 from encoder_service.settings import EncoderSettings
@@ -23,7 +23,11 @@ def core_from_settings(settings: EncoderSettings, metrics: EncoderMetrics | None
         policy=BatchPolicy(s.max_batch_size, s.max_wait_ms, s.max_queue),
         limits=InputLimits(
             max_text_bytes=s.max_text_bytes,
-            image=ImageLimits(max_bytes=s.max_image_bytes, max_pixels=s.max_image_pixels),
+            image=ImageLimits(
+                max_bytes=s.max_image_bytes,
+                max_pixels=s.max_image_pixels,
+                background=parse_background(s.image_background),
+            ),
         ),
         decode_workers=s.decode_workers,
         metrics=metrics,

@@ -5,6 +5,20 @@ dtype, shape and bytes, in name order), the image preprocessing config, the toke
 and this service's own decode policy. Two servers with equal fingerprints produce the
 same vectors for the same input (up to the device's arithmetic); the index refuses
 vectors whose fingerprint differs from its collection's.
+
+**Why the decode rules of images.py (v2) left the fingerprint as it was.** Since v2, images
+with transparency, 16-bit samples or a non-sRGB ICC profile reach the model as a person sees
+them (composited onto the background, scaled, converted to sRGB); every other file, which is
+most of a catalog and every plain 8-bit RGB JPEG, PNG or WebP, decodes to exactly the same
+pixels as in v1. Changing :data:`DECODE_POLICY` would change every fingerprint, and every
+existing collection would then refuse every query until it was re-ingested: an outage for
+all, including catalogs in which not one vector changes. The affected vectors were the wrong
+ones (a cut-out flattened onto black, a 16-bit image turned white), so mixing them with v2
+vectors is no worse than keeping them. Instead :data:`PREPROCESSING_VERSION` names the decode
+rules separately, and :func:`preprocessing_policy` adds the configured background: an ingest
+that puts it in its resume key re-embeds every row once, in place, while the collection keeps
+serving. The background is not in the fingerprint either: every encoder behind one collection
+should run the same ``--image-background``, which the preprocessing string shows.
 """
 
 from __future__ import annotations
@@ -16,8 +30,18 @@ from typing import Any
 
 import torch
 
-#: Bump when this service changes how it turns bytes into model input.
+#: Part of the fingerprint. Bump when this service changes how it turns plain RGB bytes into
+#: model input (what would make vectors of ordinary files incomparable); see the module doc.
 DECODE_POLICY = "v1: Pillow decode, EXIF transpose, convert RGB, open_clip eval transform"
+
+#: Not part of the fingerprint: bump when decoding changes the pixels of some files only
+#: (alpha, 16-bit, ICC profiles, modes), so that ingests re-embed them (see the module doc).
+PREPROCESSING_VERSION = "images-v2: modes by value, 16-bit scaled, ICC to sRGB, alpha over background"
+
+
+def preprocessing_policy(background: tuple[int, int, int]) -> str:
+    """:data:`PREPROCESSING_VERSION` with the configured background, e.g. ``...; background #ffffff``."""
+    return f"{PREPROCESSING_VERSION}; background #{background[0]:02x}{background[1]:02x}{background[2]:02x}"
 
 
 def model_fingerprint(

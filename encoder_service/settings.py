@@ -17,6 +17,7 @@ from encoder_service.weights import DEMO_CHECKPOINT, DEMO_MODEL, PILLOW_MAX_IMAG
 ENV_PREFIX = "CLIPSEARCH_ENCODER_"
 
 _DEVICE = matching(r"auto|cpu|cuda|cuda:\d+", "auto, cpu, cuda or cuda:N")
+_BACKGROUND = matching(r"white|black|#[0-9a-fA-F]{6}", "white, black or #rrggbb")
 PRECISIONS = ("fp32", "fp16", "bf16")
 
 
@@ -49,6 +50,11 @@ class EncoderSettings(GrpcServerSettings):
     max_image_bytes: int = option(16 * 1024 * 1024, "largest encoded image", parse=int_in(1, 2**31 - 1))
     max_image_pixels: int = option(
         PILLOW_MAX_IMAGE_PIXELS, "largest image, width x height, read from its header", parse=int_in(1, 2**40)
+    )
+    image_background: str = option(
+        "white",
+        "colour transparent image pixels are composited onto: white, black or #rrggbb",
+        parse=_BACKGROUND,
     )
     max_text_bytes: int = option(
         16 * 1024, "longest text, UTF-8 bytes (longer is refused, not truncated)", parse=int_in(1, 2**31 - 1)

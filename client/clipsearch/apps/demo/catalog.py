@@ -365,8 +365,23 @@ _SHAPES: dict[str, tuple[_Shape, _Shape]] = {
 
 def render_product(product: Product, image_size: int = 128) -> Image.Image:
     """The product's picture: an RGB image of ``image_size`` pixels a side."""
+    return _render(product, image_size)[0]
+
+
+def render_cutout(product: Product, image_size: int = 128) -> Image.Image:
+    """The product alone, as a shop's cut-out: an RGBA image, opaque exactly where
+    `render_product` draws the product (same pixels there), fully transparent elsewhere,
+    with black under the transparency as many PNG writers leave it."""
+    image, silhouette = _render(product, image_size)
+    cutout = Image.new("RGBA", image.size, (0, 0, 0, 0))
+    cutout.paste(image, (0, 0), silhouette)
+    cutout.putalpha(silhouette)
+    return cutout
+
+
+def _render(product: Product, size: int) -> tuple[Image.Image, Image.Image]:
+    """(the RGB picture, an L mask that is 255 on every pixel the product's drawing touched)."""
     rng = np.random.default_rng([product.seed, 2, product.index])
-    size = image_size
     image = _background(rng, size)
 
     # Where the product sits: a box of 60-92% of the image, shifted, sometimes mirrored.
@@ -393,15 +408,18 @@ def render_product(product: Product, image_size: int = 128) -> Image.Image:
         _draw_primitive(mask_draw, kind, to_pixels(coords), fill=255)
     image.paste(texture, (0, 0), mask)
 
+    # Every stroke below is drawn twice: in its colour on the image, in 255 on the mask.
     draw = ImageDraw.Draw(image)
     outline = tuple(int(c * 0.45) for c in base) if sum(base) > 150 else (90, 90, 90)
     line = max(1, round(size / 96))
     for kind, coords in body:
         _draw_primitive(draw, kind, to_pixels(coords), outline=outline, width=line)
+        _draw_primitive(mask_draw, kind, to_pixels(coords), outline=255, width=line)
     trim_color = (235, 235, 230) if sum(base) < 450 else (60, 60, 60)
     for kind, coords in trim:
         _draw_primitive(draw, kind, to_pixels(coords), fill=trim_color, outline=outline, width=line, box=box)
-    return image
+        _draw_primitive(mask_draw, kind, to_pixels(coords), fill=255, outline=255, width=line, box=box)
+    return image, mask
 
 
 def _background(rng: np.random.Generator, size: int) -> Image.Image:
