@@ -14,7 +14,7 @@ import asyncio
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -77,7 +77,8 @@ class EncoderCore:
 
     @property
     def identity(self) -> ModelInfo:
-        return self.model.identity
+        """The model's identity, with how this core turns image bytes into pixels."""
+        return replace(self.model.identity, preprocessing=self.preprocessing)
 
     @property
     def preprocessing(self) -> str:

@@ -137,9 +137,12 @@ class Collection:
     def _check_fingerprint(self, fingerprint: str) -> None:
         mine = self.config.model_fingerprint
         if mine and fingerprint and fingerprint != mine:
+            name, pretrained = self.config.model_name, self.config.model_pretrained
+            held = f"{name} ({pretrained})" if pretrained else name or "another model"
             raise FailedPreconditionError(
-                f"collection {self.config.name!r} holds vectors of model {mine!r}, "
-                f"not {fingerprint!r}: re-encode with that model or use another collection",
+                f"collection {self.config.name!r} holds vectors of {held} (fingerprint {mine[:19]}...), "
+                f"not of the model that made these (fingerprint {fingerprint[:19]}...): search and write it "
+                f"through an encoder serving {held}, or re-ingest into a new collection",
                 field="model_fingerprint",
             )
 

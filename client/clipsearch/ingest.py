@@ -97,7 +97,7 @@ def check_model(info: CollectionInfo, model: ModelInfo, encoder_address: str) ->
         raise FailedPreconditionError(
             f"collection {info.name!r} holds vectors of {held}, but the encoder at {encoder_address} serves "
             f"{describe_model(model.name, model.pretrained)}: vectors of two models cannot be searched "
-            "together. Ingest into a new collection and switch to it (docs/sdk.md, 'Changing the model'), "
+            "together. Ingest into a new collection and switch to it (docs/schema.md: changing the model), "
             f"or point --encoder at a server of {held}",
             field="model_fingerprint",
         )
@@ -360,11 +360,12 @@ def metadata_of(row: IngestRow, schema: Schema | None, separator: str = "|") -> 
     return metadata
 
 
-def content_key(image: bytes, metadata: dict[str, MetadataValue], fingerprint: str) -> str:
-    """What an item is made from: its image bytes, its metadata and the model (resume key)."""
+def content_key(image: bytes, metadata: dict[str, MetadataValue], model: ModelInfo) -> str:
+    """What an item is made from: its image bytes, its metadata, the model and how the encoder
+    turns images into pixels (the resume key: any of them changing re-embeds the item)."""
     digest = hashlib.sha256(image)
     digest.update(json.dumps(metadata, sort_keys=True, default=str).encode())
-    digest.update(fingerprint.encode())
+    digest.update(f"\0{model.fingerprint}\0{model.preprocessing}".encode())
     return "sha256:" + digest.hexdigest()
 
 
@@ -391,7 +392,7 @@ def _prepare(
         if isinstance(image, SourceError):
             result.fail(row, image.kind, image.message)
             continue
-        items.append(_Item(row, metadata, content_key(image, metadata, plan.model.fingerprint)))
+        items.append(_Item(row, metadata, content_key(image, metadata, plan.model)))
         images.append(image)
     if plan.options.resume and items:
         stored = index.get(plan.collection, [item.row.id for item in items], missing_ok=True)

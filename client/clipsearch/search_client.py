@@ -10,6 +10,7 @@ import numpy as np
 
 from clipsearch.channel import ChannelOptions
 from clipsearch.encoder_client import EncoderClient
+from clipsearch.errors import FailedPreconditionError
 from clipsearch.filters import FilterSpec
 from clipsearch.images import ImageInput
 from clipsearch.index_client import IndexClient
@@ -112,17 +113,30 @@ class SearchClient:
         query = Query.text(query) if isinstance(query, str) else query
         with one_request_id():
             vector = self.embed_query(query, timeout_s=deadline.remaining())
-            return self.index.search(
-                collection,
-                vector,
-                k=k,
-                filter=filter,
-                offset=offset,
-                ef_search=ef_search,
-                nprobe=nprobe,
-                model_fingerprint=self.encoder.last_fingerprint,
-                timeout_s=deadline.remaining(),
-            )
+            try:
+                return self.index.search(
+                    collection,
+                    vector,
+                    k=k,
+                    filter=filter,
+                    offset=offset,
+                    ef_search=ef_search,
+                    nprobe=nprobe,
+                    model_fingerprint=self.encoder.last_fingerprint,
+                    timeout_s=deadline.remaining(),
+                )
+            except FailedPreconditionError as error:
+                raise self._naming_our_model(error) from None
+
+    def _naming_our_model(self, error: FailedPreconditionError) -> FailedPreconditionError:
+        """A fingerprint mismatch, with the model this client's encoder serves named too."""
+        if error.field != "model_fingerprint":
+            return error
+        model = self.model_info()
+        ours = f"{model.name} ({model.pretrained})" if model.pretrained else model.name
+        return FailedPreconditionError(
+            f"{error.message} [the encoder at {self.encoder.address} serves {ours}]", field=error.field
+        )
 
     def search_text(self, text: str, *, collection: str, k: int = 10, **options) -> list[Hit]:
         """Options as :meth:`search` (filter, offset, ef_search, nprobe, timeout_s)."""

@@ -35,6 +35,7 @@ class ModelInfo:
     context_length: int
     device: str
     dtype: str
+    preprocessing: str = ""
 
     @classmethod
     def from_proto(cls, message: encoder_pb2.ModelInfo) -> ModelInfo:
@@ -47,6 +48,7 @@ class ModelInfo:
             context_length=message.context_length,
             device=message.device,
             dtype=message.dtype,
+            preprocessing=message.preprocessing,
         )
 
 

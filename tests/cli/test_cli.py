@@ -46,7 +46,7 @@ def test_search_json_is_machine_readable(pair, ingested, small_catalog) -> None:
     done = clipsearch(
         "search", "--collection", "cli_e2e", "--image", str(image), "-k", "1", "--json", pair=pair
     )
-    assert json.loads(done.stdout)["hits"][0]["metadata"]["image"] == str(image.resolve())
+    assert json.loads(done.stdout)["hits"][0]["metadata"]["image"] == f"images/{image.name}"
 
 
 def test_search_filter_and_table_output(pair, ingested) -> None:
@@ -68,3 +68,83 @@ def test_health_and_collections(pair, ingested) -> None:
     assert "cli_e2e" in {c["name"] for c in listed}
     down = clipsearch("health", "--index", "127.0.0.1:1", "--timeout", "1", check=False)
     assert down.returncode == 1 and "UNREACHABLE" in down.stdout
+
+
+def test_loud_ingest_exit_codes_summary_and_failed_rows(pair, tmp_path, small_catalog) -> None:
+    """4 of 5 rows fail: exit 1, a summary by kind, and a failed-rows file that can be ingested again."""
+    image = next(small_catalog.parent.glob("images/*"))
+    catalog = tmp_path / "shop.csv"
+    catalog.write_text(
+        "id,image,price\n"
+        f"ok,{image},$3\n"
+        "missing,nowhere.jpg,$4\n"
+        f"badprice,{image},free\n"
+        f"ok,{image},$5\n"
+        ",x.jpg,$1\n"
+    )
+    failed_rows = tmp_path / "failed.csv"
+    schema = '{"price": {"type": "float", "currency": "USD"}}'  # inferred, price would be a keyword
+    done = clipsearch(
+        "ingest", str(catalog), "--collection", "loud", "--schema", schema, "--failed-rows", str(failed_rows),
+        pair=pair, check=False,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert "ingested 1" in done.stdout and "failed 4" in done.stdout
+    for line in ("1 image not found", "1 bad value", "1 duplicate id", "1 bad row"):
+        assert line in done.stdout, done.stdout
+    assert "error: 4 rows failed" in done.stderr and "Traceback" not in done.stderr
+    rows = failed_rows.read_text().splitlines()
+    assert rows[0] == "id,image,price" and len(rows) == 5
+    tolerated = clipsearch(
+        "ingest", str(catalog), "--collection", "loud", "--max-failures", "4", pair=pair, check=False
+    )
+    assert tolerated.returncode == 0 and "skipped 1" in tolerated.stdout
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["search", "--collection", "c", "--image", "missing.jpg"], "missing.jpg: no such file"),
+        (["search", "--collection", "c", "--text", "x", "--filter", "{price: 3}"], "not JSON"),
+        (["ingest", "missing.csv", "--collection", "c"], "missing.csv does not exist"),
+    ],
+)
+def test_user_mistakes_are_one_line(pair, args, words) -> None:
+    done = clipsearch(*args, pair=pair, check=False)
+    assert done.returncode != 0 and words in done.stderr.strip().splitlines()[-1], done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_a_dead_address_or_the_wrong_service_names_it_and_the_fix(pair) -> None:
+    dead = clipsearch(
+        "search",
+        "--collection",
+        "c",
+        "--text",
+        "x",
+        "--encoder",
+        "127.0.0.1:1",
+        "--index",
+        pair.index,
+        check=False,
+    )
+    assert dead.returncode == 1, dead.stderr
+    assert "the encoder at 127.0.0.1:1 is not reachable" in dead.stderr and "--encoder" in dead.stderr
+    swapped = clipsearch(
+        "search",
+        "--collection",
+        "c",
+        "--text",
+        "x",
+        "--encoder",
+        pair.index,
+        "--index",
+        pair.index,
+        check=False,
+    )
+    assert f"the server at {pair.index} does not serve clipsearch.v1.EncoderService" in swapped.stderr
+    assert "Traceback" not in dead.stderr + swapped.stderr
+
+
+def test_version() -> None:
+    assert clipsearch("--version").stdout.startswith("clipsearch ")

@@ -54,7 +54,13 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
 
 @pytest.fixture(scope="session")
 def page_url(services: Services) -> Iterator[str]:
-    settings = UISettings(port=0, encoder=services.encoder, index=services.index, collection=COLLECTION)
+    settings = UISettings(
+        port=0,
+        encoder=services.encoder,
+        index=services.index,
+        collection=COLLECTION,
+        image_root=str(services.catalog.parent),
+    )
     with PageServer(settings) as server:
         yield server.url
 

@@ -58,10 +58,14 @@ def test_hits_leave_server_paths_and_bookkeeping_out() -> None:
         "id": "p1",
         "score": 0.5,
         "title": "Red dress",
+        "image_url": "/api/image?id=p1",
         "has_image": True,
         "metadata": {"price": 9.99},
     }
     assert hit_to_json(Hit("p2", 0.1, {}))["title"] == "p2"
+    url = hit_to_json(Hit("p 3", 0.1, {"image": "https://cdn.example.com/a.jpg"}))
+    assert url["image_url"] == "https://cdn.example.com/a.jpg"
+    assert hit_to_json(Hit("p 4", 0.1, {"image": "images/a.jpg"}))["image_url"] == "/api/image?id=p%204"
 
 
 def test_image_types_are_sniffed_from_bytes() -> None:
@@ -88,7 +92,8 @@ def hostile(services, tmp_path_factory):
             "text": str(secret),
             "folder": str(secret.parent),
             "gone": str(secret.parent / "gone.jpg"),
-            "number": 7,
+            "relative": "../../../../etc/passwd",  # no --image-root: relative paths are not served
+            "url": "https://cdn.example.com/p.jpg",  # shown by the browser itself, never fetched by the page
         }
         vectors = np.eye(len(paths), client.model.embedding_dim, dtype=np.float32)
         metadata = [{"image": path, "title": name} for name, path in paths.items()]
@@ -106,7 +111,10 @@ def test_only_images_of_stored_products_are_served(services, hostile) -> None:
         with pytest.raises(PageError) as caught:
             page.image_file(item_id)
         assert caught.value.status == 404, item_id
-    demo = SearchPage(UISettings(encoder=services.encoder, index=services.index, collection=COLLECTION))
+    root = str(services.catalog.parent)
+    demo = SearchPage(
+        UISettings(encoder=services.encoder, index=services.index, collection=COLLECTION, image_root=root)
+    )
     try:
         path, media_type = demo.image_file("p00001")
         assert media_type == "image/jpeg" and path.read_bytes()[:3] == b"\xff\xd8\xff"

@@ -136,7 +136,7 @@ class EncodeBatch:
                 status[i], message[i] = FAILED, image.message
                 continue
             images[i] = image
-            keys[i] = content_key(image, json.loads(batch["metadata"][i]), self.fingerprint)
+            keys[i] = content_key(image, json.loads(batch["metadata"][i]), self.core.identity)
         if self.index is not None and images:
             stored = self.index.get(self.collection, [ids[i] for i in images], missing_ok=True)
             stored_keys = {item.id: item.content_key for item in stored}

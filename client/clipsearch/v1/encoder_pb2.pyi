@@ -74,7 +74,7 @@ class GetModelInfoResponse(_message.Message):
     def __init__(self, model: _Optional[_Union[ModelInfo, _Mapping]] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "pretrained", "fingerprint", "embedding_dim", "image_size", "context_length", "device", "dtype")
+    __slots__ = ("name", "pretrained", "fingerprint", "embedding_dim", "image_size", "context_length", "device", "dtype", "preprocessing")
     NAME_FIELD_NUMBER: _ClassVar[int]
     PRETRAINED_FIELD_NUMBER: _ClassVar[int]
     FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
@@ -83,6 +83,7 @@ class ModelInfo(_message.Message):
     CONTEXT_LENGTH_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     DTYPE_FIELD_NUMBER: _ClassVar[int]
+    PREPROCESSING_FIELD_NUMBER: _ClassVar[int]
     name: str
     pretrained: str
     fingerprint: str
@@ -91,4 +92,5 @@ class ModelInfo(_message.Message):
     context_length: int
     device: str
     dtype: str
-    def __init__(self, name: _Optional[str] = ..., pretrained: _Optional[str] = ..., fingerprint: _Optional[str] = ..., embedding_dim: _Optional[int] = ..., image_size: _Optional[int] = ..., context_length: _Optional[int] = ..., device: _Optional[str] = ..., dtype: _Optional[str] = ...) -> None: ...
+    preprocessing: str
+    def __init__(self, name: _Optional[str] = ..., pretrained: _Optional[str] = ..., fingerprint: _Optional[str] = ..., embedding_dim: _Optional[int] = ..., image_size: _Optional[int] = ..., context_length: _Optional[int] = ..., device: _Optional[str] = ..., dtype: _Optional[str] = ..., preprocessing: _Optional[str] = ...) -> None: ...

@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nimage: {query_image.name}")
         print(format_hits(client.search_image(query_image, collection=COLLECTION, k=5)))
 
-    page = start_ui(state, args.ui_port, encoder, index)
+    page = start_ui(state, args.ui_port, encoder, index, catalog.parent)
     clipsearch = Path(sys.executable).with_name("clipsearch")
     print(
         f"\nSearch page: {page}\n"
@@ -87,7 +87,7 @@ def start_service(state: Path, name: str, address: str, flags: list[str]) -> Non
     start_detached(state, name, argv, address, wait=lambda: wait_until_serving(address, timeout_s=2))
 
 
-def start_ui(state: Path, port: int, encoder: str, index: str) -> str:
+def start_ui(state: Path, port: int, encoder: str, index: str, image_root: Path) -> str:
     """Starts `clipsearch ui` (the search page) detached, unless it already answers; its URL."""
     from clipsearch.apps.ui.probe import is_answering, wait_until_answering
 
@@ -96,7 +96,7 @@ def start_ui(state: Path, port: int, encoder: str, index: str) -> str:
         print(f"      ui already answering at {url}")
         return url
     argv = ["ui", "--host", "127.0.0.1", "--port", str(port), "--encoder", encoder, "--index", index]
-    argv += ["--collection", COLLECTION]
+    argv += ["--collection", COLLECTION, "--image-root", str(image_root)]
     start_detached(state, "ui", argv, url, wait=lambda: wait_until_answering(url, timeout_s=2))
     return url
 
