@@ -79,10 +79,11 @@ def test_bulk_ingest_on_two_nodes_then_resume(two_nodes, index, catalog, tmp_pat
 
     report = bulk_ingest(catalog, _options(index, embeddings_dir=str(tmp_path / "embeddings")))
     assert report.ingested == PRODUCTS and report.skipped == 0
-    assert [(f.id, f.reason.split(":")[0]) for f in report.failed] == [
-        ("no-such-image", "cannot read image"),
-        (report.failed[1].id, "duplicate id (row 2)"),
+    assert [(f.id, f.kind) for f in report.failed] == [
+        ("no-such-image", "image not found"),
+        (report.failed[1].id, "duplicate id"),
     ]
+    assert report.failed[1].reason == "duplicate id (row 2)"
     assert len(report.encoded_on) == 2, "both nodes' encode actors did work"
 
     with open(catalog, newline="") as handle:

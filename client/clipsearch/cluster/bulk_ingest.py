@@ -128,12 +128,13 @@ class EncodeBatch:
         ids = [str(i) for i in batch["id"]]
         status = np.full(n, ENCODED, dtype=object)
         message = np.full(n, "", dtype=object)
+        kind = np.full(n, "", dtype=object)
         keys = np.full(n, "", dtype=object)
         vectors = np.zeros((n, self.dimension), dtype=np.float32)
         images: dict[int, bytes] = {}
         for i, image in enumerate(self.sources.load_many([str(location) for location in batch["location"]])):
             if isinstance(image, SourceError):
-                status[i], message[i] = FAILED, image.message
+                status[i], message[i], kind[i] = FAILED, image.message, image.kind
                 continue
             images[i] = image
             keys[i] = content_key(image, json.loads(batch["metadata"][i]), self.core.identity)
@@ -151,7 +152,7 @@ class EncodeBatch:
             )
             for i, outcome in zip(order, outcomes, strict=True):
                 if isinstance(outcome, ClipsearchError):
-                    status[i], message[i] = FAILED, outcome.message
+                    status[i], message[i], kind[i] = FAILED, outcome.message, "image refused by the encoder"
                 else:
                     vectors[i] = outcome
         return {
@@ -162,6 +163,7 @@ class EncodeBatch:
             "vector": vectors,
             "status": status,
             "message": message,
+            "kind": kind,
             "fingerprint": np.full(n, self.fingerprint, dtype=object),
             "node": np.full(n, self.node if images else "", dtype=object),
         }
@@ -198,6 +200,7 @@ class LoadBatch:
             "id": batch["id"],
             "status": status,
             "message": batch["message"],
+            "kind": batch["kind"],
             "node": batch["node"],
         }
 
@@ -346,15 +349,21 @@ def bulk_ingest(catalog: str | Path, options: BulkIngestOptions) -> BulkIngestRe
 
 
 def _fold(batch: dict[str, np.ndarray], report: BulkIngestReport) -> None:
-    for row, item_id, status, message, node in zip(
-        batch["row"], batch["id"], batch["status"], batch["message"], batch["node"], strict=True
+    for row, item_id, status, message, kind, node in zip(
+        batch["row"],
+        batch["id"],
+        batch["status"],
+        batch["message"],
+        batch["kind"],
+        batch["node"],
+        strict=True,
     ):
         if status == INGESTED:
             report.ingested += 1
         elif status == SKIPPED:
             report.skipped += 1
         else:
-            report.failed.append(IngestFailure(int(row), str(item_id), str(message), "image refused"))
+            report.failed.append(IngestFailure(int(row), str(item_id), str(message), str(kind)))
         if node:
             report.encoded_on.add(str(node))
 
