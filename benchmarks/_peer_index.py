@@ -2,8 +2,10 @@
 
 * clipsearch: ``clipsearch serve index`` (1 shard, ``--omp-threads 1``) through
   ``clipsearch.IndexClient.search``;
-* milvus-lite: pymilvus ``MilvusClient`` on a local ``.db`` (Milvus Lite 3 runs its gRPC
-  server in the client's process), HNSW M=32 efConstruction=40, ef=64;
+* milvus-lite (.db): pymilvus ``MilvusClient`` on a local ``.db``: Milvus Lite 3 (pure
+  Python over FAISS) then runs its gRPC server in the client's own process;
+* milvus-lite server (``--milvus-mode server`` or ``both``): ``milvus-lite server`` as its
+  own process, like ours; both with HNSW M=32 efConstruction=40, ef=64;
 * faiss in-process: the server's own indexes read from its snapshot files, searched with
   one OpenMP thread by the same number of threads.
 
@@ -14,19 +16,20 @@ searches filter on a metadata field with 10 values (one in ten items passes).
 from __future__ import annotations
 
 import contextlib
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-from _peer_procs import project_python, workers
-from _servers import serve
+from _peer_procs import process, project_python, wait_for_log, workers
+from _servers import free_port, serve
 from index_bench import DIM, SNAPSHOT_HEADER, clustered
 
 from clipsearch import IndexClient
 from index_service import snapshots
 
-SIDES = ("clipsearch", "milvus-lite", "faiss in-process")
+MILVUS_SIDES = {"db": "milvus-lite (.db)", "server": "milvus-lite server"}
 WORKLOADS = {
     "hnsw": {"collection": "hnsw", "filter": False},
     "flat-filter": {"collection": "flat", "filter": True},
@@ -73,51 +76,73 @@ def index_sides(n: int, args, logs: Path, milvus_python: Path) -> Iterator[dict]
         for name in ("hnsw", "flat")
     }
     facts["clipsearch load s"] = time.perf_counter() - started
-    (logs / "milvus").mkdir(exist_ok=True)
-    with serve("index", "--data-dir", str(data_dir), "--omp-threads", "1", log_dir=logs) as address:
+    with contextlib.ExitStack() as stack:
+        address = stack.enter_context(
+            serve("index", "--data-dir", str(data_dir), "--omp-threads", "1", log_dir=logs)
+        )
         queries = {"queries": str(queries_path)}
-        with workers(
-            (
+        specs = {
+            "clipsearch": (
                 project_python(),
                 "clipsearch-index",
                 {**queries, "address": address},
                 logs / "worker-index-ours.log",
-            ),
-            (
+            )
+        }
+        for mode in args.milvus_modes:
+            folder = logs / f"milvus-{mode}"
+            folder.mkdir()
+            uri = str(folder / "bench.db")  # a .db URI: pymilvus runs Milvus Lite in the worker
+            if mode == "server":
+                port = free_port()
+                log = logs / "milvus-server.log"
+                command = [str(milvus_python.parent / "milvus-lite"), "server", f"--data-dir={folder}"]
+                server = stack.enter_context(
+                    process(
+                        [*command, f"--port={port}", "--host=127.0.0.1"],
+                        log,
+                        stop_signal=signal.SIGINT,  # run_server stops and closes its data dir on SIGINT
+                    )
+                )
+                wait_for_log(server, log, "listening on")
+                uri = f"http://127.0.0.1:{port}"
+            specs[MILVUS_SIDES[mode]] = (
                 milvus_python,
                 "milvus",
-                {**queries, "uri": str(logs / "milvus" / "bench.db"), "vectors": str(vectors_path)},
-                logs / "worker-milvus.log",
-            ),
-            (
-                project_python(),
-                "faiss",
-                {**queries, "snapshots": snapshot_paths, "header_bytes": SNAPSHOT_HEADER, "n": n},
-                logs / "worker-faiss.log",
-            ),
-        ) as started_workers:
-            by_side = dict(zip(SIDES, started_workers, strict=True))
-            begun = time.perf_counter()
-            facts["milvus setup"] = by_side["milvus-lite"].ask(op="setup")
-            facts["milvus load s"] = time.perf_counter() - begun
-            query_rows = np.load(queries_path)
-            facts["recall@10"] = {
-                f"{side} {name}": recall(
-                    worker.ask(op="sample", workload=workload, count=len(query_rows)),
-                    truth(vectors, query_rows, workload["filter"]),
-                )
-                for name, workload in WORKLOADS.items()
-                for side, worker in by_side.items()
-            }
-            facts["settings"] = (
-                f"{n:,} x {DIM}-d clustered unit vectors (index_bench's generator, seed 0), "
-                f"{len(query_rows)} queries cycled, k=10, cosine; hnsw: HNSW32 efConstruction 40 efSearch 64 "
-                "(Milvus: M=32, efConstruction=40, ef=64); flat-filter: exact search, filter cat == 'cat3' "
-                "(10% of items); clipsearch: `clipsearch serve index --omp-threads 1`, 1 shard, one shared "
-                "IndexClient; milvus-lite: one shared MilvusClient on a local .db (its server runs in the "
-                "client's process); faiss: the server's snapshot, omp 1"
+                {**queries, "uri": uri, "vectors": str(vectors_path)},
+                logs / f"worker-milvus-{mode}.log",
             )
-            yield {"workers": by_side, "facts": facts}
+        specs["faiss in-process"] = (
+            project_python(),
+            "faiss",
+            {**queries, "snapshots": snapshot_paths, "header_bytes": SNAPSHOT_HEADER, "n": n},
+            logs / "worker-faiss.log",
+        )
+        by_side = dict(zip(specs, stack.enter_context(workers(*specs.values())), strict=True))
+        for mode in args.milvus_modes:
+            begun = time.perf_counter()
+            facts[f"{MILVUS_SIDES[mode]} setup"] = by_side[MILVUS_SIDES[mode]].ask(op="setup")
+            facts[f"{MILVUS_SIDES[mode]} load s"] = time.perf_counter() - begun
+        query_rows = np.load(queries_path)
+        facts["recall@10"] = {
+            f"{side} {name}": recall(
+                worker.ask(op="sample", workload=workload, count=len(query_rows)),
+                truth(vectors, query_rows, workload["filter"]),
+            )
+            for name, workload in WORKLOADS.items()
+            for side, worker in by_side.items()
+        }
+        facts["settings"] = (
+            f"{n:,} x {DIM}-d clustered unit vectors (index_bench's generator, seed 0), "
+            f"{len(query_rows)} queries cycled, k=10, cosine; hnsw: HNSW32 efConstruction 40 efSearch 64 "
+            "(Milvus: M=32, efConstruction=40, ef=64); flat-filter: exact search, filter cat == 'cat3' "
+            "(10% of items); clipsearch: `clipsearch serve index --omp-threads 1`, 1 shard, one shared "
+            "IndexClient; milvus-lite (.db): one shared MilvusClient on a local .db, which runs Milvus "
+            "Lite's gRPC server inside the client's process; milvus-lite server: `milvus-lite server` as "
+            "its own process (10 gRPC threads), one shared MilvusClient; faiss in-process: the server's "
+            "own snapshot, omp 1, searched by the same number of threads"
+        )
+        yield {"workers": by_side, "facts": facts}
 
 
 def recall(found: list[list[int]], expected: list[set[int]]) -> float:

@@ -169,9 +169,10 @@ class MilvusLite(IndexQueries):
                 )
             self.client.flush(name)
             self.client.load_collection(name)
+            index = self.client.describe_index(name, "vector")
             timings[name] = {
-                "seconds": time.perf_counter() - started,
-                "index": self.client.describe_index(name, "vector"),
+                "seconds": round(time.perf_counter() - started, 1),
+                **{key: index.get(key) for key in ("index_type", "indexed_rows", "state")},
             }
         return timings
 

@@ -230,6 +230,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--index-clients", default="1,8", help="index client counts (default 1,8)")
     parser.add_argument("--scale", type=int, help="index vectors (default 100000, quick 20000)")
     parser.add_argument("--queries", type=int, help="index queries, cycled (default 300, quick 100)")
+    parser.add_argument(
+        "--milvus-mode",
+        choices=("db", "server", "both"),
+        help="Milvus Lite on a .db in the client's process, as its own server process, or both "
+        "(default both, quick db)",
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch threads in every encoder (default 1)")
     parser.add_argument("--json", type=Path, help="also write every figure here")
     parser.add_argument("--install-only", action="store_true", help="make the peers' venvs and stop")
@@ -242,6 +248,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.scale = args.scale or (20_000 if quick else 100_000)
     args.queries = args.queries or (100 if quick else 300)
     args.only = args.only or (QUICK_WORKLOADS if quick else list(WORKLOADS))
+    mode = args.milvus_mode or ("db" if quick else "both")
+    args.milvus_modes = ["db", "server"] if mode == "both" else [mode]
     args.callers_list = [args.callers] if args.no_lone else [args.callers, 1]
     args.index_clients = [int(c) for c in args.index_clients.split(",")]
     return args
