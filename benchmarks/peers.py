@@ -68,7 +68,7 @@ def measure(
                 raise SystemExit(f"{side} failed during the round:\n{answer['errors'][0]}")
             latencies = np.array(answer["latencies_ms"] or [np.nan])
             result = Round(
-                answer["calls"] / answer["seconds"],
+                answer["work"] / answer["seconds"],
                 float(np.percentile(latencies, 50)),
                 float(np.percentile(latencies, 99)),
                 answer["calls"],
@@ -174,7 +174,8 @@ def run_encoder(model: str, kinds: list[str], args, logs: Path, installs: dict) 
         group["facts"] = sides["facts"]
         print(f"  up in {sides['facts']['startup_s']:.0f} s; cross-check {sides['facts']['cross_check']}")
         for kind in kinds:
-            for callers in args.callers_list:
+            lone = args.lone == "all" or (args.lone == "small" and not big)
+            for callers in [args.callers, 1] if lone else [args.callers]:
                 print(f"  {name} {kind}, {callers} caller(s):", flush=True)
                 rounds = measure(sides["workers"], {"kind": kind}, callers, args.rounds, seconds, warmup)
                 group["cells"].append({"workload": f"{kind}", "callers": callers, "sides": summary(rounds)})
@@ -212,7 +213,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--quick", action="store_true", help="a smoke run: short rounds, 20k vectors, fewer cells"
+        "--quick", action="store_true", help="a smoke run: short rounds, 10k vectors, fewer cells"
     )
     parser.add_argument("--only", nargs="+", choices=sorted(WORKLOADS), help="these workloads only")
     parser.add_argument("--rounds", type=int, help="interleaved rounds per cell (default 3)")
@@ -226,7 +227,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="ViT-B-32 rounds and warm-ups are this many times longer (default 1, quick 3)",
     )
     parser.add_argument("--callers", type=int, default=32, help="concurrent encoder callers (default 32)")
-    parser.add_argument("--no-lone", action="store_true", help="skip the 1-caller encoder cells")
+    parser.add_argument(
+        "--lone",
+        choices=("all", "small", "none"),
+        help="1-caller encoder cells: every model, the demo model only, or none (default all, quick small)",
+    )
     parser.add_argument("--index-clients", default="1,8", help="index client counts (default 1,8)")
     parser.add_argument("--scale", type=int, help="index vectors (default 100000, quick 20000)")
     parser.add_argument("--queries", type=int, help="index queries, cycled (default 300, quick 100)")
@@ -245,12 +250,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.seconds = args.seconds or (1.0 if quick else 10.0)
     args.warmup = args.warmup if args.warmup is not None else (0.5 if quick else 2.0)
     args.big_model_factor = args.big_model_factor or (3.0 if quick else 1.0)
-    args.scale = args.scale or (20_000 if quick else 100_000)
+    args.scale = args.scale or (10_000 if quick else 100_000)
     args.queries = args.queries or (100 if quick else 300)
     args.only = args.only or (QUICK_WORKLOADS if quick else list(WORKLOADS))
     mode = args.milvus_mode or ("db" if quick else "both")
     args.milvus_modes = ["db", "server"] if mode == "both" else [mode]
-    args.callers_list = [args.callers] if args.no_lone else [args.callers, 1]
+    args.lone = args.lone or ("small" if quick else "all")
     args.index_clients = [int(c) for c in args.index_clients.split(",")]
     return args
 
