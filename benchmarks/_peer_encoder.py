@@ -13,6 +13,7 @@ cross-check embeds the same texts and images on each and compares the vectors.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import signal
 import time
@@ -135,11 +136,16 @@ def cross_check(by_side: dict) -> dict:
     return out
 
 
-def ceiling(model: str, pretrained: str, kind: str, batch: int, seconds: float, threads: int) -> float:
-    """Items/s of open_clip in this process, ``batch`` items a step (tokenize or decode included)."""
+@functools.cache
+def _in_process(model: str, pretrained: str, threads: int):
     from _clip_model import ClipModel
 
-    net = ClipModel(model, pretrained, threads, MODEL_CONFIGS)
+    return ClipModel(model, pretrained, threads, MODEL_CONFIGS)
+
+
+def ceiling(model: str, pretrained: str, kind: str, batch: int, seconds: float, threads: int) -> float:
+    """Items/s of open_clip in this process, ``batch`` items a step (tokenize or decode included)."""
+    net = _in_process(model, pretrained, threads)
     folder_side = image_side(model)
     if kind == "texts":
         items = (TEXTS * (batch // len(TEXTS) + 1))[:batch]

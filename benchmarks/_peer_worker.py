@@ -58,6 +58,7 @@ class PyTritonEncoder(EncoderInputs):
     def __init__(self, config: dict):
         super().__init__(config)
         self.url = config["url"]
+        self.clients: dict = {}  # (model, thread) -> ModelClient, kept across rounds like connections
 
     def make(self, workload: dict):
         from pytriton.client import ModelClient
@@ -66,8 +67,12 @@ class PyTritonEncoder(EncoderInputs):
         raw = [t.encode() if isinstance(t, str) else t for t in self.items(workload)]
         arrays = [np.array([item], dtype=object) for item in raw]
 
-        def per_thread(_thread: int):
-            client = ModelClient(self.url, name, init_timeout_s=120, inference_timeout_s=600)
+        def per_thread(thread: int):
+            if (name, thread) not in self.clients:
+                self.clients[name, thread] = ModelClient(
+                    self.url, name, init_timeout_s=120, inference_timeout_s=600
+                )
+            client = self.clients[name, thread]
             return lambda n: client.infer_sample(**{name: arrays[n % len(arrays)]})["embedding"]
 
         return per_thread
@@ -162,16 +167,22 @@ class MilvusLite(IndexQueries):
             index_params = self.client.prepare_index_params()
             index_params.add_index("vector", index_type=index_type, metric_type="COSINE", params=params)
             self.client.create_collection(name, schema=schema, index_params=index_params)
+            created = time.perf_counter()
             for s in range(0, len(vectors), 1000):
                 rows = range(s, min(s + 1000, len(vectors)))
                 self.client.insert(
                     name, [{"id": i, "vector": vectors[i], "cat": f"cat{i % 10}"} for i in rows]
                 )
+            inserted = time.perf_counter()
             self.client.flush(name)
+            flushed = time.perf_counter()
             self.client.load_collection(name)
             index = self.client.describe_index(name, "vector")
             timings[name] = {
                 "seconds": round(time.perf_counter() - started, 1),
+                "insert_s": round(inserted - created, 1),
+                "flush_s": round(flushed - inserted, 1),
+                "load_s": round(time.perf_counter() - flushed, 1),
                 **{key: index.get(key) for key in ("index_type", "indexed_rows", "state")},
             }
         return timings

@@ -37,13 +37,14 @@ WORKLOADS = {
     "index-hnsw": ("index", "", "hnsw"),
     "index-flat-filter": ("index", "", "flat-filter"),
 }
-QUICK_WORKLOADS = [
-    "encoder-demo-texts",
-    "encoder-demo-images",
-    "encoder-vitb32-texts",
-    "index-hnsw",
-    "index-flat-filter",
-]
+#: --quick: the headline cells only ("N" is --callers; index clients as given).
+QUICK_CELLS = {
+    "encoder-demo-texts": ["N", 1],
+    "encoder-demo-images": ["N"],
+    "encoder-vitb32-texts": ["N"],
+    "index-hnsw": [1, 8],
+    "index-flat-filter": [8],
+}
 
 
 @dataclass
@@ -61,6 +62,7 @@ def measure(
     out: dict[str, list[Round]] = {side: [] for side in workers}
     for number in range(rounds):
         for side, worker in workers.items():
+            asked = time.perf_counter()
             answer = worker.ask(
                 op="run", workload=workload, callers=callers, seconds=seconds, warmup_s=warmup_s
             )
@@ -76,7 +78,7 @@ def measure(
             out[side].append(result)
             print(
                 f"    round {number + 1} {side:>17}: {result.rate:8.1f}/s  p50 {result.p50:8.1f} ms  "
-                f"p99 {result.p99:8.1f} ms  ({result.calls} calls)",
+                f"p99 {result.p99:8.1f} ms  ({result.calls} calls, {time.perf_counter() - asked:.1f} s)",
                 flush=True,
             )
     return out
@@ -157,7 +159,8 @@ def markdown(group: dict, machine_info: dict) -> str:
     return "\n".join(lines)
 
 
-def run_encoder(model: str, kinds: list[str], args, logs: Path, installs: dict) -> dict:
+def run_encoder(model: str, cells: dict[str, list[int]], args, logs: Path, installs: dict) -> dict:
+    """``cells``: {"texts" or "images": [callers, ...]}."""
     from _peer_encoder import ceiling, encoder_sides
 
     from encoder_service.settings import EncoderSettings
@@ -173,9 +176,8 @@ def run_encoder(model: str, kinds: list[str], args, logs: Path, installs: dict) 
     with encoder_sides(name, pretrained, args, logs, installs["pytriton"].python) as sides:
         group["facts"] = sides["facts"]
         print(f"  up in {sides['facts']['startup_s']:.0f} s; cross-check {sides['facts']['cross_check']}")
-        for kind in kinds:
-            lone = args.lone == "all" or (args.lone == "small" and not big)
-            for callers in [args.callers, 1] if lone else [args.callers]:
+        for kind in cells:
+            for callers in cells[kind]:
                 print(f"  {name} {kind}, {callers} caller(s):", flush=True)
                 rounds = measure(sides["workers"], {"kind": kind}, callers, args.rounds, seconds, warmup)
                 group["cells"].append({"workload": f"{kind}", "callers": callers, "sides": summary(rounds)})
@@ -187,7 +189,8 @@ def run_encoder(model: str, kinds: list[str], args, logs: Path, installs: dict) 
     return group
 
 
-def run_index(names: list[str], args, logs: Path, installs: dict) -> dict:
+def run_index(cells: dict[str, list[int]], args, logs: Path, installs: dict) -> dict:
+    """``cells``: {"hnsw" or "flat-filter": [clients, ...]}."""
     from _peer_index import WORKLOADS as INDEX_WORKLOADS
     from _peer_index import index_sides
 
@@ -196,8 +199,8 @@ def run_index(names: list[str], args, logs: Path, installs: dict) -> dict:
     with index_sides(args.scale, args, logs, installs["milvus"].python) as sides:
         group["facts"] = sides["facts"]
         print(f"  recall@10: {sides['facts']['recall@10']}", flush=True)
-        for name in names:
-            for clients in args.index_clients:
+        for name in cells:
+            for clients in cells[name]:
                 print(f"  {name}, {clients} client(s):", flush=True)
                 rounds = measure(
                     sides["workers"], INDEX_WORKLOADS[name], clients, args.rounds, args.seconds, args.warmup
@@ -227,11 +230,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="ViT-B-32 rounds and warm-ups are this many times longer (default 1, quick 3)",
     )
     parser.add_argument("--callers", type=int, default=32, help="concurrent encoder callers (default 32)")
-    parser.add_argument(
-        "--lone",
-        choices=("all", "small", "none"),
-        help="1-caller encoder cells: every model, the demo model only, or none (default all, quick small)",
-    )
+    parser.add_argument("--no-lone", action="store_true", help="skip the 1-caller encoder cells")
     parser.add_argument("--index-clients", default="1,8", help="index client counts (default 1,8)")
     parser.add_argument("--scale", type=int, help="index vectors (default 100000, quick 20000)")
     parser.add_argument("--queries", type=int, help="index queries, cycled (default 300, quick 100)")
@@ -252,11 +251,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.big_model_factor = args.big_model_factor or (3.0 if quick else 1.0)
     args.scale = args.scale or (10_000 if quick else 100_000)
     args.queries = args.queries or (100 if quick else 300)
-    args.only = args.only or (QUICK_WORKLOADS if quick else list(WORKLOADS))
+    args.only = args.only or (list(QUICK_CELLS) if quick else list(WORKLOADS))
     mode = args.milvus_mode or ("db" if quick else "both")
     args.milvus_modes = ["db", "server"] if mode == "both" else [mode]
-    args.lone = args.lone or ("small" if quick else "all")
-    args.index_clients = [int(c) for c in args.index_clients.split(",")]
+    index_clients = [int(c) for c in args.index_clients.split(",")]
+    args.cells = {}
+    for workload in args.only:
+        if quick and workload in QUICK_CELLS:
+            cells = [args.callers if c == "N" else c for c in QUICK_CELLS[workload]]
+        elif WORKLOADS[workload][0] == "index":
+            cells = index_clients
+        else:
+            cells = [args.callers] if args.no_lone else [args.callers, 1]
+        args.cells[workload] = cells
     return args
 
 
@@ -278,12 +285,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"logs and data: {logs}", flush=True)
     groups = []
     for model in ("demo", "ViT-B-32"):
-        kinds = [WORKLOADS[w][2] for w in args.only if WORKLOADS[w][:2] == ("encoder", model)]
-        if kinds:
-            groups.append(run_encoder(model, kinds, args, logs, installs))
-    index_names = [WORKLOADS[w][2] for w in args.only if WORKLOADS[w][0] == "index"]
-    if index_names:
-        groups.append(run_index(index_names, args, logs, installs))
+        cells = {WORKLOADS[w][2]: c for w, c in args.cells.items() if WORKLOADS[w][:2] == ("encoder", model)}
+        if cells:
+            groups.append(run_encoder(model, cells, args, logs, installs))
+    cells = {WORKLOADS[w][2]: c for w, c in args.cells.items() if WORKLOADS[w][0] == "index"}
+    if cells:
+        groups.append(run_index(cells, args, logs, installs))
     print()
     for group in groups:
         print(markdown(group, info) + "\n")
