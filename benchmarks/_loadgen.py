@@ -61,6 +61,7 @@ def closed_loop(make_call: CallFactory, callers: int, seconds: float, warmup_s: 
     return {
         "calls": sum(1 for sent, done in every if start <= done < stop),
         "work": sum(share(sent, done, start, stop) for sent, done in every),
+        "all_calls": len(every),  # warm-up and drain included: what CPU time is divided by
         "seconds": seconds,
         "latencies_ms": [(done - sent) * 1000 for sent, done in every if start <= done < stop],
         "errors": errors[:3],

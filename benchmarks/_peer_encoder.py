@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-from _peer_procs import process, project_python, wait_for_log, workers
+from _peer_procs import group_of_port, process, project_python, wait_for_log, workers
 from _servers import free_port, serve
 from encoder_bench import image_side, sample_jpeg
 
@@ -73,7 +73,7 @@ def encoder_sides(model: str, pretrained: str, args, logs: Path, pytriton_python
             ],
             logs / f"pytriton-{model}.log",
             stop_signal=signal.SIGINT,  # Triton.serve() stops cleanly on SIGINT (KeyboardInterrupt)
-        ),
+        ) as triton,
         process(
             [project_python(), "-u", "_naive_encoder.py", "--port", str(naive_port), *common, *configs],
             logs / f"naive-{model}.log",
@@ -81,7 +81,7 @@ def encoder_sides(model: str, pretrained: str, args, logs: Path, pytriton_python
         serve("encoder", *common, "--device", "cpu", log_dir=logs) as ours,
     ):
         wait_for_log(naive, logs / f"naive-{model}.log", "serving on")
-        sdk = {"inputs": str(inputs)}
+        sdk = {"inputs": str(inputs), "channels": args.sdk_channels}
         with workers(
             (
                 project_python(),
@@ -114,9 +114,14 @@ def encoder_sides(model: str, pretrained: str, args, logs: Path, pytriton_python
                 f"{round(settings.max_wait_ms * 1000)}), max_batch_size {settings.max_batch_size}, one "
                 "ModelClient (gRPC) per caller thread; naive grpcio: grpc.server(ThreadPoolExecutor()) = "
                 "min(32, cores + 4) calls at once, 1 forward pass per call; clipsearch and naive are called "
-                "through one shared clipsearch.EncoderClient"
+                f"through clipsearch.EncoderClient, {args.sdk_channels} (--sdk-channels)"
             )
-            yield {"workers": by_side, "facts": facts}
+            servers = {  # process groups, for CPU time (Triton's includes tritonserver and its stubs)
+                "clipsearch": group_of_port(int(ours.rsplit(":", 1)[1])),
+                "pytriton": triton.pid,
+                "naive grpcio": naive.pid,
+            }
+            yield {"workers": by_side, "facts": facts, "servers": servers}
 
 
 def cross_check(by_side: dict) -> dict:

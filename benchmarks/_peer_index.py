@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-from _peer_procs import process, project_python, wait_for_log, workers
+from _peer_procs import group_of_port, process, project_python, wait_for_log, workers
 from _servers import free_port, serve
 from index_bench import DIM, SNAPSHOT_HEADER, clustered
 
@@ -142,7 +142,10 @@ def index_sides(n: int, args, logs: Path, milvus_python: Path) -> Iterator[dict]
             "its own process (10 gRPC threads), one shared MilvusClient; faiss in-process: the server's "
             "own snapshot, omp 1, searched by the same number of threads"
         )
-        yield {"workers": by_side, "facts": facts}
+        servers = {"clipsearch": group_of_port(int(address.rsplit(":", 1)[1]))}
+        if "server" in args.milvus_modes:
+            servers[MILVUS_SIDES["server"]] = server.pid  # the .db and in-process sides have no server
+        yield {"workers": by_side, "facts": facts, "servers": servers}
 
 
 def recall(found: list[list[int]], expected: list[set[int]]) -> float:

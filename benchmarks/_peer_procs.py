@@ -111,3 +111,33 @@ def workers(*specs: tuple[Path | str, str, dict, Path]) -> Iterator[list[Worker]
 
 def project_python() -> str:
     return sys.executable
+
+
+def group_cpu_s(pgid: int) -> float:
+    """CPU seconds (user + system) used so far by the live processes of process group ``pgid``."""
+    total = 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        if int(fields[2]) == pgid:  # fields after "(comm)": state, ppid, pgrp, ..., utime [11], stime [12]
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def group_of_port(port: int) -> int:
+    """The process group of the server started with ``--port PORT`` (ours are started by _servers.serve)."""
+    needle = f"--port\0{port}\0".encode()
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                with open(f"/proc/{entry.name}/cmdline", "rb") as cmdline:
+                    if needle in cmdline.read():
+                        return os.getpgid(int(entry.name))
+            except OSError:
+                continue
+    raise LookupError(f"no process started with --port {port}")

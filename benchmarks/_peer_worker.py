@@ -38,18 +38,31 @@ class EncoderInputs:
 
 
 class ClipsearchEncoder(EncoderInputs):
-    """Our SDK; one client (one channel) shared by every caller thread, as an application would."""
+    """Our SDK: one client (one channel) shared by every caller thread, as an application would
+    use it, or one per thread (``"channels": "per-thread"``, as PyTriton's clients must be)."""
 
     def __init__(self, config: dict):
         super().__init__(config)
+        self.address, self.per_thread = config["address"], config.get("channels") == "per-thread"
+        self.clients: dict = {}
+
+    def client(self, thread: int):
         from clipsearch import EncoderClient
 
-        self.client = EncoderClient(config["address"], timeout_s=600)
+        key = thread if self.per_thread else 0
+        if key not in self.clients:
+            self.clients[key] = EncoderClient(self.address, timeout_s=600)
+        return self.clients[key]
 
     def make(self, workload: dict):
-        items = self.items(workload)
-        embed = self.client.embed_texts if workload["kind"] == "texts" else self.client.embed_images
-        return lambda _thread: lambda n: embed([items[n % len(items)]])
+        items, texts = self.items(workload), workload["kind"] == "texts"
+
+        def per_thread(thread: int):
+            client = self.client(thread)
+            embed = client.embed_texts if texts else client.embed_images
+            return lambda n: embed([items[n % len(items)]])
+
+        return per_thread
 
 
 class PyTritonEncoder(EncoderInputs):

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from _peer_procs import group_cpu_s
 
 WORKLOADS = {
     "encoder-demo-texts": ("encoder", "demo", "texts"),
@@ -53,15 +54,20 @@ class Round:
     p50: float
     p99: float
     calls: int
+    #: CPU ms per call over the whole round (warm-up and drain included): the server's process
+    #: group (None where the server runs inside the client) and the load worker's.
+    server_cpu_ms: float | None
+    client_cpu_ms: float
 
 
-def measure(
-    workers: dict, workload: dict, callers: int, rounds: int, seconds: float, warmup_s: float
-) -> dict:
+def measure(sides: dict, workload: dict, callers: int, rounds: int, seconds: float, warmup_s: float) -> dict:
     """{side: [Round, ...]}, sides interleaved within each round in the order of ``workers``."""
+    workers, servers = sides["workers"], sides["servers"]
     out: dict[str, list[Round]] = {side: [] for side in workers}
     for number in range(rounds):
         for side, worker in workers.items():
+            server = servers.get(side)
+            cpu_before = (group_cpu_s(server) if server else 0.0), group_cpu_s(worker.child.pid)
             asked = time.perf_counter()
             answer = worker.ask(
                 op="run", workload=workload, callers=callers, seconds=seconds, warmup_s=warmup_s
@@ -74,11 +80,15 @@ def measure(
                 float(np.percentile(latencies, 50)),
                 float(np.percentile(latencies, 99)),
                 answer["calls"],
+                (group_cpu_s(server) - cpu_before[0]) * 1000 / answer["all_calls"] if server else None,
+                (group_cpu_s(worker.child.pid) - cpu_before[1]) * 1000 / answer["all_calls"],
             )
             out[side].append(result)
             print(
                 f"    round {number + 1} {side:>17}: {result.rate:8.1f}/s  p50 {result.p50:8.1f} ms  "
-                f"p99 {result.p99:8.1f} ms  ({result.calls} calls, {time.perf_counter() - asked:.1f} s)",
+                f"p99 {result.p99:8.1f} ms  CPU/item {result.server_cpu_ms or 0:5.2f} + "
+                f"{result.client_cpu_ms:5.2f} ms  ({result.calls} calls, "
+                f"{time.perf_counter() - asked:.1f} s)",
                 flush=True,
             )
     return out
@@ -93,6 +103,12 @@ def summary(rounds_by_side: dict) -> dict:
             "median_rate": statistics.median(r.rate for r in rounds),
             "median_p50_ms": statistics.median(r.p50 for r in rounds),
             "median_p99_ms": statistics.median(r.p99 for r in rounds),
+            "median_server_cpu_ms": (
+                statistics.median(r.server_cpu_ms for r in rounds)
+                if rounds[0].server_cpu_ms is not None
+                else None
+            ),
+            "median_client_cpu_ms": statistics.median(r.client_cpu_ms for r in rounds),
             "ours_over_side": statistics.median(
                 o.rate / r.rate if r.rate else float("inf") for o, r in zip(ours, rounds, strict=True)
             ),
@@ -124,6 +140,13 @@ def load() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
+def cpu(side: dict) -> str:
+    """ "server + client" CPU ms per item; one figure where the server runs inside the client."""
+    client = f"{side['median_client_cpu_ms']:.2f}"
+    server = side["median_server_cpu_ms"]
+    return f"{server:.2f} + {client}" if server is not None else f"{client} (one process)"
+
+
 def markdown(group: dict, machine_info: dict) -> str:
     m = machine_info
     lines = [
@@ -136,8 +159,8 @@ def markdown(group: dict, machine_info: dict) -> str:
         f"Settings: {group['facts'].get('settings', '')}. {group['timing']}",
         "",
         "| workload | callers | side | items/s (median) | every round | p50 ms | p99 ms "
-        "| clipsearch / side |",
-        "|---|---:|---|---:|---|---:|---:|---:|",
+        "| CPU ms/item server + client | clipsearch / side |",
+        "|---|---:|---|---:|---|---:|---:|---:|---:|",
     ]
     for cell in group["cells"]:
         for side, s in cell["sides"].items():
@@ -145,14 +168,14 @@ def markdown(group: dict, machine_info: dict) -> str:
             every = " / ".join(f"{r['rate']:.1f}" for r in s["rounds"])
             lines.append(
                 f"| {cell['workload']} | {cell['callers']} | {side} | {s['median_rate']:,.1f} | {every} "
-                f"| {s['median_p50_ms']:.1f} | {s['median_p99_ms']:.1f} | {ratio} |"
+                f"| {s['median_p50_ms']:.1f} | {s['median_p99_ms']:.1f} | {cpu(s)} | {ratio} |"
             )
         if cell.get("ceiling"):
             ours = cell["sides"]["clipsearch"]["median_rate"]
             lines.append(
                 f"| {cell['workload']} | - | open_clip in-process, batches of {cell['ceiling_batch']} "
                 "(ceiling) "
-                f"| {cell['ceiling']:,.1f} | | | | {ours / cell['ceiling']:.2f}x |"
+                f"| {cell['ceiling']:,.1f} | | | | | {ours / cell['ceiling']:.2f}x |"
             )
     facts = {k: v for k, v in group["facts"].items() if k != "settings"}
     lines += ["", "Facts: " + json.dumps(facts, default=str)]
@@ -179,7 +202,7 @@ def run_encoder(model: str, cells: dict[str, list[int]], args, logs: Path, insta
         for kind in cells:
             for callers in cells[kind]:
                 print(f"  {name} {kind}, {callers} caller(s):", flush=True)
-                rounds = measure(sides["workers"], {"kind": kind}, callers, args.rounds, seconds, warmup)
+                rounds = measure(sides, {"kind": kind}, callers, args.rounds, seconds, warmup)
                 group["cells"].append({"workload": f"{kind}", "callers": callers, "sides": summary(rounds)})
             # The ceiling: servers idle, open_clip in this process at the servers' max batch size.
             group["cells"][-1]["ceiling"] = ceiling(name, pretrained, kind, batch, seconds, args.threads)
@@ -203,7 +226,7 @@ def run_index(cells: dict[str, list[int]], args, logs: Path, installs: dict) -> 
             for clients in cells[name]:
                 print(f"  {name}, {clients} client(s):", flush=True)
                 rounds = measure(
-                    sides["workers"], INDEX_WORKLOADS[name], clients, args.rounds, args.seconds, args.warmup
+                    sides, INDEX_WORKLOADS[name], clients, args.rounds, args.seconds, args.warmup
                 )
                 group["cells"].append({"workload": name, "callers": clients, "sides": summary(rounds)})
     group["load_after"] = load()
@@ -230,6 +253,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="ViT-B-32 rounds and warm-ups are this many times longer (default 1, quick 3)",
     )
     parser.add_argument("--callers", type=int, default=32, help="concurrent encoder callers (default 32)")
+    parser.add_argument(
+        "--sdk-channels",
+        choices=("shared", "per-thread"),
+        default="shared",
+        help="callers of our encoder (and the naive one) share one EncoderClient or have one each",
+    )
     parser.add_argument("--no-lone", action="store_true", help="skip the 1-caller encoder cells")
     parser.add_argument("--index-clients", default="1,8", help="index client counts (default 1,8)")
     parser.add_argument("--scale", type=int, help="index vectors (default 100000, quick 20000)")
