@@ -8,7 +8,7 @@ called through its own client library by the same closed-loop load generator; ro
 are interleaved (us, peer, us, peer, ...) and the table gives the median, every round, and
 our throughput over the peer's.
 
-    python benchmarks/peers.py --quick                  # a smoke run, ~3 minutes on 2 cores
+    python benchmarks/peers.py --quick                  # a smoke run, ~3.5 minutes on 2 cores
     python benchmarks/peers.py                          # everything, 10 s rounds (long)
     python benchmarks/peers.py --only encoder-demo-texts --rounds 5 --seconds 10 --callers 32
     python benchmarks/peers.py --install-only           # just make the peers' venvs
@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -38,6 +39,7 @@ WORKLOADS = {
     "index-hnsw": ("index", "", "hnsw"),
     "index-flat-filter": ("index", "", "flat-filter"),
 }
+RUNS = Path(__file__).resolve().parents[1] / "var" / "peers" / "runs"  # gitignored, like the venvs
 #: --quick: the headline cells only ("N" is --callers; index clients as given).
 QUICK_CELLS = {
     "encoder-demo-texts": ["N", 1],
@@ -261,7 +263,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--no-lone", action="store_true", help="skip the 1-caller encoder cells")
     parser.add_argument("--index-clients", default="1,8", help="index client counts (default 1,8)")
-    parser.add_argument("--scale", type=int, help="index vectors (default 100000, quick 20000)")
+    parser.add_argument("--scale", type=int, help="index vectors (default 100000, quick 10000)")
     parser.add_argument("--queries", type=int, help="index queries, cycled (default 300, quick 100)")
     parser.add_argument(
         "--milvus-mode",
@@ -271,6 +273,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--threads", type=int, default=1, help="torch threads in every encoder (default 1)")
     parser.add_argument("--json", type=Path, help="also write every figure here")
+    parser.add_argument(
+        "--keep-data", action="store_true", help="keep the run's vectors and indexes (logs are always kept)"
+    )
     parser.add_argument("--install-only", action="store_true", help="make the peers' venvs and stop")
     args = parser.parse_args(argv)
     quick = args.quick
@@ -310,16 +315,25 @@ def main(argv: list[str] | None = None) -> int:
     started, load_before = time.perf_counter(), load()
     info = machine()
     print(f"machine: {info}; load average {load_before}", flush=True)
-    logs = Path(tempfile.mkdtemp(prefix="clipsearch-peers-"))
-    print(f"logs and data: {logs}", flush=True)
+    RUNS.mkdir(parents=True, exist_ok=True)
+    logs = Path(tempfile.mkdtemp(prefix=time.strftime("%Y%m%d-%H%M%S-"), dir=RUNS))
+    print(f"logs: {logs}", flush=True)
     groups = []
-    for model in ("demo", "ViT-B-32"):
-        cells = {WORKLOADS[w][2]: c for w, c in args.cells.items() if WORKLOADS[w][:2] == ("encoder", model)}
+    try:
+        for model in ("demo", "ViT-B-32"):
+            cells = {
+                WORKLOADS[w][2]: c for w, c in args.cells.items() if WORKLOADS[w][:2] == ("encoder", model)
+            }
+            if cells:
+                groups.append(run_encoder(model, cells, args, logs, installs))
+        cells = {WORKLOADS[w][2]: c for w, c in args.cells.items() if WORKLOADS[w][0] == "index"}
         if cells:
-            groups.append(run_encoder(model, cells, args, logs, installs))
-    cells = {WORKLOADS[w][2]: c for w, c in args.cells.items() if WORKLOADS[w][0] == "index"}
-    if cells:
-        groups.append(run_index(cells, args, logs, installs))
+            groups.append(run_index(cells, args, logs, installs))
+    finally:
+        if not args.keep_data:  # vectors, our index's data dir, Milvus's: hundreds of MB at 100k
+            for data in [logs / "index-data", logs / "clipsearch-index", *logs.glob("milvus-*/")]:
+                if data.is_dir():
+                    shutil.rmtree(data)
     print()
     for group in groups:
         print(markdown(group, info) + "\n")
