@@ -8,7 +8,7 @@ called through its own client library by the same closed-loop load generator; ro
 are interleaved (us, peer, us, peer, ...) and the table gives the median, every round, and
 our throughput over the peer's.
 
-    python benchmarks/peers.py --quick                  # a smoke run, ~3.5 minutes on 2 cores
+    python benchmarks/peers.py --quick                  # a smoke run, ~4 minutes on 2 shared cores
     python benchmarks/peers.py                          # everything, 10 s rounds (long)
     python benchmarks/peers.py --only encoder-demo-texts --rounds 5 --seconds 10 --callers 32
     python benchmarks/peers.py --install-only           # just make the peers' venvs
