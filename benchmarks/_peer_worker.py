@@ -187,7 +187,11 @@ class MilvusLite(IndexQueries):
             schema.add_field("cat", DataType.VARCHAR, max_length=16)
             index_params = self.client.prepare_index_params()
             index_params.add_index("vector", index_type=index_type, metric_type="COSINE", params=params)
-            self.client.create_collection(name, schema=schema, index_params=index_params)
+            # Index after the data, as Milvus documents it: with index_params given at creation,
+            # Milvus Lite 3.2.2 left 100k rows (2 segments) without any vector index, while
+            # describe_index said "Finished", 100,000 indexed rows; every search was then a
+            # brute-force pass built per query (~0.9 s each instead of ~50 ms).
+            self.client.create_collection(name, schema=schema)
             created = time.perf_counter()
             for s in range(0, len(vectors), 1000):
                 rows = range(s, min(s + 1000, len(vectors)))
@@ -197,13 +201,15 @@ class MilvusLite(IndexQueries):
             inserted = time.perf_counter()
             self.client.flush(name)
             flushed = time.perf_counter()
+            self.client.release_collection(name)
+            self.client.create_index(name, index_params)
             self.client.load_collection(name)
             index = self.client.describe_index(name, "vector")
             timings[name] = {
                 "seconds": round(time.perf_counter() - started, 1),
                 "insert_s": round(inserted - created, 1),
                 "flush_s": round(flushed - inserted, 1),
-                "load_s": round(time.perf_counter() - flushed, 1),
+                "index_and_load_s": round(time.perf_counter() - flushed, 1),
                 **{key: index.get(key) for key in ("index_type", "indexed_rows", "state")},
             }
         return timings
