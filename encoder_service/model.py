@@ -15,6 +15,7 @@ import contextlib
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import open_clip
@@ -106,7 +107,8 @@ class EncoderModel:
 
     def _encode_text_prefix(self, text: torch.Tensor) -> torch.Tensor:
         """open_clip's ``CLIP.encode_text`` on the first ``text.shape[1]`` positions only."""
-        model, length = self.model, text.shape[1]
+        model: Any = self.model  # open_clip.CLIP (checked by _prefix_check)
+        length = text.shape[1]
         cast_dtype = model.transformer.get_cast_dtype()
         x = model.token_embedding(text).to(cast_dtype)
         x = x + model.positional_embedding[:length].to(cast_dtype)
