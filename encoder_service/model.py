@@ -37,6 +37,9 @@ _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 _CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".npz", ".ckpt")
 #: Random weights are drawn from this seed, so "random" is the same model in every process.
 RANDOM_SEED = 0
+#: fp16/bf16 must give fp32's vectors to at least this cosine on the start-up probe, or the
+#: model does not start (a model that overflows in fp16 would otherwise serve wrong vectors).
+PRECISION_MIN_COSINE = 0.999
 
 
 class ModelLoadError(RuntimeError):
@@ -138,6 +141,22 @@ class EncoderModel:
         if self.precision == "fp32":
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=_DTYPES[self.precision])
+
+    def precision_cosine(self) -> float:
+        """Lowest cosine between this precision's vectors and fp32's on probe images and texts."""
+        rng = np.random.default_rng(RANDOM_SEED)
+        noise = Image.fromarray(rng.integers(0, 256, (96, 80, 3), dtype=np.uint8))
+        pixels = [
+            self.preprocess_image(image) for image in (noise, Image.new("RGB", (64, 48), (200, 30, 30)))
+        ]
+        tokens = list(self.tokenize(list(_PREFIX_CHECK_TEXTS)))
+        low = np.concatenate([self.encode_images(pixels), self.encode_texts(tokens)])
+        precision, self.precision = self.precision, "fp32"
+        try:
+            full = np.concatenate([self.encode_images(pixels), self.encode_texts(tokens)])
+        finally:
+            self.precision = precision
+        return float(np.min(np.sum(low * full, axis=1)))
 
     def warm_up(self, batch_sizes: Sequence[int]) -> None:
         """Runs both towers at each batch size so the first real call is not the slow one."""
@@ -249,9 +268,21 @@ def load_model(name: str, pretrained: str, *, device: str = "cpu", precision: st
     log.info(
         "loaded %s (%s) on %s, %s, fingerprint %s", name, label, torch_device, identity.dtype, fingerprint
     )
-    return EncoderModel(
+    encoder = EncoderModel(
         model, preprocess, tokenizer, identity=identity, device=torch_device, precision=precision
     )
+    if precision != "fp32":
+        cosine = encoder.precision_cosine()
+        log.info(
+            "--precision %s: vectors within cosine %.6f of fp32 on the start-up probe", precision, cosine
+        )
+        if not cosine >= PRECISION_MIN_COSINE:
+            raise ModelLoadError(
+                f"--precision {precision}: {name}'s vectors are only within cosine {cosine:.4f} of "
+                f"fp32's (at least {PRECISION_MIN_COSINE} is required); use --precision fp32, or the "
+                "other of fp16/bf16"
+            )
+    return encoder
 
 
 def _check_checkpoint_path(name: str, pretrained: str) -> None:
