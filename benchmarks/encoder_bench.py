@@ -222,7 +222,7 @@ def hostile_latencies(address: str) -> dict[str, float]:
 def bench_model(model: str, pretrained: str, args: argparse.Namespace, logs: Path) -> ModelResult:
     result = ModelResult(model, pretrained)
     payload = sample_jpeg(side=image_side(model))
-    batch = EncoderSettings().max_batch_size
+    batch = default_batch(args.device)
     common = [
         *("--model", model, "--pretrained", pretrained, "--device", args.device),
         *("--precision", args.precision, "--threads", str(args.threads)),
@@ -287,15 +287,16 @@ def machine(device: str, precision: str) -> str:
 
 def markdown(results: list[ModelResult], args: argparse.Namespace, header: str) -> str:
     s = EncoderSettings()
+    batch = default_batch(args.device)
     lines = [
         "## Encoder",
         "",
         "`python benchmarks/encoder_bench.py" + (" --quick" if args.quick else "") + " --write-docs` — "
         "closed-loop callers, one JPEG per call (128 px for the small models, like the demo catalog's; "
         "256 px for ViT-B-32), against two `clipsearch serve encoder` processes "
-        f"(batching on: `--max-batch-size {s.max_batch_size} --max-wait-ms {s.max_wait_ms:g}`; off: "
+        f"(batching on: the defaults, batches of up to {batch}, `--max-wait-ms {s.max_wait_ms:g}`; off: "
         "`--max-batch-size 1`), alternating cell by cell; then in-process open_clip doing the same "
-        f"decode + preprocess + encode in batches of {s.max_batch_size} in one thread (and the encode "
+        f"decode + preprocess + encode in batches of {batch} in one thread (and the encode "
         "alone, on inputs preprocessed beforehand), servers idle.",
         "",
         f"Machine: {header}. `--threads {args.threads}` for servers and in-process alike. "
@@ -316,9 +317,9 @@ def markdown(results: list[ModelResult], args: argparse.Namespace, header: str) 
     lines += [
         "",
         "| model | batching on / off at 32 callers "
-        f"| service / in-process, same batch: 1 call of {s.max_batch_size} images "
-        f"vs batches of {s.max_batch_size} "
-        f"| service with 32 callers of 1 image / in-process batches of {s.max_batch_size} "
+        f"| service / in-process, same batch: 1 call of {batch} images "
+        f"vs batches of {batch} "
+        f"| service with 32 callers of 1 image / in-process batches of {batch} "
         "| service with 32 callers / in-process encode alone |",
         "|---|---|---|---|---|",
     ]
@@ -362,6 +363,16 @@ def write_section(text: str, path: Path = DOCS) -> None:
     else:
         updated = current.rstrip() + "\n\n" + text.rstrip() + "\n"
     path.write_text(updated.rstrip() + "\n")
+
+
+def default_batch(device: str) -> int:
+    """What ``--max-batch-size 0`` (the default) means on ``device``: 32 on CPU, 256 on CUDA."""
+    import torch
+
+    from encoder_service.factory import device_defaults
+
+    spec = "cuda" if device == "auto" and torch.cuda.is_available() else device.replace("auto", "cpu")
+    return device_defaults(torch.device(spec)).max_batch_size
 
 
 def image_side(model: str) -> int:

@@ -6,11 +6,18 @@ format) -> admission into the bounded queue (RESOURCE_EXHAUSTED at once when ful
 image decode and tokenization in a thread pool -> the dynamic batcher -> one
 L2-normalized float32 vector per input, in order. Errors are ``clipsearch.errors``
 exceptions naming ``inputs[i]``.
+
+With :class:`~encoder_service.device_images.DeviceImages` (``--image-decode device``), the
+pool only reads each image's header: plain JPEGs then go, a batch at a time, through a
+second batcher whose thread decodes, resizes and normalizes them on the model's device, and
+reach the model queue as device tensors. Every other image, and any the device fails on,
+is decoded by the CPU decoder in the pool, which keeps the last word on what is accepted.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -23,10 +30,14 @@ import torch
 from clipsearch.errors import ClipsearchError, DeadlineExceededError, InvalidArgumentError
 from clipsearch.types import ModelInfo
 from encoder_service.batching import Admission, BatchPolicy, DynamicBatcher
+from encoder_service.device_images import DeviceImages, DeviceJpeg, plan_jpeg
 from encoder_service.fingerprint import preprocessing_policy
 from encoder_service.images import ImageLimits, check_image_bytes, decode_image
 from encoder_service.metrics import EncoderMetrics
 from encoder_service.model import EncoderModel
+
+#: Calls with at most this many images read their headers on the event loop (~40 µs each).
+INLINE_PLANS = 4
 
 
 @dataclass(frozen=True)
@@ -67,6 +78,7 @@ class EncoderCore:
         limits: InputLimits = InputLimits(),
         decode_workers: int = 2,
         metrics: EncoderMetrics | None = None,
+        device_images: DeviceImages | None = None,
     ):
         self.model = model
         self.limits = limits
@@ -74,10 +86,22 @@ class EncoderCore:
         self.batcher = DynamicBatcher(self._run_batch, policy, observer=self.metrics, name="encoder-model")
         self.metrics.admitted.set_function(lambda: self.batcher.admitted)
         self._pool = ThreadPoolExecutor(decode_workers, thread_name_prefix="encoder-decode")
+        #: Decodes vetted JPEGs on the model's device, a batch at a time (None: every image on the CPU).
+        self.device_images = device_images
+        self._jpegs = (
+            DynamicBatcher(self._decode_jpegs, policy, kinds=("jpeg",), name="encoder-jpeg-decode")
+            if device_images is not None
+            else None
+        )
 
     @property
+    def image_decode(self) -> str:
+        """Where JPEGs are decoded: ``device`` or ``cpu``."""
+        return "cpu" if self.device_images is None else "device"
+
+    @functools.cached_property
     def identity(self) -> ModelInfo:
-        """The model's identity, with how this core turns image bytes into pixels."""
+        """The model's identity, with how this core turns image bytes into pixels (read per call)."""
         return replace(self.model.identity, preprocessing=self.preprocessing)
 
     @property
@@ -90,10 +114,26 @@ class EncoderCore:
         """Warms the model up at batch sizes 1 and max (off the loop), then starts the batcher."""
         if warm_up:
             sizes = (1, self.batcher.policy.max_batch_size)
-            await asyncio.get_running_loop().run_in_executor(self._pool, self.model.warm_up, sizes)
+            await asyncio.get_running_loop().run_in_executor(self._pool, self._warm_up, sizes)
+        if self._jpegs is not None:
+            self._jpegs.start()
         self.batcher.start()
 
+    def _warm_up(self, sizes: tuple[int, ...]) -> None:
+        self.model.warm_up(sizes)
+        if self.device_images is not None:
+            jpeg = plan_jpeg(warm_up_jpeg(), self.limits.image)
+            assert jpeg is not None, "the warm-up JPEG must take the device path"
+            for size in sorted(set(sizes)):
+                pixels = self.device_images.decode([jpeg] * size)
+                failed = [p for p in pixels if not isinstance(p, torch.Tensor)]
+                if failed:
+                    raise RuntimeError(f"device image decode failed at warm-up: {failed[0]}")
+                self.model.encode_images(pixels)  # type: ignore[arg-type]
+
     def close(self) -> None:
+        if self._jpegs is not None:
+            self._jpegs.close()
         self.batcher.close()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
@@ -189,32 +229,98 @@ class EncoderCore:
     async def _prepare(
         self, valid: list[_Valid], outcomes: list, *, per_item: bool
     ) -> list[tuple[int, tuple[str, torch.Tensor]]]:
-        """Decodes images and tokenizes texts in the pool: [(index, (kind, tensor))] in order."""
+        """Decodes images and tokenizes texts: [(index, (kind, tensor))] in order."""
         loop = asyncio.get_running_loop()
         texts = [v for v in valid if v.kind == "text"]
         images = [v for v in valid if v.kind == "image"]
-        jobs = [loop.run_in_executor(self._pool, self._image_tensor, v.payload, v.index) for v in images]
-        if texts:
-            jobs.append(loop.run_in_executor(self._pool, self.model.tokenize, [v.payload for v in texts]))
-        results = await asyncio.gather(*jobs, return_exceptions=True)
+        tokens = (
+            loop.run_in_executor(self._pool, self.model.tokenize, [v.payload for v in texts])
+            if texts
+            else None
+        )
+        try:
+            results = await self._image_tensors(images) if images else []
+        except BaseException:
+            if tokens is not None:
+                tokens.cancel()
+            raise
         prepared: dict[int, tuple[str, torch.Tensor]] = {}
-        for item, result in zip(images, results, strict=False):
+        for item, result in zip(images, results, strict=True):
             if isinstance(result, BaseException):
                 if not isinstance(result, InvalidArgumentError):
                     raise result
                 self.metrics.invalid("image")
                 if not per_item:
+                    if tokens is not None:
+                        tokens.cancel()
                     raise _lowest_index_error(images, results)
                 outcomes[item.index] = result
             else:
                 prepared[item.index] = ("image", result)
-        if texts:
-            tokens = results[-1]
-            if isinstance(tokens, BaseException):
-                raise tokens
-            for item, row in zip(texts, tokens, strict=True):
+        if tokens is not None:
+            for item, row in zip(texts, await tokens, strict=True):
                 prepared[item.index] = ("text", row)
         return sorted(prepared.items())
+
+    async def _image_tensors(self, images: list[_Valid]) -> list[torch.Tensor | BaseException]:
+        """One model input (or the error that refused it) per image, in order."""
+        loop = asyncio.get_running_loop()
+        if self._jpegs is None:
+            return await self._on_cpu(images)
+        plans: list[DeviceJpeg | None] = (
+            self._plan(images)  # a few header reads cost less on the loop than a hop to the pool
+            if len(images) <= INLINE_PLANS
+            else await loop.run_in_executor(self._pool, self._plan, images)
+        )
+        on_device = [p for p, plan in enumerate(plans) if plan is not None]
+        on_cpu = [p for p, plan in enumerate(plans) if plan is None]
+        results: list[torch.Tensor | BaseException | None] = [None] * len(images)
+        cpu_job = asyncio.ensure_future(self._on_cpu([images[p] for p in on_cpu])) if on_cpu else None
+        try:
+            if on_device:
+                admission = self._jpegs.admit(len(on_device))
+                with admission:
+                    decoded = await self._jpegs.submit("jpeg", [plans[p] for p in on_device], admission)
+                failed = [
+                    p for p, pixels in zip(on_device, decoded, strict=True) if isinstance(pixels, Exception)
+                ]
+                for position, pixels in zip(on_device, decoded, strict=True):
+                    results[position] = pixels
+                self.metrics.decode_path("device", len(on_device) - len(failed))
+                if failed:  # the CPU decoder decides: it decodes the file or refuses it
+                    fallback = await self._on_cpu([images[p] for p in failed], path="fallback")
+                    for position, pixels in zip(failed, fallback, strict=True):
+                        results[position] = pixels
+            if cpu_job is not None:
+                for position, pixels in zip(on_cpu, await cpu_job, strict=True):
+                    results[position] = pixels
+        finally:
+            if cpu_job is not None:
+                cpu_job.cancel()
+        return results  # type: ignore[return-value]
+
+    async def _on_cpu(self, images: list[_Valid], path: str = "cpu") -> list[torch.Tensor | BaseException]:
+        """Decoded by the CPU decoder in the pool, one job per image (they run in parallel)."""
+        self.metrics.decode_path(path, len(images))
+        loop = asyncio.get_running_loop()
+        jobs = [loop.run_in_executor(self._pool, self._image_tensor, v.payload, v.index) for v in images]
+        return await asyncio.gather(*jobs, return_exceptions=True)
+
+    def _plan(self, images: list[_Valid]) -> list[DeviceJpeg | None]:
+        """In the pool: which images the device decodes (header checks only, no pixels)."""
+        limits = self.limits.image
+        return [plan_jpeg(v.payload, limits, field=f"inputs[{v.index}].image") for v in images]
+
+    def _decode_jpegs(self, kind: str, jpegs: list[DeviceJpeg]) -> list[torch.Tensor | Exception]:
+        """On the device-decode thread: one batch of JPEGs -> model inputs on the device."""
+        assert self.device_images is not None
+        started = time.perf_counter()
+        try:
+            return self.device_images.decode(jpegs)
+        except Exception as exc:  # never fail the callers: the CPU decoder takes over
+            return [exc] * len(jpegs)
+        finally:
+            self.metrics.decoded(time.perf_counter() - started, len(jpegs))
 
     def _image_tensor(self, data: bytes, index: int) -> torch.Tensor:
         started = time.perf_counter()
@@ -234,6 +340,10 @@ class EncoderCore:
         for position, (_, (kind, _)) in enumerate(prepared):
             by_kind[kind].append(position)
         admission.release_beyond(len(prepared))
+        if not by_kind["text"] or not by_kind["image"]:  # one kind: no tasks to run side by side
+            kind = "text" if by_kind["text"] else "image"
+            payloads = [payload for _, (_, payload) in prepared]
+            return await self.batcher.submit(kind, payloads, admission, deadline=deadline)
         tasks = {
             kind: asyncio.ensure_future(
                 self.batcher.submit(
@@ -263,6 +373,23 @@ class EncoderCore:
         if kind == "image":
             return list(self.model.encode_images(payloads))
         return list(self.model.encode_texts(payloads))
+
+
+def warm_up_jpeg(side: int = 96) -> bytes:
+    """A small plain JPEG (smooth colours and edges) that takes the device path."""
+    import io
+
+    from PIL import Image
+
+    ramp = np.linspace(0, 255, side, dtype=np.float32)
+    pixels = np.stack(
+        [ramp[None, :].repeat(side, 0), ramp[:, None].repeat(side, 1), 255 - ramp[None, :].repeat(side, 0)],
+        -1,
+    )
+    pixels[side // 4 : side // 2, side // 4 : 3 * side // 4] = (200, 30, 30)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels.astype(np.uint8)).save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
 
 
 def _check_deadline(deadline: float | None) -> None:

@@ -1,15 +1,51 @@
-"""Settings -> a ready encoder core: the one place both the gRPC server and the Ray replica build it."""
+"""Settings -> a ready encoder core: the one place both the gRPC server and the Ray replica build it.
+
+Settings left at 0 or ``auto`` are chosen here for the device the model landed on (see
+:func:`device_defaults`), and ``--image-decode`` is resolved by a start-up check of the
+device decoder against the CPU decoder (:func:`check_device_images`).
+"""
 
 from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
 
 import torch
 
 from encoder_service.batching import BatchPolicy
-from encoder_service.core import EncoderCore, InputLimits
-from encoder_service.images import ImageLimits, parse_background
+from encoder_service.core import EncoderCore, InputLimits, warm_up_jpeg
+from encoder_service.device_images import DeviceImages, plan_jpeg
+from encoder_service.images import ImageLimits, decode_image, parse_background
 from encoder_service.metrics import EncoderMetrics
-from encoder_service.model import load_model
+from encoder_service.model import EncoderModel, ModelLoadError, load_model
 from encoder_service.settings import EncoderSettings
+
+log = logging.getLogger(__name__)
+
+#: The start-up check's limit: mean absolute difference between the device decoder's model
+#: input and the CPU decoder's, in levels of 255 (torchvision on the CPU: ~0.001; a broken
+#: decoder: tens).
+DEVICE_CHECK_MEAN_LEVELS = 2.0
+
+
+@dataclass(frozen=True)
+class DeviceDefaults:
+    """What ``--max-batch-size 0`` and ``--decode-workers 0`` mean on a device class."""
+
+    max_batch_size: int
+    decode_workers: int
+
+
+def device_defaults(device: torch.device, cores: int | None = None) -> DeviceDefaults:
+    """CPU: batches of 32 (the model is slow; larger batches only add latency) and at most 4
+    decode threads (the model needs the cores). CUDA: batches of 256, which keep a GPU busy
+    with ViT-B-32 (fewer, larger kernels), and up to 16 decode threads (header checks, tokens,
+    and the images the device does not decode)."""
+    cores = cores or os.cpu_count() or 1
+    if device.type == "cuda":
+        return DeviceDefaults(max_batch_size=256, decode_workers=max(1, min(16, cores)))
+    return DeviceDefaults(max_batch_size=32, decode_workers=max(1, min(4, cores)))
 
 
 def core_from_settings(settings: EncoderSettings, metrics: EncoderMetrics | None = None) -> EncoderCore:
@@ -18,17 +54,73 @@ def core_from_settings(settings: EncoderSettings, metrics: EncoderMetrics | None
     if s.threads:
         torch.set_num_threads(s.threads)
     model = load_model(s.model, s.pretrained_source, device=s.device, precision=s.precision)
+    defaults = device_defaults(model.device)
+    limits = InputLimits(
+        max_text_bytes=s.max_text_bytes,
+        image=ImageLimits(
+            max_bytes=s.max_image_bytes,
+            max_pixels=s.max_image_pixels,
+            background=parse_background(s.image_background),
+        ),
+    )
+    device_images = resolve_image_decode(s.image_decode, model, limits.image)
+    batch = s.max_batch_size or defaults.max_batch_size
+    workers = s.decode_workers or defaults.decode_workers
+    log.info(
+        "batches of up to %d, %d decode threads, images decoded on %s",
+        batch,
+        workers,
+        "the CPU" if device_images is None else model.device,
+    )
     return EncoderCore(
         model,
-        policy=BatchPolicy(s.max_batch_size, s.max_wait_ms, s.max_queue),
-        limits=InputLimits(
-            max_text_bytes=s.max_text_bytes,
-            image=ImageLimits(
-                max_bytes=s.max_image_bytes,
-                max_pixels=s.max_image_pixels,
-                background=parse_background(s.image_background),
-            ),
-        ),
-        decode_workers=s.decode_workers,
+        policy=BatchPolicy(batch, s.max_wait_ms, s.max_queue),
+        limits=limits,
+        decode_workers=workers,
         metrics=metrics,
+        device_images=device_images,
     )
+
+
+def resolve_image_decode(mode: str, model: EncoderModel, limits: ImageLimits) -> DeviceImages | None:
+    """``cpu``: None. ``device``: the device decoder, or a start error naming the flag. ``auto``:
+    the device decoder on CUDA when its check passes (a warning and the CPU otherwise)."""
+    if mode == "cpu" or (mode == "auto" and model.device.type != "cuda"):
+        return None
+    device_images = DeviceImages.for_model(model.preprocess, model.device)
+    problem = (
+        "the model's image transform has a step the device path does not reproduce"
+        if device_images is None
+        else check_device_images(device_images, model, limits)
+    )
+    if problem is None:
+        return device_images
+    if mode == "device":
+        raise ModelLoadError(f"--image-decode device: {problem}")
+    log.warning("--image-decode auto: decoding on the CPU, the device decoder is unusable: %s", problem)
+    return None
+
+
+def check_device_images(device_images: DeviceImages, model: EncoderModel, limits: ImageLimits) -> str | None:
+    """None if the device turns a test JPEG into the CPU decoder's model input (see
+    DEVICE_CHECK_MEAN_LEVELS); else what went wrong."""
+    data = warm_up_jpeg()
+    jpeg = plan_jpeg(data, limits)
+    if jpeg is None:
+        return "the test JPEG was not planned for the device"
+    try:
+        got = device_images.decode([jpeg])[0]
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    if isinstance(got, Exception):
+        return f"{type(got).__name__}: {got}"
+    want = model.preprocess_image(decode_image(data, limits))
+    std = torch.tensor(device_images.transform.std).view(-1, 1, 1)
+    levels = ((got.cpu() - want).abs() * std * 255).mean().item()
+    log.info("device image decoder: mean difference to the CPU decoder %.3f levels of 255", levels)
+    if not levels <= DEVICE_CHECK_MEAN_LEVELS:
+        return (
+            f"its test picture is {levels:.2f} levels of 255 from the CPU decoder's "
+            f"(limit {DEVICE_CHECK_MEAN_LEVELS})"
+        )
+    return None

@@ -39,6 +39,8 @@ class MetricsSnapshot:
     dropped: CountOf[tuple[str, str]] = field(default_factory=CountOf)
     #: Inputs refused because the queue was full.
     rejected: int = 0
+    #: Images by where they were decoded: "device", "cpu", "fallback" (device failed, CPU decided).
+    decode_paths: CountOf[str] = field(default_factory=CountOf)
 
     def items_in_batches(self, kind: str) -> int:
         return sum(size * count for size, count in self.batch_sizes.get(kind, {}).items())
@@ -86,6 +88,12 @@ class EncoderMetrics:
             buckets=SECONDS_BUCKETS,
             registry=r,
         )
+        self._decode_paths = Counter(
+            "clipsearch_encoder_image_decodes",
+            "Images decoded, by path: device, cpu, fallback (the device failed; the CPU decoder decided)",
+            ["path"],
+            registry=r,
+        )
         self._dropped = Counter(
             "clipsearch_encoder_dropped_items",
             "Items dropped before the model",
@@ -119,8 +127,16 @@ class EncoderMetrics:
         with self._lock:
             self._state.invalid_items[kind] += count
 
-    def decoded(self, seconds: float) -> None:
-        self._decode_seconds.observe(seconds)
+    def decoded(self, seconds: float, count: int = 1) -> None:
+        """``count`` images decoded in ``seconds`` (a device batch: each observed at its share)."""
+        histogram = self._decode_seconds
+        for _ in range(count):
+            histogram.observe(seconds / count)
+
+    def decode_path(self, path: str, count: int = 1) -> None:
+        self._decode_paths.labels(path).inc(count)
+        with self._lock:
+            self._state.decode_paths[path] += count
 
     # -- BatchObserver --------------------------------------------------------------------
 
@@ -170,4 +186,5 @@ class EncoderMetrics:
                 model_seconds=dict(s.model_seconds),
                 dropped=CountOf(s.dropped),
                 rejected=s.rejected,
+                decode_paths=CountOf(s.decode_paths),
             )

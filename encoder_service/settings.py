@@ -7,7 +7,6 @@ came from the command line, the environment or ``EncoderSettings(...)`` in code.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 from clipsearch._options import OptionError, choice, float_in, int_in, matching, option
@@ -19,6 +18,7 @@ ENV_PREFIX = "CLIPSEARCH_ENCODER_"
 _DEVICE = matching(r"auto|cpu|cuda|cuda:\d+", "auto, cpu, cuda or cuda:N")
 _BACKGROUND = matching(r"white|black|#[0-9a-fA-F]{6}", "white, black or #rrggbb")
 PRECISIONS = ("fp32", "fp16", "bf16")
+IMAGE_DECODES = ("auto", "cpu", "device")
 
 
 __all__ = ["DEMO_CHECKPOINT", "DEMO_MODEL", "RANDOM_WEIGHTS", "EncoderSettings"]
@@ -38,14 +38,24 @@ class EncoderSettings(GrpcServerSettings):
     )
     device: str = option("auto", "auto (CUDA when present), cpu, cuda or cuda:N", parse=_DEVICE)
     precision: str = option("fp32", "fp32, or fp16/bf16 autocast", parse=choice(PRECISIONS))
-    max_batch_size: int = option(32, "largest model batch (1: no batching)", parse=int_in(1, 4096))
+    max_batch_size: int = option(
+        0, "largest model batch (1: no batching; 0: by device, 32 on CPU, 256 on CUDA)", parse=int_in(0, 4096)
+    )
     max_wait_ms: float = option(5.0, "how long a batch waits to fill", parse=float_in(0, 10_000))
     max_queue: int = option(
         1024, "inputs admitted and not yet run at most (beyond: RESOURCE_EXHAUSTED)", parse=int_in(1, 10**7)
     )
     threads: int = option(0, "torch CPU threads (0: torch default)", parse=int_in(0, 1024))
     decode_workers: int = option(
-        min(4, os.cpu_count() or 1), "image decode / tokenize threads", parse=int_in(1, 256)
+        0,
+        "image decode / tokenize threads (0: by device, min(4, cores) on CPU, min(16, cores) on CUDA)",
+        parse=int_in(0, 256),
+    )
+    image_decode: str = option(
+        "auto",
+        "where JPEGs are decoded and resized: device (nvJPEG on CUDA), cpu (Pillow in the decode "
+        "threads), auto (device on CUDA when its start-up check passes, else cpu)",
+        parse=choice(IMAGE_DECODES),
     )
     max_image_bytes: int = option(16 * 1024 * 1024, "largest encoded image", parse=int_in(1, 2**31 - 1))
     max_image_pixels: int = option(

@@ -134,3 +134,13 @@ def test_bf16_autocast_on_cpu_stays_close_to_fp32(reference_model) -> None:
     np.testing.assert_allclose(np.linalg.norm(low, axis=1), 1.0, atol=1e-5)
     cosine = np.sum(low * reference_model.encode_texts(tokens), axis=1)
     assert np.all(cosine > 0.98)
+
+
+def test_reduced_precision_is_checked_against_fp32_at_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    bf16 = load_model("clipsearch-tiny", "random", device="cpu", precision="bf16")
+    assert bf16.precision_cosine() >= model_module.PRECISION_MIN_COSINE
+    assert bf16.precision == "bf16", "the check leaves the precision as it was"
+    monkeypatch.setattr(model_module, "PRECISION_MIN_COSINE", 1.01)  # no model can pass this
+    with pytest.raises(ModelLoadError, match=r"--precision bf16: clipsearch-tiny's vectors are only within"):
+        load_model("clipsearch-tiny", "random", device="cpu", precision="bf16")
+    assert load_model("clipsearch-tiny", "random", precision="fp32").precision == "fp32"  # fp32: no check

@@ -59,7 +59,7 @@ def test_every_field_has_a_flag_and_an_environment_variable() -> None:
 @pytest.mark.parametrize(
     ("argv", "flag"),
     [
-        (["--max-batch-size", "0"], "--max-batch-size"),
+        (["--max-batch-size", "-1"], "--max-batch-size"),
         (["--device", "tpu"], "--device"),
         (["--precision", "int8"], "--precision"),
         (["--port", "70000"], "--port"),
