@@ -7,8 +7,11 @@ on the machine's speed.
 At 4x capacity (``test_encoder_at_4x_capacity``, a ``clipsearch serve encoder`` process):
 the encoder admits ``--max-queue`` inputs; 4 x that many callers each send one-text calls
 back to back for the run. Every call is either answered or refused with
-RESOURCE_EXHAUSTED (nothing else); refusals come back quickly; the accepted calls'
-latency is bounded by the queue; the server's RSS, sampled through the run, stops growing.
+RESOURCE_EXHAUSTED (nothing else); refusals come back faster than accepted calls (they
+do not wait for the queue); accepted calls do not wait without bound; the server's RSS,
+sampled through the run, stops growing. The bounds are relative or generous so that they
+hold on a machine busy with other work; the figures themselves are reported (and kept in
+docs/reliability.md and benchmarks), not asserted.
 """
 
 from __future__ import annotations
@@ -204,7 +207,11 @@ def test_encoder_at_4x_capacity(tmp_path) -> None:
     assert health_ok, "the encoder died under overload"
     assert not other, other[:5]
     assert len(acc) > 0 and len(ref) > 0, "4x the queue must both be served and refused"
-    assert np.percentile(ref, 99) < 0.5, "refusals must come back well under a second"
-    assert np.percentile(acc, 99) < 10.0, "accepted calls must not wait without bound"
+    # Behaviour, not the machine's speed: a refusal does not wait for the queue, so it is
+    # faster than an accepted call (which waits for the queue and the model); no call waits
+    # without bound (30 s is the callers' deadline; a loaded 2-core machine stays far below).
+    assert np.median(ref) < np.median(acc), "refusals must not wait like accepted calls"
+    assert np.percentile(ref, 99) < 5.0, "refusals must come back without waiting for the queue"
+    assert np.percentile(acc, 99) < 20.0, "accepted calls must not wait without bound"
     # Plateau: the second half of the run grows by less than 10% (+16 MiB of allocator noise).
     assert max(half) <= half[0] * 1.10 + 16, f"RSS kept growing: {rss}"
