@@ -119,6 +119,12 @@ class EncoderCore:
     async def _embed(
         self, inputs: Sequence[Input], *, deadline: float | None, per_item: bool
     ) -> list[np.ndarray | ClipsearchError]:
+        if len(inputs) > self.batcher.policy.max_queue:  # before any per-input work
+            raise InvalidArgumentError(
+                f"inputs: {len(inputs)} inputs in one call, more than the queue holds "
+                f"({self.batcher.policy.max_queue}, --max-queue); send fewer per call",
+                field="inputs",
+            )
         outcomes: list[np.ndarray | ClipsearchError | None] = [None] * len(inputs)
         valid: list[_Valid] = []
         counts = {"text": 0, "image": 0}
@@ -134,12 +140,6 @@ class EncoderCore:
                     raise
                 outcomes[index] = error
         self.metrics.request(counts)
-        if len(valid) > self.batcher.policy.max_queue:
-            raise InvalidArgumentError(
-                f"inputs: {len(valid)} inputs in one call, more than the queue holds "
-                f"({self.batcher.policy.max_queue}); send fewer per call",
-                field="inputs",
-            )
         if not valid:
             return outcomes  # type: ignore[return-value]
         admission = (

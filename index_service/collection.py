@@ -25,7 +25,7 @@ import numpy as np
 
 from clipsearch.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError
 from clipsearch.schema import Field, FieldType, Schema, infer_from_values
-from index_service import filters, snapshots, topk
+from index_service import filters, limits, snapshots, topk
 from index_service.config import (
     MAX_CONTENT_KEY_BYTES,
     MAX_ID_BYTES,
@@ -41,15 +41,16 @@ from index_service.config import (
 )
 from index_service.filters import Filter
 from index_service.kinds import IndexKind, index_labels
+from index_service.limits import DEFAULT_LIMITS, IndexLimits
 from index_service.rows import RowTable, encode_metadata
 from index_service.shard import Candidate, Shard
 from index_service.store import ShardRows, Store
 
 log = logging.getLogger(__name__)
 
-MAX_K = 10_000
-MAX_OFFSET = 10_000
-MAX_QUERIES = 1024
+MAX_K = limits.MAX_K
+MAX_OFFSET = limits.MAX_OFFSET
+MAX_QUERIES = limits.MAX_QUERIES
 STORE_FILE = "store.sqlite"
 
 
@@ -62,6 +63,8 @@ class CollectionOptions:
     snapshot_interval_s: float = 60.0
     rebuild_dead_ratio: float = 0.2
     exact_fallback_max: int = 20_000
+    #: What one request may ask for (index_service/limits.py; flags of the server).
+    limits: IndexLimits = DEFAULT_LIMITS
 
 
 def shard_of(item_id: str, num_shards: int) -> int:
@@ -168,6 +171,8 @@ class Collection:
         keys = list(content_keys) if content_keys is not None else [""] * len(ids)
         if not len(vectors) == len(ids) == len(metadata) == len(keys):
             raise InvalidArgumentError("ids, vectors and metadata must have the same length", field="items")
+        limits.check_batch(len(ids), "items", self.options.limits)
+        limits.check_metadata(metadata, self.options.limits)
         for i, item_id in enumerate(ids):
             check_id(item_id, f"items[{i}].id")
         for i, key in enumerate(keys):
@@ -182,10 +187,13 @@ class Collection:
         with self._write_mutex:
             self._check_open()
             schema, grown = self._schema_for(metadata)
+            if grown is not None:
+                limits.check_schema(grown.schema, self.options.limits, "items")
             encoded = [
                 encode_metadata(schema.check_metadata(m, f"items[{i}].metadata") if schema else _legacy(m, i))
                 for i, m in enumerate(metadata)
             ]
+            limits.check_stored_metadata(encoded, self.options.limits)
             ids = [ids[i] for i in order]
             matrix = matrix[order]
             encoded = [encoded[i] for i in order]
@@ -204,6 +212,7 @@ class Collection:
     def delete(self, ids: Sequence[str]) -> WriteResult:
         """Deletes the ids that exist; returns how many did."""
         self._check_open()
+        limits.check_batch(len(ids), "ids", self.options.limits)
         for i, item_id in enumerate(ids):
             check_id(item_id, f"ids[{i}]")
         with self._write_mutex:
@@ -250,6 +259,7 @@ class Collection:
     ) -> list[StoredItem]:
         """Items in the order asked; NOT_FOUND naming the ids that do not exist, unless ``missing_ok``."""
         self._check_open()
+        limits.check_batch(len(ids), "ids", self.options.limits)
         for i, item_id in enumerate(ids):
             check_id(item_id, f"ids[{i}]")
         found = self.store.get(ids)
@@ -290,6 +300,7 @@ class Collection:
             self._check_open()
             base = self.schema if self.schema is not None else self._observed_schema()
             schema = base.with_fields(fields)
+            limits.check_schema(schema, self.options.limits, "fields")
             if schema != self.schema:
                 config = replace(self.config, schema=schema)
                 with self.store.transaction() as db:
@@ -342,7 +353,7 @@ class Collection:
     ) -> list[list[Hit]]:
         """The best ``k`` hits after ``offset`` for every query (:mod:`~index_service.topk` order)."""
         params = params or SearchParams()
-        check_search(k, offset, len(queries), params)
+        check_search(k, offset, len(queries), params, self.options.limits)
         parts = self.candidates(
             queries, k + offset, filter_=filter_, params=params, model_fingerprint=model_fingerprint
         )
@@ -590,19 +601,11 @@ def _legacy(metadata: Mapping[str, MetadataValue], i: int) -> dict[str, Metadata
     return checked
 
 
-def check_search(k: int, offset: int, queries: int, params: SearchParams) -> None:
+def check_search(
+    k: int, offset: int, queries: int, params: SearchParams, bounds: IndexLimits = DEFAULT_LIMITS
+) -> None:
     """The limits of a search request, checked once where it enters (standalone or cluster)."""
-    if not 1 <= k <= MAX_K:
-        raise InvalidArgumentError(f"k must be in [1, {MAX_K}], got {k}", field="k")
-    if not 0 <= offset <= MAX_OFFSET:
-        raise InvalidArgumentError(f"offset must be in [0, {MAX_OFFSET}], got {offset}", field="offset")
-    if params.ef_search < 0 or params.nprobe < 0:
-        name = "params.ef_search" if params.ef_search < 0 else "params.nprobe"
-        raise InvalidArgumentError(f"{name} must not be negative", field=name)
-    if not 1 <= queries <= MAX_QUERIES:
-        raise InvalidArgumentError(
-            f"queries: send 1 to {MAX_QUERIES} query vectors, got {queries}", field="queries"
-        )
+    limits.check_search(k, offset, queries, params.ef_search, params.nprobe, bounds)
 
 
 def top_hits(candidates: Iterable[Candidate], k: int, *, offset: int = 0) -> list[Hit]:

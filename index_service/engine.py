@@ -27,7 +27,7 @@ from pathlib import Path
 import faiss
 
 from clipsearch.errors import AlreadyExistsError, NotFoundError
-from index_service import snapshots
+from index_service import limits, snapshots
 from index_service.collection import STORE_FILE, Collection, CollectionOptions
 from index_service.config import CollectionConfig, CollectionInfo, check_name
 from index_service.kinds import IndexKind
@@ -100,6 +100,7 @@ class Engine:
 
     def create_collection(self, config: CollectionConfig, *, exist_ok: bool = False) -> CollectionInfo:
         asked, config = config, config.validated()
+        limits.check_schema(config.schema, self.options.collection.limits, "config.schema")
         IndexKind.describe(config.index_spec, config.dimension, config.metric)
         with self._mutex:
             existing = self._collections.get(config.name)

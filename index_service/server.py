@@ -19,6 +19,7 @@ from clipsearch.server.server import ManagedServer, ServiceBinding, options_from
 from clipsearch.v1 import index_pb2_grpc
 from index_service.collection import CollectionOptions
 from index_service.engine import CollectionLoadError, DataDirLockedError, Engine, EngineOptions
+from index_service.limits import IndexLimits
 from index_service.metrics import IndexMetrics
 from index_service.servicer import IndexServicer
 from index_service.settings import IndexSettings
@@ -79,6 +80,14 @@ def engine_options(settings: IndexSettings) -> EngineOptions:
             snapshot_interval_s=settings.snapshot_interval_s,
             rebuild_dead_ratio=settings.rebuild_dead_ratio,
             exact_fallback_max=settings.exact_fallback_max,
+            limits=IndexLimits(
+                max_batch_items=settings.max_batch_items,
+                max_search_hits=settings.max_search_hits,
+                max_fields=settings.max_fields,
+                max_value_bytes=settings.max_value_bytes,
+                max_list_values=settings.max_list_values,
+                max_metadata_bytes=settings.max_metadata_bytes,
+            ),
         ),
     )
 
