@@ -230,6 +230,9 @@ class EncoderCore:
         admission: Admission,
         deadline: float | None,
     ) -> list[np.ndarray]:
+        if not prepared:  # every input failed to decode (a stream chunk reports each of them)
+            admission.release()
+            return []
         by_kind: dict[str, list[int]] = {"text": [], "image": []}
         for position, (_, (kind, _)) in enumerate(prepared):
             by_kind[kind].append(position)

@@ -148,6 +148,18 @@ def test_embed_stream_answers_every_chunk_in_order_with_per_item_errors(stub, re
                 np.testing.assert_allclose(vector, expected(reference_model, [item])[0], atol=1e-5)
 
 
+def test_a_stream_chunk_whose_every_image_is_corrupt_reports_each(stub) -> None:
+    """Every image passes the cheap checks and fails to decode: each input gets its error, and the
+    stream goes on (it was INTERNAL for the whole stream: the batcher was given nothing to run)."""
+    corrupt = b"\xff\xd8\xff garbage"
+    chunks = [chunk("bad", [image(corrupt), image(corrupt)]), chunk("fine", [text("a hat")])]
+    responses = list(stub.EmbedStream(iter(chunks), timeout=60))
+    assert [r.chunk_id for r in responses] == ["bad", "fine"]
+    codes = [r.error.code for r in responses[0].results]
+    assert codes == [grpc.StatusCode.INVALID_ARGUMENT.value[0]] * 2
+    assert responses[1].results[0].WhichOneof("outcome") == "embedding"
+
+
 def test_embed_stream_reads_only_a_window_of_chunks_ahead(start_encoder, gate_of) -> None:
     thread = start_encoder(stream_window=2)
     gate = gate_of(thread)
