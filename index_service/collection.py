@@ -19,13 +19,20 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, replace
 from operator import itemgetter
 from pathlib import Path
+from typing import NoReturn
 
 import faiss
 import numpy as np
 
-from clipsearch.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError
+from clipsearch.errors import (
+    FailedPreconditionError,
+    InternalError,
+    InvalidArgumentError,
+    NotFoundError,
+    ResourceExhaustedError,
+)
 from clipsearch.schema import Field, FieldType, Schema, infer_from_values
-from index_service import filters, limits, snapshots, topk
+from index_service import filters, limits, quarantine, snapshots, topk
 from index_service.config import (
     MAX_CONTENT_KEY_BYTES,
     MAX_ID_BYTES,
@@ -44,7 +51,7 @@ from index_service.kinds import IndexKind, index_labels
 from index_service.limits import DEFAULT_LIMITS, IndexLimits
 from index_service.rows import RowTable, encode_metadata
 from index_service.shard import Candidate, Shard
-from index_service.store import ShardRows, Store
+from index_service.store import Change, ShardRows, Store
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +95,8 @@ class Collection:
         self._write_mutex = threading.Lock()
         self._maintenance_mutex = threading.Lock()
         self.closed = False
+        #: Why the collection refuses every call (a write could be neither applied nor undone).
+        self.quarantine_reason: str | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -99,8 +108,8 @@ class Collection:
             store.close()
             raise RuntimeError(f"{path}: not a collection (no config in {STORE_FILE})")
         config = store.config
-        kind = IndexKind.describe(config.index_spec, config.dimension, config.metric)
         try:
+            kind = IndexKind.describe(config.index_spec, config.dimension, config.metric)
             rows = [store.shard_rows(number) for number in range(config.num_shards)]
             store.check_id_index(rows)
         except BaseException:
@@ -131,11 +140,15 @@ class Collection:
 
     def info(self) -> CollectionInfo:
         stats = tuple(ShardStats(s.number, s.rows.live, s.trained) for s in self.shards)
-        return CollectionInfo(self.config, sum(s.item_count for s in stats), stats)
+        return CollectionInfo(
+            self.config, sum(s.item_count for s in stats), stats, quarantine=self.quarantine_reason or ""
+        )
 
     def _check_open(self) -> None:
         if self.closed:
             raise NotFoundError(f"collection {self.config.name!r} was dropped", field="collection")
+        if self.quarantine_reason is not None:
+            raise quarantine.refusal(self.config.name, self.quarantine_reason)
 
     def _check_fingerprint(self, fingerprint: str) -> None:
         mine = self.config.model_fingerprint
@@ -200,13 +213,23 @@ class Collection:
             keys = [keys[i] for i in order]
             shards = [shard_of(item_id, len(self.shards)) for item_id in ids]
             change = self.store.upsert(ids, shards, matrix, encoded, keys, config=grown)
-            if grown is not None:
-                self._set_config(grown)
-            rows = np.asarray(change.added_rows, dtype=np.int64)
-            added_shards = np.asarray([shards[i] for i in change.added_rows], dtype=np.int64)
-            self._apply(
-                change.sequence, change.removed, added_shards, change.added_labels, rows, matrix, ids, encoded
-            )
+            try:
+                if grown is not None:
+                    self._set_config(grown)
+                rows = np.asarray(change.added_rows, dtype=np.int64)
+                added_shards = np.asarray([shards[i] for i in change.added_rows], dtype=np.int64)
+                self._apply(
+                    change.sequence,
+                    change.removed,
+                    added_shards,
+                    change.added_labels,
+                    rows,
+                    matrix,
+                    ids,
+                    encoded,
+                )
+            except Exception as error:
+                self._recover(error, undo=change)
         return WriteResult(len(ids), change.sequence)
 
     def delete(self, ids: Sequence[str]) -> WriteResult:
@@ -219,7 +242,10 @@ class Collection:
             self._check_open()
             change = self.store.delete(ids)
             empty = np.zeros(0, dtype=np.int64)
-            self._apply(change.sequence, change.removed, empty, empty, empty, None, [], [])
+            try:
+                self._apply(change.sequence, change.removed, empty, empty, empty, None, [], [])
+            except Exception as error:
+                self._recover(error, undo=None)  # the delete stands; the shards are reloaded with it
         return WriteResult(change.count, change.sequence)
 
     def _apply(
@@ -251,6 +277,53 @@ class Collection:
                 [ids[i] for i in picked],
                 [metadata[i] for i in picked],
             )
+
+    def _recover(self, error: Exception, *, undo: Change | None) -> NoReturn:
+        """A committed write could not be applied to the shards: undo it, reload, refuse the call.
+
+        An upsert is undone in the store (the rows it replaced come back), so a write that can
+        never be applied does not stay there to fail every start; then the shards are reloaded
+        from the store, since the failed apply may have changed some of them. If that fails
+        too, the collection is quarantined: it refuses calls until a restart reloads it (and
+        sets it aside again if it still cannot load), while the other collections serve.
+        """
+        log.error("%s: a committed write could not be applied (%r); undoing it", self.config.name, error)
+        try:
+            if undo is not None:
+                self.store.undo(undo)
+                if undo.config_before is not None:
+                    self._set_config(undo.config_before)
+            self._reload_shards()
+        except Exception as again:
+            self.quarantine_reason = (
+                f"a write could not be applied ({error!r}) nor undone ({again!r}); restart the index "
+                "to reload the collection from its store"
+            )
+            log.critical("%s: quarantined: %s", self.config.name, self.quarantine_reason, exc_info=True)
+            raise InternalError(f"collection {self.config.name!r}: {self.quarantine_reason}") from error
+        done = "was undone" if undo is not None else "stands (reloaded)"
+        if isinstance(error, MemoryError):
+            raise ResourceExhaustedError(
+                f"collection {self.config.name!r}: the index ran out of memory applying the write, which "
+                f"{done}",
+                retry_after_s=5.0,
+            ) from error
+        raise InternalError(
+            f"collection {self.config.name!r}: the write could not be applied ({error}) and {done}"
+        ) from error
+
+    def _reload_shards(self) -> None:
+        """Every shard again from the store (and the snapshots that still match it)."""
+        rows = [self.store.shard_rows(number) for number in range(self.config.num_shards)]
+        self.store.check_id_index(rows)
+        folded = self.config.schema.folded() if self.config.schema is not None else frozenset()
+        shards = [
+            _load_shard(self.path, self.store, self.kind, number, rows[number], folded)
+            for number in range(self.config.num_shards)
+        ]
+        for shard in shards:
+            shard.applied_seq = self.store.last_seq
+        self.shards = shards
 
     # -- reads -------------------------------------------------------------------------------
 
@@ -305,7 +378,11 @@ class Collection:
                 config = replace(self.config, schema=schema)
                 with self.store.transaction() as db:
                     self.store.set_config(db, config)
-                self._set_config(config)
+                try:
+                    self._set_config(config)
+                except Exception as error:
+                    self.config = config
+                    self._recover(error, undo=None)  # the schema stands; the shards are reloaded with it
         return self.info()
 
     def _observed_kinds(self) -> dict[str, set[str]]:

@@ -124,6 +124,8 @@ class CollectionInfo:
     config: CollectionConfig
     item_count: int
     shards: tuple[ShardStats, ...]
+    #: Why the collection is set aside (index_service/quarantine.py); empty when it serves.
+    quarantine: str = ""
 
 
 @dataclass(frozen=True)

@@ -60,6 +60,7 @@ def info_to_proto(info: CollectionInfo) -> index_pb2.CollectionInfo:
             index_pb2.ShardInfo(shard=s.shard, item_count=s.item_count, trained=s.trained)
             for s in info.shards
         ],
+        quarantine=info.quarantine,
     )
 
 

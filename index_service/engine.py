@@ -27,7 +27,7 @@ from pathlib import Path
 import faiss
 
 from clipsearch.errors import AlreadyExistsError, NotFoundError
-from index_service import limits, snapshots
+from index_service import limits, quarantine, snapshots
 from index_service.collection import STORE_FILE, Collection, CollectionOptions
 from index_service.config import CollectionConfig, CollectionInfo, check_name
 from index_service.kinds import IndexKind
@@ -55,7 +55,7 @@ class DataDirLockedError(RuntimeError):
 
 
 class CollectionLoadError(RuntimeError):
-    """A collection on disk cannot be opened (damaged or foreign files): the server will not start."""
+    """A collection on disk cannot be opened (damaged or foreign files): it is quarantined."""
 
 
 class Engine:
@@ -81,6 +81,8 @@ class Engine:
         )
         self._mutex = threading.Lock()
         self._collections: dict[str, Collection] = {}
+        #: Collections that could not be loaded, set aside with their files (index_service/quarantine.py).
+        self._quarantined: dict[str, quarantine.Quarantined] = {}
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
         for path in sorted((self.root / "collections").iterdir()):
@@ -88,8 +90,11 @@ class Engine:
                 try:
                     self._collections[path.name] = Collection.open(path, self._pool, options.collection)
                 except Exception as exc:
-                    self.close(snapshot=False)
-                    raise CollectionLoadError(f"collection {path.name!r} ({path}): {exc}") from exc
+                    error = CollectionLoadError(f"collection {path.name!r} ({path}): {exc}")
+                    error.__cause__ = exc
+                    self._quarantined[path.name] = quarantine.set_aside(
+                        path.name, path, path / STORE_FILE, error
+                    )
         if options.background:
             self._worker = threading.Thread(
                 target=self._maintain_forever, name="index-maintenance", daemon=True
@@ -103,6 +108,12 @@ class Engine:
         limits.check_schema(config.schema, self.options.collection.limits, "config.schema")
         IndexKind.describe(config.index_spec, config.dimension, config.metric)
         with self._mutex:
+            if config.name in self._quarantined:
+                raise AlreadyExistsError(
+                    f"collection {config.name!r} already exists and is quarantined "
+                    f"({self._quarantined[config.name].reason}); drop it first",
+                    field="config.name",
+                )
             existing = self._collections.get(config.name)
             if existing is not None:
                 differences = existing.config.differences(asked)
@@ -128,11 +139,28 @@ class Engine:
         check_name(name)
         found = self._collections.get(name)
         if found is None:
+            set_aside = self._quarantined.get(name)
+            if set_aside is not None:
+                raise set_aside.refusal()
             raise NotFoundError(f"no collection named {name!r}", field="collection")
         return found
 
+    def describe(self, name: str) -> CollectionInfo:
+        """A collection's settings and counts; a quarantined one's reason (it is not an error to ask)."""
+        check_name(name)
+        set_aside = self._quarantined.get(name)
+        return set_aside.info() if set_aside is not None else self.collection(name).info()
+
     def list_collections(self) -> list[CollectionInfo]:
-        return [c.info() for _, c in sorted(self._collections.items())]
+        infos = {name: c.info() for name, c in self._collections.items()}
+        infos.update((name, q.info()) for name, q in self._quarantined.items())
+        return [info for _, info in sorted(infos.items())]
+
+    def quarantined(self) -> dict[str, str]:
+        """name -> reason, of every collection that refuses calls (set aside at start, or since)."""
+        found = {name: q.reason for name, q in self._quarantined.items()}
+        found.update((n, c.quarantine_reason) for n, c in self._collections.items() if c.quarantine_reason)
+        return found
 
     def collections(self) -> list[tuple[str, Collection]]:
         """(name, collection) pairs, sorted by name: a snapshot of the current set."""
@@ -142,6 +170,14 @@ class Engine:
         check_name(name)
         with self._mutex:
             collection = self._collections.pop(name, None)
+            set_aside = self._quarantined.pop(name, None)
+        if set_aside is not None:
+            trash = self.root / "trash" / f"{name}.{uuid.uuid4().hex}"
+            set_aside.path.rename(trash)
+            snapshots.fsync_dir(set_aside.path.parent)
+            shutil.rmtree(trash, ignore_errors=True)
+            log.warning("dropped the quarantined collection %r", name)
+            return True
         if collection is None:
             if missing_ok:
                 return False

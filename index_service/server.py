@@ -18,7 +18,7 @@ from clipsearch.server.serve import StartError, serve
 from clipsearch.server.server import ManagedServer, ServiceBinding, options_from_settings
 from clipsearch.v1 import index_pb2_grpc
 from index_service.collection import CollectionOptions
-from index_service.engine import CollectionLoadError, DataDirLockedError, Engine, EngineOptions
+from index_service.engine import DataDirLockedError, Engine, EngineOptions
 from index_service.limits import IndexLimits
 from index_service.metrics import IndexMetrics
 from index_service.servicer import IndexServicer
@@ -57,7 +57,7 @@ class IndexServer(ManagedServer):
         loop = asyncio.get_running_loop()
         try:
             engine = await loop.run_in_executor(self.executor, Engine, engine_options(self.settings))
-        except (DataDirLockedError, CollectionLoadError) as exc:
+        except DataDirLockedError as exc:
             raise StartError(str(exc)) from exc
         self.servicer.engine = engine
         self.add_cleanup(self._close_engine)

@@ -65,7 +65,7 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
     @map_errors
     async def DescribeCollection(self, request: index_pb2.DescribeCollectionRequest, context: Any) -> Any:
         def work(engine: Engine) -> index_pb2.DescribeCollectionResponse:
-            info = engine.collection(request.collection).info()
+            info = engine.describe(request.collection)
             return index_pb2.DescribeCollectionResponse(collection=convert.info_to_proto(info))
 
         return await self._run("DescribeCollection", work)
