@@ -20,6 +20,7 @@ import os
 import shutil
 import threading
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +28,7 @@ from pathlib import Path
 import faiss
 
 from clipsearch.errors import AlreadyExistsError, NotFoundError
-from index_service import limits, quarantine, snapshots
+from index_service import datadir, limits, quarantine, snapshots
 from index_service.collection import STORE_FILE, Collection, CollectionOptions
 from index_service.config import CollectionConfig, CollectionInfo, check_name
 from index_service.kinds import IndexKind
@@ -70,6 +71,11 @@ class Engine:
         except BlockingIOError:
             self._lock_file.close()
             raise DataDirLockedError(f"{self.root} is in use by another index server") from None
+        #: Set (with the reason) once the data directory was removed or replaced under the server.
+        self.failed: str | None = None
+        #: Called (from any thread) once, when ``failed`` is set: the server turns NOT_SERVING.
+        self.on_failure: Callable[[str], None] | None = None
+        self._watch = datadir.DataDirWatch(self.root)
         for sub in ("tmp", "trash"):
             for leftover in (self.root / sub).iterdir():
                 shutil.rmtree(leftover, ignore_errors=True)
@@ -188,10 +194,41 @@ class Engine:
 
     # -- upkeep ------------------------------------------------------------------------------
 
+    def check_data_dir(self) -> str | None:
+        """Why writes must be refused (the data directory is gone or replaced), or None.
+
+        Checked before every write and by the upkeep thread. A collection whose own files
+        went (its folder removed) is quarantined; the others keep serving.
+        """
+        if self.failed is not None:
+            return self.failed
+        problem = self._watch.problem()
+        if problem is not None:
+            self.failed = f"the data directory {self.root} was removed or replaced while serving ({problem})"
+            log.critical(
+                "%s. Writes can no longer be made durable: they are refused and health is NOT_SERVING "
+                "until the index is restarted on an intact data directory (restore it from a backup; "
+                "writes acknowledged before this are only in the removed files)",
+                self.failed,
+            )
+            if self.on_failure is not None:
+                self.on_failure(self.failed)
+            return self.failed
+        for name, collection in list(self._collections.items()):
+            lost = collection.store.file_problem() if collection.quarantine_reason is None else None
+            if lost is not None:
+                collection.quarantine_reason = f"its files were removed or replaced while serving ({lost})"
+                log.critical("collection %r QUARANTINED: %s", name, collection.quarantine_reason)
+        return None
+
     def maintain_once(self) -> bool:
         """Runs at most one due job per collection; False when nothing was due."""
+        if self.check_data_dir() is not None:
+            return False  # a snapshot now would recreate folders of the removed directory
         did = False
         for collection in list(self._collections.values()):
+            if collection.quarantine_reason is not None:
+                continue
             try:
                 did = collection.maintain() or did
             except Exception:
@@ -212,8 +249,9 @@ class Engine:
         with self._mutex:
             collections = list(self._collections.values())
             self._collections.clear()
+        snapshot = snapshot and self.failed is None
         for collection in collections:
-            collection.close(snapshot=snapshot)
+            collection.close(snapshot=snapshot and collection.quarantine_reason is None)
         self._pool.shutdown(wait=True)
         fcntl.flock(self._lock_file, fcntl.LOCK_UN)
         self._lock_file.close()

@@ -61,6 +61,12 @@ class IndexServer(ManagedServer):
             raise StartError(str(exc)) from exc
         self.servicer.engine = engine
         self.add_cleanup(self._close_engine)
+        loop = asyncio.get_running_loop()
+
+        def data_dir_lost(reason: str) -> None:  # index_service/datadir.py: NOT_SERVING until a restart
+            loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self.set_not_serving()))
+
+        engine.on_failure = data_dir_lost
         await self.set_serving()
 
     async def _close_engine(self) -> None:

@@ -32,7 +32,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from clipsearch.errors import DataLossError, InternalError, ResourceExhaustedError
+from clipsearch.errors import DataLossError, InternalError, ResourceExhaustedError, UnavailableError
+from index_service import datadir
 from index_service.config import CollectionConfig
 
 SCHEMA_VERSION = "3"  # 2: per-row checksums; 3: content_key (older files are upgraded on open)
@@ -119,6 +120,8 @@ class Store:
         self.path = path
         self.synchronous = synchronous
         self._writer = self._connect()
+        #: The file this store opened: a commit is acknowledged only while it is still on disk.
+        self._identity = datadir.identity(path)
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
@@ -211,6 +214,13 @@ class Store:
         try:
             yield db
             db.execute("COMMIT")
+            lost = self.file_problem()
+            if lost is not None:  # SQLite wrote into a file that is no longer on disk
+                raise UnavailableError(
+                    f"the index's data was removed or replaced while serving ({lost}): this write is "
+                    "not durable and not acknowledged; the index refuses writes until it is restarted",
+                    retry_after_s=5.0,
+                )
         except BaseException as exc:
             if db.in_transaction:
                 db.execute("ROLLBACK")
@@ -219,6 +229,10 @@ class Store:
             if isinstance(exc, sqlite3.Error):
                 raise InternalError(f"storage error: {exc}") from exc
             raise
+
+    def file_problem(self) -> str | None:
+        """Whether the store file was removed or replaced since it was opened (None: it is intact)."""
+        return datadir.problem_with(self.path, self._identity)
 
     # -- writes (caller holds the collection's write mutex) -----------------------------------
 

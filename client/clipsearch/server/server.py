@@ -199,6 +199,10 @@ class ManagedServer:
     async def set_serving(self) -> None:
         await self._set_all(health_pb2.HealthCheckResponse.SERVING)
 
+    async def set_not_serving(self) -> None:
+        """The server can no longer do its work (it stays up to say so, and to answer reads)."""
+        await self._set_all(health_pb2.HealthCheckResponse.NOT_SERVING)
+
     async def _set_all(self, status: int) -> None:
         for name in ["", *(b.full_name for b in self.services)]:
             await self.health.set(name, status)
