@@ -130,9 +130,12 @@ class Collection:
                 return
             self.closed = True
             if snapshot:
-                for shard in self.shards:
-                    if shard.dirty:
-                        self._snapshot(shard)
+                try:
+                    for shard in self.shards:
+                        if shard.dirty:
+                            self._snapshot(shard)
+                except OSError as exc:  # no space left: the store has every write, replayed at start
+                    log.warning("%s: no snapshot at close (%s)", self.config.name, exc.strerror or exc)
             for shard in self.shards:
                 with shard.lock.write():
                     pass  # waits for searches in flight
