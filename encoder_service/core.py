@@ -93,8 +93,9 @@ class EncoderCore:
             await asyncio.get_running_loop().run_in_executor(self._pool, self.model.warm_up, sizes)
         self.batcher.start()
 
-    def close(self) -> None:
-        self.batcher.close()
+    def close(self, timeout_s: float = 30.0) -> None:
+        """Stops the batcher (waiting at most ``timeout_s`` for a batch in the model) and the pool."""
+        self.batcher.close(timeout_s)
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     async def embed(self, inputs: Sequence[Input], *, deadline: float | None = None) -> np.ndarray:

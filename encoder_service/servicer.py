@@ -127,6 +127,8 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
     def __init__(self, core: ServicerCore | None, *, stream_window: int = 4):
         self._core = core
         self.stream_window = stream_window
+        #: Set by the server when it begins to stop: streams read no more chunks and end.
+        self.draining: asyncio.Event | None = None
 
     @property
     def core(self) -> ServicerCore:
@@ -151,39 +153,77 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
     ) -> AsyncIterator[encoder_pb2.EmbedStreamResponse]:
         """Chunks are worked on ``stream_window`` at a time and answered in order.
 
-        The next chunk is read only when a slot is free, so a fast sender is held back by
-        HTTP/2 flow control instead of filling the server's memory.
+        A slot is taken when a chunk is read and given back only once its response has been
+        written (handed to gRPC's flow control), so the chunks being worked on and the
+        responses the transport has not taken are ``stream_window`` together: a caller that
+        stops reading stops the work for its stream as soon as HTTP/2 flow control pushes
+        back, and a fast sender is held back the same way. Stream work is bulk work in the
+        batcher: it runs after interactive calls (encoder_service/batching.py).
+
+        When the server stops, no further chunk is read; those read are answered, then the
+        stream ends with UNAVAILABLE naming the last chunk answered (resend the rest).
         """
         deadline = _deadline(context)
         slots = asyncio.Semaphore(self.stream_window)
         pending: asyncio.Queue[asyncio.Future | None] = asyncio.Queue()
+        cut_short = False
 
         async def read() -> None:
+            nonlocal cut_short
             try:
                 iterator = request_iterator.__aiter__()
                 while True:
                     await slots.acquire()
                     try:
-                        chunk = await iterator.__anext__()
+                        chunk = await self._next_unless_draining(iterator)
                     except StopAsyncIteration:
+                        return
+                    if chunk is None:
+                        cut_short = True
                         return
                     pending.put_nowait(asyncio.ensure_future(self._chunk(chunk, deadline)))
             finally:
                 pending.put_nowait(None)
 
         reader = asyncio.ensure_future(read())
+        last = None
         try:
             while (task := await pending.get()) is not None:
                 response = await task
-                slots.release()
+                last = response.chunk_id
                 yield response
+                slots.release()  # after the write: the transport took the response
             await reader
+            if cut_short:
+                after = f"after chunk {last!r}" if last is not None else "from the first chunk"
+                raise UnavailableError(
+                    f"the encoder is shutting down: send the chunks {after} again (to another replica)",
+                    retry_after_s=1.0,
+                )
         finally:
             reader.cancel()
             while not pending.empty():
                 leftover = pending.get_nowait()
                 if leftover is not None:
                     leftover.cancel()
+
+    async def _next_unless_draining(self, iterator: Any) -> Any:
+        """The next chunk; None once the server is stopping (even while waiting for the caller)."""
+        draining = self.draining
+        if draining is None:
+            return await iterator.__anext__()
+        if draining.is_set():
+            return None
+        reading = asyncio.ensure_future(iterator.__anext__())
+        stopping = asyncio.ensure_future(draining.wait())
+        try:
+            await asyncio.wait({reading, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+        if not reading.done():
+            reading.cancel()
+            return None
+        return reading.result()
 
     async def _chunk(self, chunk: Any, deadline: float | None) -> encoder_pb2.EmbedStreamResponse:
         inputs = _inputs(chunk)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import faiss
@@ -72,7 +73,38 @@ class IndexServer(ManagedServer):
     async def _close_engine(self) -> None:
         engine, self.servicer.engine = self.servicer.engine, None
         if engine is not None:
-            await asyncio.get_running_loop().run_in_executor(self.executor, engine.close)
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self.executor, close_within, engine, self.stop_deadline)
+
+
+def close_within(engine: Engine, deadline: float | None) -> None:
+    """Snapshots what changed while there is time (a start replays the rest from the store), then closes.
+
+    A snapshot that fails (no space left on the disk) is skipped with a warning: the store
+    holds every acknowledged write, so the stop still succeeds.
+    """
+    skipped = []
+    for name, collection in engine.collections():
+        if engine.failed is not None or collection.quarantine_reason is not None:
+            continue
+        if deadline is not None and time.monotonic() >= deadline:
+            skipped.append(name)
+            continue
+        try:
+            collection.snapshot_all()
+        except OSError as exc:
+            log.warning(
+                "%s: no snapshot at shutdown (%s); the next start replays its writes from the store",
+                name,
+                exc.strerror or exc,
+            )
+    if skipped:
+        log.warning(
+            "no time left in the grace period to snapshot %s; the next start replays their writes "
+            "from the store",
+            ", ".join(skipped),
+        )
+    engine.close(snapshot=False)
 
 
 def engine_options(settings: IndexSettings) -> EngineOptions:
