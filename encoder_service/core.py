@@ -84,7 +84,8 @@ class EncoderCore:
     def preprocessing(self) -> str:
         """How this core turns image bytes into pixels (decode rules and background); not in the
         fingerprint, see `encoder_service.fingerprint`."""
-        return preprocessing_policy(self.limits.image.background)
+        image = self.limits.image
+        return preprocessing_policy(image.background, image.max_pixels if image.reduce_to else None)
 
     async def start(self, *, warm_up: bool = True) -> None:
         """Warms the model up at batch sizes 1 and max (off the loop), then starts the batcher."""
