@@ -107,6 +107,7 @@ class ServerOptions:
     #: How to change the port, for the message when it cannot be bound.
     port_flag: str = "--port"
     port_env: str | None = None
+    metrics_port_env: str | None = None
 
 
 def options_from_settings(settings: GrpcServerSettings) -> ServerOptions:
@@ -128,6 +129,7 @@ def options_from_settings(settings: GrpcServerSettings) -> ServerOptions:
         metrics_port=settings.metrics_port,
         port_flag=settings.flag_of("port"),
         port_env=settings.env_var("--port"),
+        metrics_port_env=settings.env_var("--metrics-port"),
     )
 
 
@@ -227,7 +229,11 @@ class ManagedServer:
                 )
             except OSError:
                 raise bind_error(
-                    options.host, options.metrics_port, "--metrics-port", None, what="metrics"
+                    options.host,
+                    options.metrics_port,
+                    "--metrics-port",
+                    options.metrics_port_env,
+                    what="metrics endpoint",
                 ) from None
             self.metrics_port = self._metrics_http.server_port
         await self._set_all(health_pb2.HealthCheckResponse.NOT_SERVING)
