@@ -29,6 +29,8 @@ from clipsearch.wire import vector_to_proto, vectors_to_protos
 from encoder_service.core import ImageInput, Input, TextInput
 
 SERVICE_NAME = "clipsearch.v1.EncoderService"
+#: Longest EmbedStream chunk_id (it is echoed in the chunk's response).
+MAX_CHUNK_ID_BYTES = 256
 
 
 def _lenient_messages() -> tuple[Any, Any]:
@@ -227,6 +229,8 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
 
     async def _chunk(self, chunk: Any, deadline: float | None) -> encoder_pb2.EmbedStreamResponse:
         inputs = _inputs(chunk)
+        if len(chunk.chunk_id) > MAX_CHUNK_ID_BYTES:  # echoed in the response
+            raise InvalidArgumentError(f"chunk_id: at most {MAX_CHUNK_ID_BYTES} bytes", field="chunk_id")
         try:
             chunk_id = chunk.chunk_id.decode("utf-8")
         except UnicodeDecodeError:

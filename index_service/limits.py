@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from clipsearch.errors import InvalidArgumentError
-from clipsearch.schema import Schema
+from clipsearch.schema import MAX_FIELD_NAME_BYTES, Schema
 
 #: Hits per query (the contract: SearchRequest.k is 1 to 10000).
 MAX_K = 10_000
@@ -104,6 +104,12 @@ def check_metadata(metadata: Sequence[Mapping[str, Any]], limits: IndexLimits, w
                 field=spot,
             )
         for key, value in values.items():
+            if (
+                _utf8_size(key) > MAX_FIELD_NAME_BYTES
+            ):  # a schema refuses it anyway; one made before schemas did not
+                raise InvalidArgumentError(
+                    f"{spot}: field names are at most {MAX_FIELD_NAME_BYTES} bytes", field=spot
+                )
             if isinstance(value, (list, tuple)):
                 if len(value) > limits.max_list_values:
                     raise InvalidArgumentError(

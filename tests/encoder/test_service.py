@@ -254,3 +254,11 @@ def test_a_checkpoint_served_over_grpc_gives_open_clip_vectors(
         want_text = reference.encode_text(tokens, normalize=True).numpy()
         want_image = reference.encode_image(pixels, normalize=True).numpy()
     np.testing.assert_allclose(vectors, np.concatenate([want_text, want_image]), atol=1e-5)
+
+
+def test_a_stream_chunk_id_is_bounded(stub) -> None:
+    """chunk_id is echoed in every response: at most 256 bytes."""
+    with pytest.raises(grpc.RpcError) as caught:
+        list(stub.EmbedStream(iter([chunk("c" * 257, [text("a hat")])]), timeout=60))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert from_rpc_error(caught.value).field == "chunk_id"

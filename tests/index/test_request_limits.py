@@ -224,3 +224,18 @@ def test_a_schema_cannot_grow_past_the_field_bound(server_with) -> None:
         index_pb2.DescribeCollectionRequest(collection="inferred"), timeout=30
     )
     assert not described.collection.config.schema.fields and described.collection.item_count == 0
+
+
+def test_stored_strings_are_bounded(server) -> None:
+    """What a collection stores and every ListCollections returns: the model strings, field names."""
+    stub = server.stub
+    for name, size in (("model_name", 257), ("model_fingerprint", 129), ("model_pretrained", 1025)):
+        config = index_pb2.CollectionConfig(name="s", dimension=DIM, **{name: "x" * size})
+        _refused(stub.CreateCollection, index_pb2.CreateCollectionRequest(config=config), f"config.{name}")
+    _create(stub, "s")
+    key = "k" * 129
+    _refused(
+        stub.Upsert,
+        index_pb2.UpsertRequest(collection="s", items=[_item("a", **{key: "v"})]),
+        "items[0].metadata",
+    )
