@@ -217,9 +217,13 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
         if draining.is_set():
             return None
         reading = asyncio.ensure_future(iterator.__anext__())
+        reading.add_done_callback(_retrieved)  # it may end (aborted) after the stream has
         stopping = asyncio.ensure_future(draining.wait())
         try:
             await asyncio.wait({reading, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            reading.cancel()
+            raise
         finally:
             stopping.cancel()
         if not reading.done():
@@ -247,6 +251,12 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
         self, request: encoder_pb2.GetModelInfoRequest, context: grpc.aio.ServicerContext
     ) -> encoder_pb2.GetModelInfoResponse:
         return encoder_pb2.GetModelInfoResponse(model=encoder_pb2.ModelInfo(**asdict(self.core.identity)))
+
+
+def _retrieved(task: asyncio.Future) -> None:
+    """Marks a task's outcome as seen (asyncio logs an exception nobody asked for)."""
+    if not task.cancelled():
+        task.exception()
 
 
 def add_to_server(servicer: EncoderServicer, server: grpc.aio.Server) -> None:
