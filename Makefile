@@ -30,11 +30,11 @@ $(NODE_STAMP): tests/contract/interop/package-lock.json
 
 install: $(STAMP) ## Create .venv and install clipsearch with every extra
 
-demo: $(STAMP) $(AIO) ## Start both services, ingest the demo catalog, run a text and an image query
-	$(PY) -m clipsearch.apps.demo.run
+demo: $(STAMP) $(AIO) ## Start both services, ingest the demo catalog, run queries (DEMO_ARGS='--encoder-port N' ...)
+	$(PY) -m clipsearch.apps.demo.run $(DEMO_ARGS)
 
 demo-stop: $(STAMP) ## Stop the services `make demo` started
-	$(PY) -m clipsearch.apps.demo.run --stop
+	$(PY) -m clipsearch.apps.demo.run --stop $(DEMO_ARGS)
 
 aio: $(STAMP) ## Regenerate clipsearch/aio.py from the sync clients
 	$(PY) scripts/gen_aio.py

@@ -10,6 +10,15 @@ for nothing; under load, batches form while the model is busy anyway), drops
 items whose caller's deadline passed or who went away, runs the rest as one batch, and
 hands each caller its results in order. ``max_batch_size=1`` turns batching off.
 
+Bulk work (:meth:`DynamicBatcher.admit_waiting`: EmbedStream chunks) yields to interactive
+calls (:meth:`~DynamicBatcher.admit`): it may hold at most half of ``max_queue``, so an
+interactive call always finds room the streams cannot take, and the model thread serves
+interactive items first, filling a batch's free places with bulk ones. A bulk item that
+waited :attr:`BatchPolicy.bulk_max_wait_ms` goes first, so streams still progress (at a
+share of about ``max_batch_size`` items per that wait) when interactive calls keep the
+model busy. Measured before this: 20 streams took 72-84% of the model's work and 200
+unary callers fell from ~500 to ~120-230 calls/s.
+
 Nothing here knows gRPC or torch; ``runner(kind, payloads) -> results`` does the work.
 """
 
@@ -45,6 +54,13 @@ class BatchPolicy:
     max_wait_ms: float = 5.0
     #: Items admitted and not yet taken by the model, at most.
     max_queue: int = 1024
+    #: A bulk (stream) item that waited this long goes before interactive ones, milliseconds.
+    bulk_max_wait_ms: float = 1000.0
+
+    @property
+    def bulk_queue(self) -> int:
+        """Bulk items admitted at most (half the queue: the other half is the interactive calls')."""
+        return max(1, self.max_queue // 2)
 
 
 class BatchObserver(Protocol):
@@ -72,33 +88,36 @@ class _Job:
 
 
 class _Entry:
-    __slots__ = ("enqueued", "index", "job", "payload")
+    __slots__ = ("bulk", "enqueued", "index", "job", "payload")
 
-    def __init__(self, job: _Job, index: int, payload: Any, enqueued: float):
+    def __init__(self, job: _Job, index: int, payload: Any, enqueued: float, bulk: bool = False):
         self.job = job
         self.index = index
         self.payload = payload
         self.enqueued = enqueued
+        self.bulk = bulk
 
 
 class Admission:
     """Room for ``size`` items in the queue, held from admission until submitted or released."""
 
-    def __init__(self, batcher: DynamicBatcher, size: int):
+    def __init__(self, batcher: DynamicBatcher, size: int, *, bulk: bool = False):
         self._batcher = batcher
         self.remaining = size
+        #: Admitted by admit_waiting (a stream): queued behind interactive items.
+        self.bulk = bulk
 
     def release(self) -> None:
         """Gives back whatever was not submitted (items that failed to decode, a cancelled call)."""
         if self.remaining:
-            self._batcher._release(self.remaining)
+            self._batcher._release(self.remaining, bulk=self.bulk)
             self.remaining = 0
 
     def release_beyond(self, keep: int) -> None:
         """Gives back all but ``keep`` items now (some inputs failed before submission)."""
         extra = self.remaining - keep
         if extra > 0:
-            self._batcher._release(extra)
+            self._batcher._release(extra, bulk=self.bulk)
             self.remaining = keep
 
     def __enter__(self) -> Admission:
@@ -123,7 +142,11 @@ class DynamicBatcher:
         self._observer = observer
         self._cond = threading.Condition()
         self._queues: dict[str, deque[_Entry]] = {kind: deque() for kind in kinds}
+        #: Bulk (stream) items, apart: the model thread takes them after the interactive ones.
+        self._bulk: dict[str, deque[_Entry]] = {kind: deque() for kind in kinds}
         self._admitted = 0
+        #: Of ``_admitted``, the bulk items (at most ``policy.bulk_queue``).
+        self._bulk_admitted = 0
         self._closed = False
         self._batch_s = 0.0  # moving average of one batch's model time, for retry hints
         self._capacity_waiters: list[asyncio.Future] = []
@@ -140,7 +163,7 @@ class DynamicBatcher:
         return self._admitted
 
     def queue_depth(self, kind: str) -> int:
-        return len(self._queues[kind])
+        return len(self._queues[kind]) + len(self._bulk[kind])
 
     def admit(self, size: int) -> Admission:
         """Reserves room for ``size`` items or raises ResourceExhaustedError at once."""
@@ -166,9 +189,13 @@ class DynamicBatcher:
         while True:
             with self._cond:
                 self._check_open()
-                if self._admitted + size <= self.policy.max_queue:
+                # Bulk work takes room only within its half of the queue (a chunk larger than
+                # that goes alone, so it is never stuck), never the room interactive calls need.
+                bulk_fits = self._bulk_admitted == 0 or self._bulk_admitted + size <= self.policy.bulk_queue
+                if bulk_fits and self._admitted + size <= self.policy.max_queue:
                     self._admitted += size
-                    return Admission(self, size)
+                    self._bulk_admitted += size
+                    return Admission(self, size, bulk=True)
                 waiter = loop.create_future()
                 self._capacity_waiters.append(waiter)
             # Room frees when the worker takes a batch; the timeout only guards a lost wake-up.
@@ -190,12 +217,13 @@ class DynamicBatcher:
             raise ValueError(f"{len(payloads)} items submitted on an admission of {admission.remaining}")
         job = _Job(asyncio.get_running_loop(), len(payloads), deadline)
         now = time.monotonic()
-        queue = self._queues[kind]
+        bulk = admission.bulk
+        queue = self._bulk[kind] if bulk else self._queues[kind]
         with self._cond:
             self._check_open()
             admission.remaining -= len(payloads)
-            queue.extend(_Entry(job, i, payload, now) for i, payload in enumerate(payloads))
-            depth = len(queue)
+            queue.extend(_Entry(job, i, payload, now, bulk) for i, payload in enumerate(payloads))
+            depth = len(self._queues[kind]) + len(self._bulk[kind])
             self._cond.notify()
         if self._observer:
             self._observer.queue_depth(kind, depth)
@@ -210,8 +238,9 @@ class DynamicBatcher:
         """Fails what is still queued with UNAVAILABLE and stops the worker."""
         with self._cond:
             self._closed = True
-            abandoned = [entry for queue in self._queues.values() for entry in queue]
-            for queue in self._queues.values():
+            queues = [*self._queues.values(), *self._bulk.values()]
+            abandoned = [entry for queue in queues for entry in queue]
+            for queue in queues:
                 queue.clear()
             self._cond.notify_all()
             waiters, self._capacity_waiters = self._capacity_waiters, []
@@ -226,9 +255,11 @@ class DynamicBatcher:
         if self._closed:
             raise UnavailableError("the encoder is shutting down", retry_after_s=1.0)
 
-    def _release(self, size: int) -> None:
+    def _release(self, size: int, *, bulk: bool = False) -> None:
         with self._cond:
             self._admitted -= size
+            if bulk:
+                self._bulk_admitted -= size
             self._cond.notify()  # a batch may have been waiting for these
             waiters, self._capacity_waiters = self._capacity_waiters, []
         for waiter in waiters:
@@ -247,7 +278,7 @@ class DynamicBatcher:
                 if taken is None:
                     return
                 kind, batch, expired, abandoned = taken
-                depth = len(self._queues[kind])
+                depth = len(self._queues[kind]) + len(self._bulk[kind])
                 waiters, self._capacity_waiters = self._capacity_waiters, []
             for waiter in waiters:
                 _call_soon(waiter.get_loop(), _wake, waiter)
@@ -267,50 +298,76 @@ class DynamicBatcher:
         """Waits (lock held) for a batch.
 
         Returns (kind, entries to run, entries dropped for their deadline, number of entries
-        dropped because their caller went away), or None once closed and empty.
+        dropped because their caller went away), or None once closed and empty. The kind is
+        the one whose oldest interactive item waited longest (a bulk item once it waited
+        ``bulk_max_wait_ms``, or when no interactive item waits); interactive items fill
+        the batch first, then bulk ones (bulk first when a starving bulk item chose it).
         """
         max_size = self.policy.max_batch_size
         abandoned = 0
         while True:
-            heads = {}
-            for kind, queue in self._queues.items():
-                while queue and queue[0].job.done:  # callers that went away or already failed
-                    queue.popleft()
-                    self._admitted -= 1
-                    abandoned += 1
-                if queue:
-                    heads[kind] = queue[0].enqueued
-            if not heads:
+            heads: dict[str, float] = {}
+            bulk_heads: dict[str, float] = {}
+            for kind in self._queues:
+                for queue, found in ((self._queues[kind], heads), (self._bulk[kind], bulk_heads)):
+                    while queue and queue[0].job.done:  # callers that went away or already failed
+                        self._forget(queue.popleft())
+                        abandoned += 1
+                    if queue:
+                        found[kind] = queue[0].enqueued
+            if not heads and not bulk_heads:
                 if self._closed:
                     return None
                 self._cond.wait()
                 continue
-            kind = min(heads, key=heads.__getitem__)
-            queue = self._queues[kind]
-            wait = heads[kind] + self.policy.max_wait_ms / 1000.0 - time.monotonic()
+            now = time.monotonic()
+            starving = {k: t for k, t in bulk_heads.items() if now - t >= self.policy.bulk_max_wait_ms / 1000}
+            chosen = starving or heads or bulk_heads
+            kind = min(chosen, key=chosen.__getitem__)
+            order: tuple[deque[_Entry], ...]
+            if kind in starving:
+                order = (self._bulk[kind], self._queues[kind])
+            elif kind in heads:
+                order = (self._queues[kind],)  # interactive items only: bulk work would slow them
+            else:
+                interactive_queued = sum(len(q) for q in self._queues.values())
+                if self._admitted - self._bulk_admitted > interactive_queued and not self._closed:
+                    # Interactive inputs are being decoded: they go first; bulk waits for them.
+                    self._cond.wait(max(self.policy.max_wait_ms / 1000.0, 0.001))
+                    continue
+                order = (self._bulk[kind],)
+            waiting = sum(len(q) for q in order)
+            wait = chosen[kind] + self.policy.max_wait_ms / 1000.0 - now
             # Wait for company only if some is on its way: inputs admitted but still being
             # decoded or tokenized. A lone caller is never held back for nothing.
-            incoming = self._admitted - sum(len(q) for q in self._queues.values())
-            if len(queue) < max_size and wait > 0 and incoming > 0 and not self._closed:
+            queued = sum(len(q) for q in self._queues.values()) + sum(len(q) for q in self._bulk.values())
+            incoming = self._admitted - queued
+            if waiting < max_size and wait > 0 and incoming > 0 and not self._closed:
                 self._cond.wait(wait)
                 continue
-            now = time.monotonic()
             batch: list[_Entry] = []
             expired: list[_Entry] = []
-            while queue and len(batch) < max_size:
-                entry = queue.popleft()
-                self._admitted -= 1
-                job = entry.job
-                if job.deadline is not None and job.deadline <= now and not job.done:
-                    job.done = True
-                if job.done:
-                    if job.deadline is not None and job.deadline <= now:
-                        expired.append(entry)
-                    else:
-                        abandoned += 1
-                    continue
-                batch.append(entry)
+            for queue in order:
+                while queue and len(batch) < max_size:
+                    entry = queue.popleft()
+                    self._forget(entry)
+                    job = entry.job
+                    if job.deadline is not None and job.deadline <= now and not job.done:
+                        job.done = True
+                    if job.done:
+                        if job.deadline is not None and job.deadline <= now:
+                            expired.append(entry)
+                        else:
+                            abandoned += 1
+                        continue
+                    batch.append(entry)
             return kind, batch, expired, abandoned
+
+    def _forget(self, entry: _Entry) -> None:
+        """An entry leaves the queue (to the model, or dropped): its room is free again."""
+        self._admitted -= 1
+        if entry.bulk:
+            self._bulk_admitted -= 1
 
     def _run(self, kind: str, batch: list[_Entry]) -> None:
         started = time.monotonic()

@@ -108,7 +108,8 @@ class EncoderCore:
     def preprocessing(self) -> str:
         """How this core turns image bytes into pixels (decode rules and background); not in the
         fingerprint, see `encoder_service.fingerprint`."""
-        return preprocessing_policy(self.limits.image.background)
+        image = self.limits.image
+        return preprocessing_policy(image.background, image.max_pixels if image.reduce_to else None)
 
     async def start(self, *, warm_up: bool = True) -> None:
         """Warms the model up at batch sizes 1 and max (off the loop), then starts the batcher."""
@@ -131,10 +132,12 @@ class EncoderCore:
                     raise RuntimeError(f"device image decode failed at warm-up: {failed[0]}")
                 self.model.encode_images(pixels)  # type: ignore[arg-type]
 
-    def close(self) -> None:
+    def close(self, timeout_s: float = 30.0) -> None:
+        """Stops the device decoder and the batcher (waiting at most ``timeout_s`` for a batch in
+        the model) and the pool."""
         if self._jpegs is not None:
             self._jpegs.close()
-        self.batcher.close()
+        self.batcher.close(timeout_s)
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     async def embed(self, inputs: Sequence[Input], *, deadline: float | None = None) -> np.ndarray:
@@ -159,6 +162,12 @@ class EncoderCore:
     async def _embed(
         self, inputs: Sequence[Input], *, deadline: float | None, per_item: bool
     ) -> list[np.ndarray | ClipsearchError]:
+        if len(inputs) > self.batcher.policy.max_queue:  # before any per-input work
+            raise InvalidArgumentError(
+                f"inputs: {len(inputs)} inputs in one call, more than the queue holds "
+                f"({self.batcher.policy.max_queue}, --max-queue); send fewer per call",
+                field="inputs",
+            )
         outcomes: list[np.ndarray | ClipsearchError | None] = [None] * len(inputs)
         valid: list[_Valid] = []
         counts = {"text": 0, "image": 0}
@@ -174,12 +183,6 @@ class EncoderCore:
                     raise
                 outcomes[index] = error
         self.metrics.request(counts)
-        if len(valid) > self.batcher.policy.max_queue:
-            raise InvalidArgumentError(
-                f"inputs: {len(valid)} inputs in one call, more than the queue holds "
-                f"({self.batcher.policy.max_queue}); send fewer per call",
-                field="inputs",
-            )
         if not valid:
             return outcomes  # type: ignore[return-value]
         admission = (
@@ -336,6 +339,9 @@ class EncoderCore:
         admission: Admission,
         deadline: float | None,
     ) -> list[np.ndarray]:
+        if not prepared:  # every input failed to decode (a stream chunk reports each of them)
+            admission.release()
+            return []
         by_kind: dict[str, list[int]] = {"text": [], "image": []}
         for position, (_, (kind, _)) in enumerate(prepared):
             by_kind[kind].append(position)

@@ -16,7 +16,7 @@ import torch
 from encoder_service.batching import BatchPolicy
 from encoder_service.core import EncoderCore, InputLimits, warm_up_jpeg
 from encoder_service.device_images import DeviceImages, plan_jpeg
-from encoder_service.images import ImageLimits, decode_image, parse_background
+from encoder_service.images import ImageLimits, decode_image, fitting_pixels, parse_background
 from encoder_service.metrics import EncoderMetrics
 from encoder_service.model import EncoderModel, ModelLoadError, load_model
 from encoder_service.settings import EncoderSettings
@@ -55,12 +55,14 @@ def core_from_settings(settings: EncoderSettings, metrics: EncoderMetrics | None
         torch.set_num_threads(s.threads)
     model = load_model(s.model, s.pretrained_source, device=s.device, precision=s.precision)
     defaults = device_defaults(model.device)
+    side = model.identity.image_size
     limits = InputLimits(
         max_text_bytes=s.max_text_bytes,
         image=ImageLimits(
             max_bytes=s.max_image_bytes,
-            max_pixels=s.max_image_pixels,
+            max_pixels=s.max_image_pixels or fitting_pixels(side),
             background=parse_background(s.image_background),
+            reduce_to=2 * side,
         ),
     )
     device_images = resolve_image_decode(s.image_decode, model, limits.image)

@@ -36,12 +36,17 @@ DECODE_POLICY = "v1: Pillow decode, EXIF transpose, convert RGB, open_clip eval 
 
 #: Not part of the fingerprint: bump when decoding changes the pixels of some files only
 #: (alpha, 16-bit, ICC profiles, modes), so that ingests re-embed them (see the module doc).
-PREPROCESSING_VERSION = "images-v2: modes by value, 16-bit scaled, ICC to sRGB, alpha over background"
+PREPROCESSING_VERSION = (
+    "images-v3: modes by value, 16-bit scaled, ICC to sRGB, alpha over background, "
+    "JPEGs over the pixel limit decoded at a reduced size"
+)
 
 
-def preprocessing_policy(background: tuple[int, int, int]) -> str:
-    """:data:`PREPROCESSING_VERSION` with the configured background, e.g. ``...; background #ffffff``."""
-    return f"{PREPROCESSING_VERSION}; background #{background[0]:02x}{background[1]:02x}{background[2]:02x}"
+def preprocessing_policy(background: tuple[int, int, int], max_pixels: int | None = None) -> str:
+    """:data:`PREPROCESSING_VERSION` with the configured background (and the pixel limit over which
+    JPEGs are decoded reduced), e.g. ``...; background #ffffff; reduced over 4194304 pixels``."""
+    text = f"{PREPROCESSING_VERSION}; background #{background[0]:02x}{background[1]:02x}{background[2]:02x}"
+    return text if max_pixels is None else f"{text}; reduced over {max_pixels} pixels"
 
 
 def model_fingerprint(

@@ -3,9 +3,12 @@
 Only JPEG, PNG and WebP are opened, recognised by their magic bytes before Pillow sees
 them and again by Pillow restricted to those three plugins (so EPS, which shells out to
 Ghostscript, and every other format never reach a decoder). The pixel count from the
-header is checked against a limit before any pixel is decoded (Pillow's
-``MAX_IMAGE_PIXELS`` stays on as a second line), truncated files are errors, and every
-failure becomes an :class:`InvalidArgumentError` naming the input.
+header is checked before any pixel is decoded: over Pillow's ``MAX_IMAGE_PIXELS`` it is a
+decompression bomb; over ``ImageLimits.max_pixels`` (by default what the model can use,
+:func:`fitting_pixels`) a JPEG is decoded at a reduced size (libjpeg's 1/2, 1/4 or 1/8
+scaling, to at least ``ImageLimits.reduce_to`` on each side) and a PNG or WebP, which
+cannot be, is refused. A 9000x9000 PNG took ~4 s of CPU for a 64 px model. Truncated files
+are errors, and every failure becomes an :class:`InvalidArgumentError` naming the input.
 
 A decoded image is then turned into what a browser shows (:func:`to_rgb`): EXIF
 orientation applied, every pixel mode converted by value (16-bit samples scaled, never
@@ -53,15 +56,33 @@ class ImageLimits:
     """What an image may be, and the page colour its transparent pixels are shown on."""
 
     max_bytes: int = 16 * 1024 * 1024
+    #: Most pixels decoded: a JPEG with more is decoded at a reduced size, a PNG or WebP refused.
     max_pixels: int = PILLOW_MAX_IMAGE_PIXELS
     #: Transparent pixels are composited onto this colour (``--image-background``).
     background: RGB = WHITE
+    #: The smallest width and height a reduced JPEG keeps (twice the model's input); None: no reducing.
+    reduce_to: int | None = None
 
     @property
     def pixel_limit(self) -> int:
         """The stricter of ours and Pillow's (which is never turned off here)."""
         pillow = Image.MAX_IMAGE_PIXELS
         return min(self.max_pixels, pillow) if pillow else self.max_pixels
+
+    @property
+    def bomb_limit(self) -> int:
+        """Pixels in a header beyond which nothing is decoded, even reduced."""
+        return Image.MAX_IMAGE_PIXELS or PILLOW_MAX_IMAGE_PIXELS
+
+
+#: An image side of this many model inputs is all the model can use (default pixel limit).
+FITTING_SIDES = 32
+
+
+def fitting_pixels(image_size: int) -> int:
+    """The default pixel limit for a model with ``image_size`` inputs: (32 x its side)^2, at most
+    Pillow's limit (a 64 px model: 2048x2048; a 224 px one: 7168x7168)."""
+    return min(PILLOW_MAX_IMAGE_PIXELS, (FITTING_SIDES * image_size) ** 2)
 
 
 def parse_background(text: str) -> RGB:
@@ -114,12 +135,22 @@ def decode_image(data: bytes, limits: ImageLimits, *, field: str = "image") -> I
         raise InvalidArgumentError(f"{field}: cannot decode {declared} image ({exc})", field=field) from None
     try:
         width, height = opened.size
-        if width * height > limits.pixel_limit:
+        pixels = width * height
+        if pixels > limits.bomb_limit:
             raise InvalidArgumentError(
-                f"{field}: {width}x{height} image has {width * height} pixels, over the limit of "
-                f"{limits.pixel_limit} (decompression bomb?)",
+                f"{field}: {width}x{height} image has {pixels} pixels, over the limit of "
+                f"{limits.bomb_limit} (decompression bomb?)",
                 field=field,
             )
+        if pixels > limits.max_pixels:
+            if opened.format != "JPEG" or not limits.reduce_to:
+                raise InvalidArgumentError(
+                    f"{field}: {width}x{height} image has {pixels} pixels, over the limit of "
+                    f"{limits.max_pixels} (--max-image-pixels; a JPEG that large is decoded at a reduced "
+                    "size, a PNG or WebP cannot be)",
+                    field=field,
+                )
+            opened.draft(None, (limits.reduce_to, limits.reduce_to))  # libjpeg scales by 1/2 to 1/8
         if opened.format not in ALLOWED_FORMATS:
             raise InvalidArgumentError(f"{field}: format {opened.format} is not allowed", field=field)
         opened.load()  # raises on truncated data (ImageFile.LOAD_TRUNCATED_IMAGES stays False)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from clipsearch.server.serve import StartError, serve
 from clipsearch.server.server import ManagedServer, ServiceBinding, options_from_settings
@@ -30,6 +31,7 @@ class EncoderServer(ManagedServer):
         super().__init__(
             options_from_settings(settings), [ServiceBinding(add_to_server, self.servicer, SERVICE_NAME)]
         )
+        self.servicer.draining = self.draining
         self.settings = settings
         #: This server's encoder counters, in its own Prometheus registry.
         self.metrics = EncoderMetrics(self.metrics_registry)
@@ -41,12 +43,16 @@ class EncoderServer(ManagedServer):
             core = await asyncio.to_thread(core_from_settings, self.settings, self.metrics)
         except ModelLoadError as exc:
             raise StartError(str(exc)) from exc
-        self.add_cleanup(lambda: asyncio.to_thread(core.close))
+        self.add_cleanup(lambda: asyncio.to_thread(core.close, timeout_s=self._cleanup_time_left()))
         await core.start()
         self.core = core
         self.servicer.core = core
         await self.set_serving()
         log.info("encoder ready: %s", core.identity)
+
+    def _cleanup_time_left(self) -> float:
+        deadline = self.stop_deadline
+        return 30.0 if deadline is None else max(0.1, deadline - time.monotonic())
 
 
 async def create_server(settings: EncoderSettings) -> EncoderServer:

@@ -29,6 +29,8 @@ from clipsearch.wire import vector_to_proto, vectors_to_protos
 from encoder_service.core import ImageInput, Input, TextInput
 
 SERVICE_NAME = "clipsearch.v1.EncoderService"
+#: Longest EmbedStream chunk_id (it is echoed in the chunk's response).
+MAX_CHUNK_ID_BYTES = 256
 
 
 def _lenient_messages() -> tuple[Any, Any]:
@@ -127,6 +129,8 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
     def __init__(self, core: ServicerCore | None, *, stream_window: int = 4):
         self._core = core
         self.stream_window = stream_window
+        #: Set by the server when it begins to stop: streams read no more chunks and end.
+        self.draining: asyncio.Event | None = None
 
     @property
     def core(self) -> ServicerCore:
@@ -151,33 +155,53 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
     ) -> AsyncIterator[encoder_pb2.EmbedStreamResponse]:
         """Chunks are worked on ``stream_window`` at a time and answered in order.
 
-        The next chunk is read only when a slot is free, so a fast sender is held back by
-        HTTP/2 flow control instead of filling the server's memory.
+        A slot is taken when a chunk is read and given back only once its response has been
+        written (handed to gRPC's flow control), so the chunks being worked on and the
+        responses the transport has not taken are ``stream_window`` together: a caller that
+        stops reading stops the work for its stream as soon as HTTP/2 flow control pushes
+        back, and a fast sender is held back the same way. Stream work is bulk work in the
+        batcher: it runs after interactive calls (encoder_service/batching.py).
+
+        When the server stops, no further chunk is read; those read are answered, then the
+        stream ends with UNAVAILABLE naming the last chunk answered (resend the rest).
         """
         deadline = _deadline(context)
         slots = asyncio.Semaphore(self.stream_window)
         pending: asyncio.Queue[asyncio.Future | None] = asyncio.Queue()
+        cut_short = False
 
         async def read() -> None:
+            nonlocal cut_short
             try:
                 iterator = request_iterator.__aiter__()
                 while True:
                     await slots.acquire()
                     try:
-                        chunk = await iterator.__anext__()
+                        chunk = await self._next_unless_draining(iterator)
                     except StopAsyncIteration:
+                        return
+                    if chunk is None:
+                        cut_short = True
                         return
                     pending.put_nowait(asyncio.ensure_future(self._chunk(chunk, deadline)))
             finally:
                 pending.put_nowait(None)
 
         reader = asyncio.ensure_future(read())
+        last = None
         try:
             while (task := await pending.get()) is not None:
                 response = await task
-                slots.release()
+                last = response.chunk_id
                 yield response
+                slots.release()  # after the write: the transport took the response
             await reader
+            if cut_short:
+                after = f"after chunk {last!r}" if last is not None else "from the first chunk"
+                raise UnavailableError(
+                    f"the encoder is shutting down: send the chunks {after} again (to another replica)",
+                    retry_after_s=1.0,
+                )
         finally:
             reader.cancel()
             while not pending.empty():
@@ -185,8 +209,32 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
                 if leftover is not None:
                     leftover.cancel()
 
+    async def _next_unless_draining(self, iterator: Any) -> Any:
+        """The next chunk; None once the server is stopping (even while waiting for the caller)."""
+        draining = self.draining
+        if draining is None:
+            return await iterator.__anext__()
+        if draining.is_set():
+            return None
+        reading = asyncio.ensure_future(iterator.__anext__())
+        reading.add_done_callback(_retrieved)  # it may end (aborted) after the stream has
+        stopping = asyncio.ensure_future(draining.wait())
+        try:
+            await asyncio.wait({reading, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            reading.cancel()
+            raise
+        finally:
+            stopping.cancel()
+        if not reading.done():
+            reading.cancel()
+            return None
+        return reading.result()
+
     async def _chunk(self, chunk: Any, deadline: float | None) -> encoder_pb2.EmbedStreamResponse:
         inputs = _inputs(chunk)
+        if len(chunk.chunk_id) > MAX_CHUNK_ID_BYTES:  # echoed in the response
+            raise InvalidArgumentError(f"chunk_id: at most {MAX_CHUNK_ID_BYTES} bytes", field="chunk_id")
         try:
             chunk_id = chunk.chunk_id.decode("utf-8")
         except UnicodeDecodeError:
@@ -203,6 +251,12 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
         self, request: encoder_pb2.GetModelInfoRequest, context: grpc.aio.ServicerContext
     ) -> encoder_pb2.GetModelInfoResponse:
         return encoder_pb2.GetModelInfoResponse(model=encoder_pb2.ModelInfo(**asdict(self.core.identity)))
+
+
+def _retrieved(task: asyncio.Future) -> None:
+    """Marks a task's outcome as seen (asyncio logs an exception nobody asked for)."""
+    if not task.cancelled():
+        task.exception()
 
 
 def add_to_server(servicer: EncoderServicer, server: grpc.aio.Server) -> None:

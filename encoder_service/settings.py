@@ -59,7 +59,11 @@ class EncoderSettings(GrpcServerSettings):
     )
     max_image_bytes: int = option(16 * 1024 * 1024, "largest encoded image", parse=int_in(1, 2**31 - 1))
     max_image_pixels: int = option(
-        PILLOW_MAX_IMAGE_PIXELS, "largest image, width x height, read from its header", parse=int_in(1, 2**40)
+        0,
+        "most pixels decoded (width x height from the header; a JPEG over it is decoded at a reduced "
+        f"size, a PNG or WebP refused); 0: what the model can use, (32 x its input size)^2 up to "
+        f"{PILLOW_MAX_IMAGE_PIXELS}",
+        parse=int_in(0, PILLOW_MAX_IMAGE_PIXELS),
     )
     image_background: str = option(
         "white",

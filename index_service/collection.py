@@ -19,13 +19,20 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, replace
 from operator import itemgetter
 from pathlib import Path
+from typing import NoReturn
 
 import faiss
 import numpy as np
 
-from clipsearch.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError
+from clipsearch.errors import (
+    FailedPreconditionError,
+    InternalError,
+    InvalidArgumentError,
+    NotFoundError,
+    ResourceExhaustedError,
+)
 from clipsearch.schema import Field, FieldType, Schema, infer_from_values
-from index_service import filters, snapshots, topk
+from index_service import filters, limits, quarantine, snapshots, topk
 from index_service.config import (
     MAX_CONTENT_KEY_BYTES,
     MAX_ID_BYTES,
@@ -41,15 +48,16 @@ from index_service.config import (
 )
 from index_service.filters import Filter
 from index_service.kinds import IndexKind, index_labels
+from index_service.limits import DEFAULT_LIMITS, IndexLimits
 from index_service.rows import RowTable, encode_metadata
 from index_service.shard import Candidate, Shard
-from index_service.store import ShardRows, Store
+from index_service.store import Change, ShardRows, Store
 
 log = logging.getLogger(__name__)
 
-MAX_K = 10_000
-MAX_OFFSET = 10_000
-MAX_QUERIES = 1024
+MAX_K = limits.MAX_K
+MAX_OFFSET = limits.MAX_OFFSET
+MAX_QUERIES = limits.MAX_QUERIES
 STORE_FILE = "store.sqlite"
 
 
@@ -62,6 +70,8 @@ class CollectionOptions:
     snapshot_interval_s: float = 60.0
     rebuild_dead_ratio: float = 0.2
     exact_fallback_max: int = 20_000
+    #: What one request may ask for (index_service/limits.py; flags of the server).
+    limits: IndexLimits = DEFAULT_LIMITS
 
 
 def shard_of(item_id: str, num_shards: int) -> int:
@@ -85,6 +95,8 @@ class Collection:
         self._write_mutex = threading.Lock()
         self._maintenance_mutex = threading.Lock()
         self.closed = False
+        #: Why the collection refuses every call (a write could be neither applied nor undone).
+        self.quarantine_reason: str | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -96,8 +108,8 @@ class Collection:
             store.close()
             raise RuntimeError(f"{path}: not a collection (no config in {STORE_FILE})")
         config = store.config
-        kind = IndexKind.describe(config.index_spec, config.dimension, config.metric)
         try:
+            kind = IndexKind.describe(config.index_spec, config.dimension, config.metric)
             rows = [store.shard_rows(number) for number in range(config.num_shards)]
             store.check_id_index(rows)
         except BaseException:
@@ -118,9 +130,12 @@ class Collection:
                 return
             self.closed = True
             if snapshot:
-                for shard in self.shards:
-                    if shard.dirty:
-                        self._snapshot(shard)
+                try:
+                    for shard in self.shards:
+                        if shard.dirty:
+                            self._snapshot(shard)
+                except OSError as exc:  # no space left: the store has every write, replayed at start
+                    log.warning("%s: no snapshot at close (%s)", self.config.name, exc.strerror or exc)
             for shard in self.shards:
                 with shard.lock.write():
                     pass  # waits for searches in flight
@@ -128,11 +143,15 @@ class Collection:
 
     def info(self) -> CollectionInfo:
         stats = tuple(ShardStats(s.number, s.rows.live, s.trained) for s in self.shards)
-        return CollectionInfo(self.config, sum(s.item_count for s in stats), stats)
+        return CollectionInfo(
+            self.config, sum(s.item_count for s in stats), stats, quarantine=self.quarantine_reason or ""
+        )
 
     def _check_open(self) -> None:
         if self.closed:
             raise NotFoundError(f"collection {self.config.name!r} was dropped", field="collection")
+        if self.quarantine_reason is not None:
+            raise quarantine.refusal(self.config.name, self.quarantine_reason)
 
     def _check_fingerprint(self, fingerprint: str) -> None:
         mine = self.config.model_fingerprint
@@ -168,6 +187,8 @@ class Collection:
         keys = list(content_keys) if content_keys is not None else [""] * len(ids)
         if not len(vectors) == len(ids) == len(metadata) == len(keys):
             raise InvalidArgumentError("ids, vectors and metadata must have the same length", field="items")
+        limits.check_batch(len(ids), "items", self.options.limits)
+        limits.check_metadata(metadata, self.options.limits)
         for i, item_id in enumerate(ids):
             check_id(item_id, f"items[{i}].id")
         for i, key in enumerate(keys):
@@ -182,35 +203,52 @@ class Collection:
         with self._write_mutex:
             self._check_open()
             schema, grown = self._schema_for(metadata)
+            if grown is not None:
+                limits.check_schema(grown.schema, self.options.limits, "items")
             encoded = [
                 encode_metadata(schema.check_metadata(m, f"items[{i}].metadata") if schema else _legacy(m, i))
                 for i, m in enumerate(metadata)
             ]
+            limits.check_stored_metadata(encoded, self.options.limits)
             ids = [ids[i] for i in order]
             matrix = matrix[order]
             encoded = [encoded[i] for i in order]
             keys = [keys[i] for i in order]
             shards = [shard_of(item_id, len(self.shards)) for item_id in ids]
             change = self.store.upsert(ids, shards, matrix, encoded, keys, config=grown)
-            if grown is not None:
-                self._set_config(grown)
-            rows = np.asarray(change.added_rows, dtype=np.int64)
-            added_shards = np.asarray([shards[i] for i in change.added_rows], dtype=np.int64)
-            self._apply(
-                change.sequence, change.removed, added_shards, change.added_labels, rows, matrix, ids, encoded
-            )
+            try:
+                if grown is not None:
+                    self._set_config(grown)
+                rows = np.asarray(change.added_rows, dtype=np.int64)
+                added_shards = np.asarray([shards[i] for i in change.added_rows], dtype=np.int64)
+                self._apply(
+                    change.sequence,
+                    change.removed,
+                    added_shards,
+                    change.added_labels,
+                    rows,
+                    matrix,
+                    ids,
+                    encoded,
+                )
+            except Exception as error:
+                self._recover(error, undo=change)
         return WriteResult(len(ids), change.sequence)
 
     def delete(self, ids: Sequence[str]) -> WriteResult:
         """Deletes the ids that exist; returns how many did."""
         self._check_open()
+        limits.check_batch(len(ids), "ids", self.options.limits)
         for i, item_id in enumerate(ids):
             check_id(item_id, f"ids[{i}]")
         with self._write_mutex:
             self._check_open()
             change = self.store.delete(ids)
             empty = np.zeros(0, dtype=np.int64)
-            self._apply(change.sequence, change.removed, empty, empty, empty, None, [], [])
+            try:
+                self._apply(change.sequence, change.removed, empty, empty, empty, None, [], [])
+            except Exception as error:
+                self._recover(error, undo=None)  # the delete stands; the shards are reloaded with it
         return WriteResult(change.count, change.sequence)
 
     def _apply(
@@ -243,6 +281,53 @@ class Collection:
                 [metadata[i] for i in picked],
             )
 
+    def _recover(self, error: Exception, *, undo: Change | None) -> NoReturn:
+        """A committed write could not be applied to the shards: undo it, reload, refuse the call.
+
+        An upsert is undone in the store (the rows it replaced come back), so a write that can
+        never be applied does not stay there to fail every start; then the shards are reloaded
+        from the store, since the failed apply may have changed some of them. If that fails
+        too, the collection is quarantined: it refuses calls until a restart reloads it (and
+        sets it aside again if it still cannot load), while the other collections serve.
+        """
+        log.error("%s: a committed write could not be applied (%r); undoing it", self.config.name, error)
+        try:
+            if undo is not None:
+                self.store.undo(undo)
+                if undo.config_before is not None:
+                    self._set_config(undo.config_before)
+            self._reload_shards()
+        except Exception as again:
+            self.quarantine_reason = (
+                f"a write could not be applied ({error!r}) nor undone ({again!r}); restart the index "
+                "to reload the collection from its store"
+            )
+            log.critical("%s: quarantined: %s", self.config.name, self.quarantine_reason, exc_info=True)
+            raise InternalError(f"collection {self.config.name!r}: {self.quarantine_reason}") from error
+        done = "was undone" if undo is not None else "stands (reloaded)"
+        if isinstance(error, MemoryError):
+            raise ResourceExhaustedError(
+                f"collection {self.config.name!r}: the index ran out of memory applying the write, which "
+                f"{done}",
+                retry_after_s=5.0,
+            ) from error
+        raise InternalError(
+            f"collection {self.config.name!r}: the write could not be applied ({error}) and {done}"
+        ) from error
+
+    def _reload_shards(self) -> None:
+        """Every shard again from the store (and the snapshots that still match it)."""
+        rows = [self.store.shard_rows(number) for number in range(self.config.num_shards)]
+        self.store.check_id_index(rows)
+        folded = self.config.schema.folded() if self.config.schema is not None else frozenset()
+        shards = [
+            _load_shard(self.path, self.store, self.kind, number, rows[number], folded)
+            for number in range(self.config.num_shards)
+        ]
+        for shard in shards:
+            shard.applied_seq = self.store.last_seq
+        self.shards = shards
+
     # -- reads -------------------------------------------------------------------------------
 
     def get(
@@ -250,6 +335,7 @@ class Collection:
     ) -> list[StoredItem]:
         """Items in the order asked; NOT_FOUND naming the ids that do not exist, unless ``missing_ok``."""
         self._check_open()
+        limits.check_batch(len(ids), "ids", self.options.limits)
         for i, item_id in enumerate(ids):
             check_id(item_id, f"ids[{i}]")
         found = self.store.get(ids)
@@ -290,11 +376,16 @@ class Collection:
             self._check_open()
             base = self.schema if self.schema is not None else self._observed_schema()
             schema = base.with_fields(fields)
+            limits.check_schema(schema, self.options.limits, "fields")
             if schema != self.schema:
                 config = replace(self.config, schema=schema)
                 with self.store.transaction() as db:
                     self.store.set_config(db, config)
-                self._set_config(config)
+                try:
+                    self._set_config(config)
+                except Exception as error:
+                    self.config = config
+                    self._recover(error, undo=None)  # the schema stands; the shards are reloaded with it
         return self.info()
 
     def _observed_kinds(self) -> dict[str, set[str]]:
@@ -342,7 +433,7 @@ class Collection:
     ) -> list[list[Hit]]:
         """The best ``k`` hits after ``offset`` for every query (:mod:`~index_service.topk` order)."""
         params = params or SearchParams()
-        check_search(k, offset, len(queries), params)
+        check_search(k, offset, len(queries), params, self.options.limits)
         parts = self.candidates(
             queries, k + offset, filter_=filter_, params=params, model_fingerprint=model_fingerprint
         )
@@ -590,19 +681,11 @@ def _legacy(metadata: Mapping[str, MetadataValue], i: int) -> dict[str, Metadata
     return checked
 
 
-def check_search(k: int, offset: int, queries: int, params: SearchParams) -> None:
+def check_search(
+    k: int, offset: int, queries: int, params: SearchParams, bounds: IndexLimits = DEFAULT_LIMITS
+) -> None:
     """The limits of a search request, checked once where it enters (standalone or cluster)."""
-    if not 1 <= k <= MAX_K:
-        raise InvalidArgumentError(f"k must be in [1, {MAX_K}], got {k}", field="k")
-    if not 0 <= offset <= MAX_OFFSET:
-        raise InvalidArgumentError(f"offset must be in [0, {MAX_OFFSET}], got {offset}", field="offset")
-    if params.ef_search < 0 or params.nprobe < 0:
-        name = "params.ef_search" if params.ef_search < 0 else "params.nprobe"
-        raise InvalidArgumentError(f"{name} must not be negative", field=name)
-    if not 1 <= queries <= MAX_QUERIES:
-        raise InvalidArgumentError(
-            f"queries: send 1 to {MAX_QUERIES} query vectors, got {queries}", field="queries"
-        )
+    limits.check_search(k, offset, queries, params.ef_search, params.nprobe, bounds)
 
 
 def top_hits(candidates: Iterable[Candidate], k: int, *, offset: int = 0) -> list[Hit]:

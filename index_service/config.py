@@ -16,6 +16,8 @@ MAX_DIMENSION = 65_536
 MAX_SHARDS = 256
 MAX_ID_BYTES = 512
 MAX_CONTENT_KEY_BYTES = 256
+#: The informational strings of a collection's config (a fingerprint is 71 characters).
+MAX_MODEL_TEXT_BYTES = {"model_fingerprint": 128, "model_name": 256, "model_pretrained": 1024}
 
 MetadataValue = str | float | bool | list[str]
 
@@ -67,6 +69,12 @@ class CollectionConfig:
                 field="config.num_shards",
             )
         spec = self.index_spec.strip() or "Flat"
+        for name, most in MAX_MODEL_TEXT_BYTES.items():  # stored with the collection, shown by every List
+            size = len(getattr(self, name).encode("utf-8", "surrogatepass"))
+            if size > most:
+                raise InvalidArgumentError(
+                    f"config.{name}: at most {most} bytes, got {size}", field=f"config.{name}"
+                )
         return replace(self, metric=metric, num_shards=shards, index_spec=spec)
 
     def differences(self, asked: CollectionConfig) -> list[str]:
@@ -124,6 +132,8 @@ class CollectionInfo:
     config: CollectionConfig
     item_count: int
     shards: tuple[ShardStats, ...]
+    #: Why the collection is set aside (index_service/quarantine.py); empty when it serves.
+    quarantine: str = ""
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from clipsearch.wire import (
     vector_from_proto,
     vector_to_proto,
 )
-from index_service import filters
+from index_service import filters, limits
 from index_service.config import CollectionConfig, CollectionInfo, Hit, MetadataValue, Metric, StoredItem
 
 
@@ -60,6 +60,7 @@ def info_to_proto(info: CollectionInfo) -> index_pb2.CollectionInfo:
             index_pb2.ShardInfo(shard=s.shard, item_count=s.item_count, trained=s.trained)
             for s in info.shards
         ],
+        quarantine=info.quarantine,
     )
 
 
@@ -120,21 +121,25 @@ def hit_to_proto(hit: Hit) -> index_pb2.Hit:
 
 
 def filter_from_proto(message: index_pb2.Filter, where: str = "filter") -> filters.Filter:
+    """The filter tree of ``message``; its depth and size are bounded first (index_service.limits)."""
+    limits.check_filter_shape(message, where)
+    return _filter(message, where)
+
+
+def _filter(message: index_pb2.Filter, where: str) -> filters.Filter:
     kind = message.WhichOneof("kind")
     if kind is None:
         raise InvalidArgumentError(f"{where}: empty filter (set condition, all, any or negate)", field=where)
     if kind == "condition":
         return _condition(message.condition, f"{where}.condition")
     if kind == "negate":
-        return filters.Not(filter_from_proto(message.negate, f"{where}.negate"))
+        return filters.Not(_filter(message.negate, f"{where}.negate"))
     group = getattr(message, kind).filters
     if not group:
         raise InvalidArgumentError(
             f"{where}.{kind}.filters: needs at least one filter", field=f"{where}.{kind}.filters"
         )
-    children = tuple(
-        filter_from_proto(child, f"{where}.{kind}.filters[{i}]") for i, child in enumerate(group)
-    )
+    children = tuple(_filter(child, f"{where}.{kind}.filters[{i}]") for i, child in enumerate(group))
     return filters.All(children) if kind == "all" else filters.AnyOf(children)
 
 

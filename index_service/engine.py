@@ -20,6 +20,7 @@ import os
 import shutil
 import threading
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +28,7 @@ from pathlib import Path
 import faiss
 
 from clipsearch.errors import AlreadyExistsError, NotFoundError
-from index_service import snapshots
+from index_service import datadir, limits, quarantine, snapshots
 from index_service.collection import STORE_FILE, Collection, CollectionOptions
 from index_service.config import CollectionConfig, CollectionInfo, check_name
 from index_service.kinds import IndexKind
@@ -55,7 +56,7 @@ class DataDirLockedError(RuntimeError):
 
 
 class CollectionLoadError(RuntimeError):
-    """A collection on disk cannot be opened (damaged or foreign files): the server will not start."""
+    """A collection on disk cannot be opened (damaged or foreign files): it is quarantined."""
 
 
 class Engine:
@@ -70,6 +71,11 @@ class Engine:
         except BlockingIOError:
             self._lock_file.close()
             raise DataDirLockedError(f"{self.root} is in use by another index server") from None
+        #: Set (with the reason) once the data directory was removed or replaced under the server.
+        self.failed: str | None = None
+        #: Called (from any thread) once, when ``failed`` is set: the server turns NOT_SERVING.
+        self.on_failure: Callable[[str], None] | None = None
+        self._watch = datadir.DataDirWatch(self.root)
         for sub in ("tmp", "trash"):
             for leftover in (self.root / sub).iterdir():
                 shutil.rmtree(leftover, ignore_errors=True)
@@ -81,6 +87,8 @@ class Engine:
         )
         self._mutex = threading.Lock()
         self._collections: dict[str, Collection] = {}
+        #: Collections that could not be loaded, set aside with their files (index_service/quarantine.py).
+        self._quarantined: dict[str, quarantine.Quarantined] = {}
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
         for path in sorted((self.root / "collections").iterdir()):
@@ -88,8 +96,11 @@ class Engine:
                 try:
                     self._collections[path.name] = Collection.open(path, self._pool, options.collection)
                 except Exception as exc:
-                    self.close(snapshot=False)
-                    raise CollectionLoadError(f"collection {path.name!r} ({path}): {exc}") from exc
+                    error = CollectionLoadError(f"collection {path.name!r} ({path}): {exc}")
+                    error.__cause__ = exc
+                    self._quarantined[path.name] = quarantine.set_aside(
+                        path.name, path, path / STORE_FILE, error
+                    )
         if options.background:
             self._worker = threading.Thread(
                 target=self._maintain_forever, name="index-maintenance", daemon=True
@@ -100,8 +111,15 @@ class Engine:
 
     def create_collection(self, config: CollectionConfig, *, exist_ok: bool = False) -> CollectionInfo:
         asked, config = config, config.validated()
+        limits.check_schema(config.schema, self.options.collection.limits, "config.schema")
         IndexKind.describe(config.index_spec, config.dimension, config.metric)
         with self._mutex:
+            if config.name in self._quarantined:
+                raise AlreadyExistsError(
+                    f"collection {config.name!r} already exists and is quarantined "
+                    f"({self._quarantined[config.name].reason}); drop it first",
+                    field="config.name",
+                )
             existing = self._collections.get(config.name)
             if existing is not None:
                 differences = existing.config.differences(asked)
@@ -127,11 +145,28 @@ class Engine:
         check_name(name)
         found = self._collections.get(name)
         if found is None:
+            set_aside = self._quarantined.get(name)
+            if set_aside is not None:
+                raise set_aside.refusal()
             raise NotFoundError(f"no collection named {name!r}", field="collection")
         return found
 
+    def describe(self, name: str) -> CollectionInfo:
+        """A collection's settings and counts; a quarantined one's reason (it is not an error to ask)."""
+        check_name(name)
+        set_aside = self._quarantined.get(name)
+        return set_aside.info() if set_aside is not None else self.collection(name).info()
+
     def list_collections(self) -> list[CollectionInfo]:
-        return [c.info() for _, c in sorted(self._collections.items())]
+        infos = {name: c.info() for name, c in self._collections.items()}
+        infos.update((name, q.info()) for name, q in self._quarantined.items())
+        return [info for _, info in sorted(infos.items())]
+
+    def quarantined(self) -> dict[str, str]:
+        """name -> reason, of every collection that refuses calls (set aside at start, or since)."""
+        found = {name: q.reason for name, q in self._quarantined.items()}
+        found.update((n, c.quarantine_reason) for n, c in self._collections.items() if c.quarantine_reason)
+        return found
 
     def collections(self) -> list[tuple[str, Collection]]:
         """(name, collection) pairs, sorted by name: a snapshot of the current set."""
@@ -141,6 +176,14 @@ class Engine:
         check_name(name)
         with self._mutex:
             collection = self._collections.pop(name, None)
+            set_aside = self._quarantined.pop(name, None)
+        if set_aside is not None:
+            trash = self.root / "trash" / f"{name}.{uuid.uuid4().hex}"
+            set_aside.path.rename(trash)
+            snapshots.fsync_dir(set_aside.path.parent)
+            shutil.rmtree(trash, ignore_errors=True)
+            log.warning("dropped the quarantined collection %r", name)
+            return True
         if collection is None:
             if missing_ok:
                 return False
@@ -151,10 +194,41 @@ class Engine:
 
     # -- upkeep ------------------------------------------------------------------------------
 
+    def check_data_dir(self) -> str | None:
+        """Why writes must be refused (the data directory is gone or replaced), or None.
+
+        Checked before every write and by the upkeep thread. A collection whose own files
+        went (its folder removed) is quarantined; the others keep serving.
+        """
+        if self.failed is not None:
+            return self.failed
+        problem = self._watch.problem()
+        if problem is not None:
+            self.failed = f"the data directory {self.root} was removed or replaced while serving ({problem})"
+            log.critical(
+                "%s. Writes can no longer be made durable: they are refused and health is NOT_SERVING "
+                "until the index is restarted on an intact data directory (restore it from a backup; "
+                "writes acknowledged before this are only in the removed files)",
+                self.failed,
+            )
+            if self.on_failure is not None:
+                self.on_failure(self.failed)
+            return self.failed
+        for name, collection in list(self._collections.items()):
+            lost = collection.store.file_problem() if collection.quarantine_reason is None else None
+            if lost is not None:
+                collection.quarantine_reason = f"its files were removed or replaced while serving ({lost})"
+                log.critical("collection %r QUARANTINED: %s", name, collection.quarantine_reason)
+        return None
+
     def maintain_once(self) -> bool:
         """Runs at most one due job per collection; False when nothing was due."""
+        if self.check_data_dir() is not None:
+            return False  # a snapshot now would recreate folders of the removed directory
         did = False
         for collection in list(self._collections.values()):
+            if collection.quarantine_reason is not None:
+                continue
             try:
                 did = collection.maintain() or did
             except Exception:
@@ -175,8 +249,9 @@ class Engine:
         with self._mutex:
             collections = list(self._collections.values())
             self._collections.clear()
+        snapshot = snapshot and self.failed is None
         for collection in collections:
-            collection.close(snapshot=snapshot)
+            collection.close(snapshot=snapshot and collection.quarantine_reason is None)
         self._pool.shutdown(wait=True)
         fcntl.flock(self._lock_file, fcntl.LOCK_UN)
         self._lock_file.close()

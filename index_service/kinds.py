@@ -15,6 +15,7 @@ import faiss
 import numpy as np
 
 from clipsearch.errors import InvalidArgumentError
+from index_service import specs
 from index_service.config import Metric
 
 #: FAISS asks for at least this many training points per centroid.
@@ -45,11 +46,12 @@ class IndexKind:
 
     @classmethod
     def describe(cls, spec: str, dimension: int, metric: Metric) -> IndexKind:
-        """Validates ``spec`` by building it; errors name ``config.index_spec``."""
+        """Validates ``spec`` (its grammar, then by building it); errors name ``config.index_spec``."""
         if "IDMap" in spec:
             raise InvalidArgumentError(
                 "config.index_spec: leave IDMap out, the service maps ids itself", field="config.index_spec"
             )
+        specs.check(spec, dimension)  # the grammar and its bounds, before FAISS allocates anything
         fmetric = faiss.METRIC_L2 if metric == Metric.L2 else faiss.METRIC_INNER_PRODUCT
         try:
             index = faiss.index_factory(dimension, spec, fmetric)

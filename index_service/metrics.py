@@ -44,7 +44,12 @@ class _EngineCollector(Collector):
             "Writes applied since the shard's newest snapshot (replayed from SQLite on restart)",
             labels=["collection", "shard"],
         )
+        quarantined = GaugeMetricFamily(
+            "clipsearch_index_quarantined_collections",
+            "Collections set aside (they could not be loaded, or a write could not be undone)",
+        )
         engine = self._engine()
+        quarantined.add_metric([], len(engine.quarantined()) if engine is not None else 0)
         now = time.monotonic()
         for name, collection in engine.collections() if engine is not None else ():
             for shard in collection.shards:
@@ -55,3 +60,4 @@ class _EngineCollector(Collector):
         yield items
         yield age
         yield unsnapshotted
+        yield quarantined

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import faiss
@@ -18,7 +19,8 @@ from clipsearch.server.serve import StartError, serve
 from clipsearch.server.server import ManagedServer, ServiceBinding, options_from_settings
 from clipsearch.v1 import index_pb2_grpc
 from index_service.collection import CollectionOptions
-from index_service.engine import CollectionLoadError, DataDirLockedError, Engine, EngineOptions
+from index_service.engine import DataDirLockedError, Engine, EngineOptions
+from index_service.limits import IndexLimits
 from index_service.metrics import IndexMetrics
 from index_service.servicer import IndexServicer
 from index_service.settings import IndexSettings
@@ -56,16 +58,53 @@ class IndexServer(ManagedServer):
         loop = asyncio.get_running_loop()
         try:
             engine = await loop.run_in_executor(self.executor, Engine, engine_options(self.settings))
-        except (DataDirLockedError, CollectionLoadError) as exc:
+        except DataDirLockedError as exc:
             raise StartError(str(exc)) from exc
         self.servicer.engine = engine
         self.add_cleanup(self._close_engine)
+        loop = asyncio.get_running_loop()
+
+        def data_dir_lost(reason: str) -> None:  # index_service/datadir.py: NOT_SERVING until a restart
+            loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self.set_not_serving()))
+
+        engine.on_failure = data_dir_lost
         await self.set_serving()
 
     async def _close_engine(self) -> None:
         engine, self.servicer.engine = self.servicer.engine, None
         if engine is not None:
-            await asyncio.get_running_loop().run_in_executor(self.executor, engine.close)
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self.executor, close_within, engine, self.stop_deadline)
+
+
+def close_within(engine: Engine, deadline: float | None) -> None:
+    """Snapshots what changed while there is time (a start replays the rest from the store), then closes.
+
+    A snapshot that fails (no space left on the disk) is skipped with a warning: the store
+    holds every acknowledged write, so the stop still succeeds.
+    """
+    skipped = []
+    for name, collection in engine.collections():
+        if engine.failed is not None or collection.quarantine_reason is not None:
+            continue
+        if deadline is not None and time.monotonic() >= deadline:
+            skipped.append(name)
+            continue
+        try:
+            collection.snapshot_all()
+        except OSError as exc:
+            log.warning(
+                "%s: no snapshot at shutdown (%s); the next start replays its writes from the store",
+                name,
+                exc.strerror or exc,
+            )
+    if skipped:
+        log.warning(
+            "no time left in the grace period to snapshot %s; the next start replays their writes "
+            "from the store",
+            ", ".join(skipped),
+        )
+    engine.close(snapshot=False)
 
 
 def engine_options(settings: IndexSettings) -> EngineOptions:
@@ -79,6 +118,14 @@ def engine_options(settings: IndexSettings) -> EngineOptions:
             snapshot_interval_s=settings.snapshot_interval_s,
             rebuild_dead_ratio=settings.rebuild_dead_ratio,
             exact_fallback_max=settings.exact_fallback_max,
+            limits=IndexLimits(
+                max_batch_items=settings.max_batch_items,
+                max_search_hits=settings.max_search_hits,
+                max_fields=settings.max_fields,
+                max_value_bytes=settings.max_value_bytes,
+                max_list_values=settings.max_list_values,
+                max_metadata_bytes=settings.max_metadata_bytes,
+            ),
         ),
     )
 

@@ -27,6 +27,9 @@ from index_service.metrics import IndexMetrics
 
 T = TypeVar("T")
 
+#: Methods that only read: they still answer (from memory) when the data directory is gone.
+READS = frozenset({"ListCollections", "DescribeCollection", "Get", "Search"})
+
 
 class IndexServicer(index_pb2_grpc.IndexServiceServicer):
     def __init__(self, executor: Executor):
@@ -40,6 +43,8 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
         engine = self.engine
         if engine is None:
             raise UnavailableError("the index is loading its collections", retry_after_s=1.0)
+        if method not in READS and engine.check_data_dir() is not None:
+            raise UnavailableError(f"{engine.failed}: writes are refused", retry_after_s=5.0)
         # contextvars carry the request id into the worker thread's log lines.
         call = functools.partial(contextvars.copy_context().run, work, engine)
         return await asyncio.get_running_loop().run_in_executor(self._executor, call)
@@ -65,7 +70,7 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
     @map_errors
     async def DescribeCollection(self, request: index_pb2.DescribeCollectionRequest, context: Any) -> Any:
         def work(engine: Engine) -> index_pb2.DescribeCollectionResponse:
-            info = engine.collection(request.collection).info()
+            info = engine.describe(request.collection)
             return index_pb2.DescribeCollectionResponse(collection=convert.info_to_proto(info))
 
         return await self._run("DescribeCollection", work)

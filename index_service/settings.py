@@ -12,6 +12,7 @@ from pathlib import Path
 
 from clipsearch._options import float_in, int_in, option
 from clipsearch.server.settings import GrpcServerSettings
+from index_service.limits import DEFAULT_LIMITS
 
 ENV_PREFIX = "CLIPSEARCH_INDEX_"
 
@@ -49,4 +50,33 @@ class IndexSettings(GrpcServerSettings):
         20_000,
         "candidates up to which a short approximate search is redone exactly",
         parse=int_in(0, 2**31),
+    )
+    # -- what one request may ask for (index_service/limits.py, docs/reliability.md) ----------
+    max_batch_items: int = option(
+        DEFAULT_LIMITS.max_batch_items,
+        "items in one Upsert, ids in one Get or Delete",
+        parse=int_in(1, 10_000_000),
+    )
+    max_search_hits: int = option(
+        DEFAULT_LIMITS.max_search_hits,
+        "queries x (k + offset) of one Search",
+        parse=int_in(10_000, 100_000_000),
+    )
+    max_fields: int = option(
+        DEFAULT_LIMITS.max_fields,
+        "metadata fields of a collection's schema (and of one item)",
+        parse=int_in(1, 100_000),
+    )
+    max_value_bytes: int = option(
+        DEFAULT_LIMITS.max_value_bytes,
+        "UTF-8 bytes of one metadata string (a keywords list: of all its strings)",
+        parse=int_in(1, 2**30),
+    )
+    max_list_values: int = option(
+        DEFAULT_LIMITS.max_list_values, "strings in one keywords value", parse=int_in(1, 1_000_000)
+    )
+    max_metadata_bytes: int = option(
+        DEFAULT_LIMITS.max_metadata_bytes,
+        "bytes of one item's metadata as stored (JSON)",
+        parse=int_in(64, 2**30),
     )

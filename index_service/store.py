@@ -32,7 +32,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from clipsearch.errors import DataLossError, InternalError, ResourceExhaustedError
+from clipsearch.errors import DataLossError, InternalError, ResourceExhaustedError, UnavailableError
+from index_service import datadir
 from index_service.config import CollectionConfig
 
 SCHEMA_VERSION = "3"  # 2: per-row checksums; 3: content_key (older files are upgraded on open)
@@ -100,6 +101,10 @@ class Change:
     added_labels: np.ndarray  # label of each added row, increasing
     added_rows: list[int]  # index into the write's input of each added row
     count: int  # items deleted (for deletes)
+    #: Upserts: the rows it replaced, whole (label, id, shard, seq, vector, metadata, vector_crc,
+    #: row_crc, content_key), and the config before it; what :meth:`Store.undo` puts back.
+    replaced: tuple[tuple, ...] = ()
+    config_before: CollectionConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -115,6 +120,8 @@ class Store:
         self.path = path
         self.synchronous = synchronous
         self._writer = self._connect()
+        #: The file this store opened: a commit is acknowledged only while it is still on disk.
+        self._identity = datadir.identity(path)
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
@@ -207,6 +214,13 @@ class Store:
         try:
             yield db
             db.execute("COMMIT")
+            lost = self.file_problem()
+            if lost is not None:  # SQLite wrote into a file that is no longer on disk
+                raise UnavailableError(
+                    f"the index's data was removed or replaced while serving ({lost}): this write is "
+                    "not durable and not acknowledged; the index refuses writes until it is restarted",
+                    retry_after_s=5.0,
+                )
         except BaseException as exc:
             if db.in_transaction:
                 db.execute("ROLLBACK")
@@ -215,6 +229,10 @@ class Store:
             if isinstance(exc, sqlite3.Error):
                 raise InternalError(f"storage error: {exc}") from exc
             raise
+
+    def file_problem(self) -> str | None:
+        """Whether the store file was removed or replaced since it was opened (None: it is intact)."""
+        return datadir.problem_with(self.path, self._identity)
 
     # -- writes (caller holds the collection's write mutex) -----------------------------------
 
@@ -236,20 +254,22 @@ class Store:
             row[0]: row[1:]
             for chunk in _chunks(list(ids))
             for row in self._writer.execute(
-                "SELECT id, label, shard, vector, metadata, content_key FROM items"
+                "SELECT id, label, shard, vector, metadata, content_key, seq, vector_crc, row_crc FROM items"
                 f" WHERE id IN ({_marks(chunk)})",
                 chunk,
             )
         }
         changed: list[int] = []
         removed: list[tuple[int, int]] = []
+        replaced: list[tuple] = []
         for i, item_id in enumerate(ids):
             old = existing.get(item_id)
-            if old is not None and old[2:] == (vectors[i].tobytes(), metadata[i], content_keys[i]):
+            if old is not None and old[2:5] == (vectors[i].tobytes(), metadata[i], content_keys[i]):
                 continue
             changed.append(i)
             if old is not None:
                 removed.append((old[1], old[0]))
+                replaced.append((old[0], item_id, old[1], old[5], old[2], old[3], old[6], old[7], old[4]))
         if not changed and config is None:
             return Change(self.last_seq, [], np.zeros(0, dtype=np.int64), [], 0)
         seq = self.last_seq + 1
@@ -270,10 +290,36 @@ class Store:
                 rows,
             )
             self._set_counters(db, seq, self.next_label + len(changed))
+        config_before = self.config if config is not None else None
         if config is not None:
             self.config = config
         self.last_seq, self.next_label = seq, self.next_label + len(changed)
-        return Change(seq, removed, labels, changed, len(changed))
+        return Change(seq, removed, labels, changed, len(changed), tuple(replaced), config_before)
+
+    def undo(self, change: Change) -> None:
+        """Reverts a committed upsert that could not be applied in memory, as a new write.
+
+        Its rows are deleted and the rows it replaced come back exactly (their labels,
+        sequences and checksums), so the store holds what it held before: a write that
+        can never be applied does not stay in the store to fail every start. Labels are
+        never reused (``next_label`` stays where the write left it).
+        """
+        seq = self.last_seq + 1
+        with self.transaction() as db:
+            if change.config_before is not None:
+                self.set_config(db, change.config_before)
+            db.executemany(
+                "DELETE FROM items WHERE label = ?", [(int(label),) for label in change.added_labels]
+            )
+            db.executemany(
+                "INSERT INTO items (label, id, shard, seq, vector, metadata, vector_crc, row_crc,"
+                " content_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                change.replaced,
+            )
+            self._set_counters(db, seq, self.next_label)
+        if change.config_before is not None:
+            self.config = change.config_before
+        self.last_seq = seq
 
     def delete(self, ids: Sequence[str]) -> Change:
         found = [

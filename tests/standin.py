@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 
 from clipsearch.errors import InvalidArgumentError, ResourceExhaustedError
 from clipsearch.request_context import current_request_id
@@ -12,6 +13,9 @@ from clipsearch.wire import vector_to_proto
 
 
 class StandInEncoder(encoder_pb2_grpc.EncoderServiceServicer):
+    #: Set when a "slow" call is inside the handler (tests wait on it instead of sleeping).
+    slow_entered = threading.Event()
+
     @map_errors
     async def Embed(self, request, context):
         text = request.inputs[0].text if request.inputs else ""
@@ -22,6 +26,7 @@ class StandInEncoder(encoder_pb2_grpc.EncoderServiceServicer):
         if text == "crash":
             raise RuntimeError("secret internal detail")
         if text == "slow":
+            self.slow_entered.set()
             await asyncio.sleep(1.5)
         if text == "whoami":
             # Echo the request id the server saw, so tests can follow it.

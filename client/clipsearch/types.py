@@ -111,6 +111,8 @@ class CollectionInfo:
     #: The metadata fields and their types; None for a collection made before schemas.
     schema: Schema | None = None
     model_pretrained: str = ""
+    #: Why the collection is quarantined (set aside, refusing calls); empty when it serves.
+    quarantine: str = ""
 
     @classmethod
     def from_proto(cls, message: index_pb2.CollectionInfo) -> CollectionInfo:
@@ -127,6 +129,7 @@ class CollectionInfo:
             shards=tuple(ShardInfo(s.shard, s.item_count, s.trained) for s in message.shards),
             schema=schema_from_proto(config.schema) if config.HasField("schema") else None,
             model_pretrained=config.model_pretrained,
+            quarantine=message.quarantine,
         )
 
     def to_dict(self) -> dict[str, Any]:

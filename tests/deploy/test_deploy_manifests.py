@@ -221,6 +221,7 @@ def test_every_service_port_reaches_a_container_port() -> None:
 
 def test_pods_outlast_the_servers_grace_period() -> None:
     from clipsearch.apps.gateway.settings import GatewaySettings
+    from clipsearch.server.serve import EXIT_MARGIN_S
     from encoder_service.settings import EncoderSettings
     from index_service.settings import IndexSettings
 
@@ -233,7 +234,9 @@ def test_pods_outlast_the_servers_grace_period() -> None:
         grace = float(_flag(args, "--grace-s")) if "--grace-s" in args else default
         pre_stop = container.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command", [])
         sleep = float(pre_stop[1]) if pre_stop[:1] == ["sleep"] else 0.0
-        assert workloads[name]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > grace + sleep
+        # A stop ends within --grace-s + EXIT_MARGIN_S (clipsearch/server/serve.py): never SIGKILLed.
+        period = workloads[name]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+        assert period >= sleep + grace + EXIT_MARGIN_S, (name, period)
 
 
 def test_index_keeps_its_data_on_a_claim() -> None:

@@ -276,7 +276,8 @@ def test_close_fails_what_is_queued_with_unavailable() -> None:
         queued = asyncio.ensure_future(call(batcher, "text", ["b"]))
         await asyncio.sleep(0.01)
         closer = asyncio.ensure_future(asyncio.to_thread(batcher.close))
-        await asyncio.sleep(0.05)
+        while not batcher._closed:  # the close has begun (a fixed sleep races a busy machine)
+            await asyncio.sleep(0.01)
         runner.release.set()
         await closer
         with pytest.raises(UnavailableError):
@@ -284,5 +285,75 @@ def test_close_fails_what_is_queued_with_unavailable() -> None:
         assert await first == [("text", "a")]
         with pytest.raises(UnavailableError):
             batcher.admit(1)
+
+    asyncio.run(scenario())
+
+
+# -- bulk (stream) work yields to interactive calls (issue item 3) ------------------------------
+
+
+async def bulk_call(batcher: DynamicBatcher, kind: str, payloads: list) -> list:
+    with await batcher.admit_waiting(len(payloads)) as admission:
+        return await batcher.submit(kind, payloads, admission)
+
+
+def test_interactive_items_run_before_older_bulk_items() -> None:
+    async def scenario() -> None:
+        runner = Runner(hold=1)
+        batcher, _ = make(runner, max_batch_size=4, max_queue=32)
+        first = asyncio.ensure_future(call(batcher, "text", ["busy"]))
+        await started(runner)
+        streams = [asyncio.ensure_future(bulk_call(batcher, "text", [f"s{n}a", f"s{n}b"])) for n in range(3)]
+        while batcher.queue_depth("text") < 6:
+            await asyncio.sleep(0.01)
+        users = [asyncio.ensure_future(call(batcher, "text", [f"u{n}"])) for n in range(3)]
+        while batcher.queue_depth("text") < 9:
+            await asyncio.sleep(0.01)
+        runner.release.set()
+        await asyncio.gather(first, *streams, *users)
+        ran = [payloads for _, payloads in runner.batches[1:]]
+        # The bulk items waited longer, yet the interactive ones go first, in a batch of their own.
+        assert ran == [["u0", "u1", "u2"], ["s0a", "s0b", "s1a", "s1b"], ["s2a", "s2b"]], ran
+        batcher.close()
+
+    asyncio.run(scenario())
+
+
+def test_bulk_work_holds_at_most_half_the_queue() -> None:
+    async def scenario() -> None:
+        runner = Runner(hold=1)
+        batcher, _ = make(runner, max_batch_size=8, max_queue=8)
+        first = asyncio.ensure_future(call(batcher, "text", ["busy"]))
+        await started(runner)
+        streams = [asyncio.ensure_future(bulk_call(batcher, "text", [f"s{n}a", f"s{n}b"])) for n in range(4)]
+        while batcher.queue_depth("text") < 4:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
+        assert batcher.queue_depth("text") == 4, "bulk work took more than its half of the queue"
+        users = [asyncio.ensure_future(call(batcher, "text", [f"u{n}"])) for n in range(4)]  # none refused
+        runner.release.set()
+        await asyncio.gather(first, *streams, *users)
+        batcher.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_starving_bulk_item_goes_first() -> None:
+    async def scenario() -> None:
+        runner = Runner(hold=1)
+        batcher, _ = make(runner, max_batch_size=2, max_queue=32, bulk_max_wait_ms=50)
+        first = asyncio.ensure_future(call(batcher, "text", ["busy"]))
+        await started(runner)
+        stream = asyncio.ensure_future(bulk_call(batcher, "text", ["s"]))
+        while batcher.queue_depth("text") < 1:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)  # the bulk item has waited past bulk_max_wait_ms
+        users = [asyncio.ensure_future(call(batcher, "text", [f"u{n}"])) for n in range(4)]
+        while batcher.queue_depth("text") < 5:
+            await asyncio.sleep(0.01)
+        runner.release.set()
+        await asyncio.gather(first, stream, *users)
+        assert runner.batches[1][1] == ["s", "u0"], runner.batches
+        batcher.close()
 
     asyncio.run(scenario())

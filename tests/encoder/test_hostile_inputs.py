@@ -17,7 +17,7 @@ from encoder_media import colored_images, hostile_images
 from encoder_rpc import embed, expected, image, serving, text
 
 from clipsearch._calls import from_rpc_error
-from clipsearch.v1 import encoder_pb2
+from clipsearch.v1 import encoder_pb2, encoder_pb2_grpc
 from encoder_service.settings import EncoderSettings
 
 IMAGES = hostile_images(EncoderSettings().max_image_bytes)
@@ -143,3 +143,56 @@ def test_other_callers_are_unaffected_by_hostile_ones(stub, channel, reference_m
         assert all(c.result() > 0 for c in callers)
     assert failures == []
     assert serving(channel)
+
+
+def test_large_images_cost_what_the_model_can_use(start_encoder) -> None:
+    """The issue: a 9000x9000 PNG just under Pillow's pixel limit took ~4 s of CPU to embed for a
+    64 px model. The default limit fits the model ((32 x its 32 px)^2 = 1024x1024 for the tiny
+    test model): a 4096x4096 PNG is refused at once naming the flag; the same JPEG is decoded at
+    a reduced size (libjpeg's 1/8 here), and its vector is the picture's."""
+    import io
+
+    from PIL import Image
+
+    from clipsearch.wire import vectors_from_protos
+
+    thread = start_encoder()
+    core = thread.server.core
+    side = core.model.identity.image_size
+    assert core.limits.image.max_pixels == (32 * side) ** 2 < 4096 * 4096
+    decoded: list[tuple[int, int]] = []
+    preprocess = core.model.preprocess_image
+
+    def spy(picture):
+        decoded.append(picture.size)
+        return preprocess(picture)
+
+    core.model.preprocess_image = spy
+    gradient = np.linspace(0, 255, 4096, dtype=np.uint8)
+    pixels = np.stack(
+        [
+            np.tile(gradient, (4096, 1)),
+            np.tile(gradient[:, None], (1, 4096)),
+            np.full((4096, 4096), 90, np.uint8),
+        ],
+        -1,
+    )
+    picture = Image.fromarray(pixels, "RGB")
+
+    def encoded(fmt: str, image_: Image.Image) -> bytes:
+        out = io.BytesIO()
+        image_.save(out, fmt, quality=95)
+        return out.getvalue()
+
+    with grpc.insecure_channel(thread.address) as channel:
+        stub = encoder_pb2_grpc.EncoderServiceStub(channel)
+        error = from_rpc_error(refused(stub, [image(encoded("PNG", picture))]))
+        assert error.field == "inputs[0].image" and "--max-image-pixels" in error.message
+        assert decoded == [], "the PNG was decoded"
+        big, small = (
+            stub.Embed(encoder_pb2.EmbedRequest(inputs=[image(encoded("JPEG", p))]), timeout=60)
+            for p in (picture, picture.resize((512, 512), Image.LANCZOS))
+        )
+    assert decoded == [(512, 512), (512, 512)], decoded  # the 4096x4096 JPEG decoded at 1/8
+    vectors = [vectors_from_protos(r.embeddings)[0] for r in (big, small)]
+    assert float(vectors[0] @ vectors[1]) > 0.99

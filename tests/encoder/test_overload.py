@@ -7,8 +7,11 @@ on the machine's speed.
 At 4x capacity (``test_encoder_at_4x_capacity``, a ``clipsearch serve encoder`` process):
 the encoder admits ``--max-queue`` inputs; 4 x that many callers each send one-text calls
 back to back for the run. Every call is either answered or refused with
-RESOURCE_EXHAUSTED (nothing else); refusals come back quickly; the accepted calls'
-latency is bounded by the queue; the server's RSS, sampled through the run, stops growing.
+RESOURCE_EXHAUSTED (nothing else); refusals come back faster than accepted calls (they
+do not wait for the queue); accepted calls do not wait without bound; the server's RSS,
+sampled through the run, stops growing. The bounds are relative or generous so that they
+hold on a machine busy with other work; the figures themselves are reported (and kept in
+docs/reliability.md and benchmarks), not asserted.
 """
 
 from __future__ import annotations
@@ -204,7 +207,123 @@ def test_encoder_at_4x_capacity(tmp_path) -> None:
     assert health_ok, "the encoder died under overload"
     assert not other, other[:5]
     assert len(acc) > 0 and len(ref) > 0, "4x the queue must both be served and refused"
-    assert np.percentile(ref, 99) < 0.5, "refusals must come back well under a second"
-    assert np.percentile(acc, 99) < 10.0, "accepted calls must not wait without bound"
+    # Behaviour, not the machine's speed: a refusal does not wait for the queue, so it is
+    # faster than an accepted call (which waits for the queue and the model); no call waits
+    # without bound (30 s is the callers' deadline; a loaded 2-core machine stays far below).
+    assert np.median(ref) < np.median(acc), "refusals must not wait like accepted calls"
+    assert np.percentile(ref, 99) < 5.0, "refusals must come back without waiting for the queue"
+    assert np.percentile(acc, 99) < 20.0, "accepted calls must not wait without bound"
     # Plateau: the second half of the run grows by less than 10% (+16 MiB of allocator noise).
     assert max(half) <= half[0] * 1.10 + 16, f"RSS kept growing: {rss}"
+
+
+# -- streams that never read, beside interactive callers (issue item 3) -------------------------
+
+
+def _model_items(metrics_port: int) -> float:
+    """Inputs the model has run (the batch-size histogram's sum, every kind)."""
+    import urllib.request
+
+    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("clipsearch_encoder_batch_size_sum")
+    )
+
+
+def test_streams_that_never_read_do_not_crowd_out_interactive_callers(tmp_path) -> None:
+    """The issue: 20 EmbedStreams whose callers never read kept the queue full and took 72-84% of
+    the work; 200 unary callers fell from ~500 to ~120-230 OK/s. Stream work is bulk work now: it
+    gets the room and the model time interactive calls leave. Measured as the unary callers'
+    throughput with the 20 streams open against without them, on the same machine in the same
+    minute (a ratio, so a busy machine slows both sides alike).
+
+    What a stream that never reads still gets done is bounded by HTTP/2 flow control: gRPC-core
+    clients (Python's included) grow a stream's receive window to a few MiB whether or not the
+    caller reads, and no server can see past it (docs/reliability.md)."""
+    from reliability_support import crash_machinery
+
+    metrics_port = crash_machinery().free_port()
+    process, address = start_service(
+        "encoder",
+        *TINY_ENCODER,
+        "--threads",
+        "1",
+        "--max-queue",
+        "256",
+        "--max-batch-size",
+        "16",
+        "--metrics-port",
+        str(metrics_port),
+        log_dir=tmp_path,
+    )
+    duration_s = size(6.0, 30.0)
+    callers = 48
+
+    def unary_phase() -> tuple[int, int]:
+        ok, refused = [0], [0]
+        stop = threading.Event()
+
+        def caller(n: int) -> None:
+            request = encoder_pb2.EmbedRequest(inputs=[encoder_pb2.EmbedInput(text=f"red shirt {n}")])
+            while not stop.is_set():
+                try:
+                    stub.Embed(request, timeout=30)
+                    ok[0] += 1
+                except grpc.RpcError as exc:
+                    assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, exc
+                    refused[0] += 1
+                    time.sleep(0.01)
+
+        threads = [threading.Thread(target=caller, args=(n,)) for n in range(callers)]
+        for thread in threads:
+            thread.start()
+        time.sleep(duration_s)
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=60)
+        return ok[0], refused[0]
+
+    def never_read(n: int):
+        def chunks():
+            for c in range(1_000_000):
+                yield encoder_pb2.EmbedStreamRequest(
+                    chunk_id=str(c),
+                    inputs=[encoder_pb2.EmbedInput(text=f"bulk {n} {c} {j}") for j in range(16)],
+                )
+
+        channel = grpc.insecure_channel(address)  # a connection of its own, as separate callers have
+        return channel, encoder_pb2_grpc.EncoderServiceStub(channel).EmbedStream(chunks(), timeout=600)
+
+    streams = []
+    try:
+        with grpc.insecure_channel(address) as channel:
+            stub = encoder_pb2_grpc.EncoderServiceStub(channel)
+            alone_ok, _ = unary_phase()
+            streams = [never_read(n) for n in range(20)]
+            time.sleep(1.0)
+            before = _model_items(metrics_port)
+            beside_ok, beside_refused = unary_phase()
+            model_items = _model_items(metrics_port) - before
+    finally:
+        for stream_channel, call in streams:
+            call.cancel()
+            stream_channel.close()
+        stop_process(process)
+    figures = {
+        "duration_s": duration_s,
+        "unary_callers": callers,
+        "streams": 20,
+        "unary_ok_per_s_alone": round(alone_ok / duration_s, 1),
+        "unary_ok_per_s_beside_streams": round(beside_ok / duration_s, 1),
+        "unary_refused_beside_streams": beside_refused,
+        "stream_share_of_model_work": round(1 - beside_ok / model_items, 3) if model_items else None,
+    }
+    report("encoder_streams_never_read", **figures)
+    # Streams hold at most half the queue: an interactive call always finds room (main: 1000 of
+    # the unary calls were refused in these 6 s, and the unary throughput fell to 7%).
+    assert beside_refused == 0, figures
+    # The streams' work runs only where interactive calls leave the model idle, yet it still
+    # costs CPU on a 2-core machine (and their callers' threads here share it): a generous bound.
+    assert alone_ok > 0 and beside_ok >= 0.25 * alone_ok, figures

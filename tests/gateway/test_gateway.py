@@ -123,3 +123,42 @@ def test_deadline_is_honored(gateway) -> None:
     with pytest.raises(grpc.RpcError) as caught:
         stub.SearchText(search_pb2.SearchTextRequest(text="a hat", options=_options()), timeout=0.001)
     assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [
+        ({"params": index_pb2.SearchParams(ef_search=1_000_000_000)}, "options.params.ef_search"),
+        ({"params": index_pb2.SearchParams(nprobe=2**31 - 1)}, "options.params.nprobe"),
+        ({"k": 10_001}, "options.k"),
+        ({"offset": 10_001}, "options.offset"),
+    ],
+)
+def test_unbounded_knobs_are_refused_before_any_work(gateway, pair, options, field) -> None:
+    """The gateway used to forward ``ef_search = 1e9`` unchanged (after embedding the text)."""
+    from clipsearch._calls import from_rpc_error
+
+    _, stub = gateway
+    before = pair.encoder_thread.server.metrics.snapshot().requests
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.SearchText(search_pb2.SearchTextRequest(text="a hat", options=_options(**options)), timeout=30)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert from_rpc_error(caught.value).field == field
+    assert pair.encoder_thread.server.metrics.snapshot().requests == before, "the encoder did work for it"
+
+
+def test_hybrid_parts_are_bounded(gateway) -> None:
+    from clipsearch._calls import from_rpc_error
+
+    _, stub = gateway
+    text = encoder_pb2.EmbedInput(text="a hat")
+    cases = [
+        ([search_pb2.WeightedInput(input=text, weight=float("nan"))], "parts[0].weight"),
+        ([search_pb2.WeightedInput(input=text, weight=float("inf"))], "parts[0].weight"),
+        ([search_pb2.WeightedInput(input=text)] * 65, "parts"),
+    ]
+    for parts, field in cases:
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.SearchHybrid(search_pb2.SearchHybridRequest(parts=parts, options=_options()), timeout=30)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert from_rpc_error(caught.value).field == field

@@ -93,3 +93,56 @@ def test_disk_full_refuses_the_write_keeps_the_rest_and_recovers(small_disk: Pat
         lost=0,
         resumed_after_growing_to_mib=64,
     )
+
+
+def test_sigterm_on_a_full_disk_is_a_clean_stop(small_disk: Path, tmp_path: Path) -> None:
+    """The issue: SIGTERM on a full disk exited 1 logging "cannot start: No space left on device",
+    though the server was stopping. The snapshot the stop tries does not fit: it is skipped with
+    a warning (the store has every acknowledged write), the stores close, the exit is 0."""
+    import signal
+
+    from reliability_support import start_service, stop_process
+
+    data_dir = small_disk / "index"
+    process, address = start_service(
+        "index",
+        "--data-dir",
+        str(data_dir),
+        "--snapshot-interval-s",
+        "3600",
+        "--grace-s",
+        "3",
+        log_dir=tmp_path,
+    )
+    acked = 0
+    try:
+        with IndexClient(address, timeout_s=30) as client:
+            for name in ("a", "b"):
+                client.create_collection(name, DIM, metric="l2")
+            rng = np.random.default_rng(8)
+            for batch in range(1000):
+                try:
+                    client.upsert(
+                        "ab"[batch % 2],
+                        [f"{batch}-{j}" for j in range(100)],
+                        rng.standard_normal((100, DIM)).astype(np.float32),
+                    )
+                    acked += 100
+                except ResourceExhaustedError:
+                    break
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=60)
+    finally:
+        stop_process(process)
+    log = next(tmp_path.glob("index-*.log")).read_text()
+    assert code == 0, log[-2000:]
+    assert "cannot start" not in log and "Traceback" not in log, log[-3000:]
+    assert "no snapshot" in log and "No space left on device" in log
+    subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)
+    process, address = start_service("index", "--data-dir", str(data_dir), log_dir=tmp_path / "again")
+    try:
+        with IndexClient(address, timeout_s=30) as client:
+            assert sum(c.item_count for c in client.list_collections()) == acked
+            assert not any(c.quarantine for c in client.list_collections())
+    finally:
+        stop_process(process)

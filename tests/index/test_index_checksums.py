@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import sqlite3
-import subprocess
-import sys
 from contextlib import closing
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from clipsearch import DataLossError, IndexClient
+from clipsearch import DataLossError, FailedPreconditionError, IndexClient
 from index_service.config import CollectionConfig
-from index_service.engine import CollectionLoadError
 from index_service.store import SCHEMA_VERSION
 
 pytestmark = pytest.mark.functional
@@ -57,20 +54,16 @@ def test_a_corrupt_vector_is_data_loss_over_grpc(open_engine, data_dir, server_w
             client.get("c", ["i7"], include_vectors=True)
 
 
-def test_corrupt_metadata_stops_the_server_with_a_clear_error(open_engine, data_dir):
+def test_corrupt_metadata_quarantines_the_collection_with_a_clear_error(open_engine, data_dir, caplog):
     store, _ = _filled(open_engine, data_dir)
     _flip(store, b'"tag":"t1"', 8)  # "t1" -> "t0": still valid JSON, only the checksum can tell
-    with pytest.raises(CollectionLoadError, match=r"collection 'c'.*fails its checksum"):
-        open_engine()
-    server = subprocess.run(
-        [sys.executable, "-m", "index_service", "--port", "0", "--data-dir", str(data_dir)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert server.returncode == 1
-    assert "cannot start the index: collection 'c'" in server.stderr and "fails its checksum" in server.stderr
+    engine = open_engine()  # the engine (and the server) start: the collection is set aside
+    assert "fails its checksum" in str(engine._quarantined["c"].error)
+    with pytest.raises(FailedPreconditionError, match=r"collection 'c' is quarantined.*fails its checksum"):
+        engine.collection("c").get(["i1"])
+    info = engine.describe("c")
+    assert "fails its checksum" in info.quarantine and info.config.dimension == DIM
+    assert any("QUARANTINED" in r.getMessage() and str(data_dir) in r.getMessage() for r in caplog.records)
 
 
 def test_a_version_1_database_is_upgraded_in_place(open_engine, data_dir):
@@ -96,5 +89,4 @@ def test_a_newer_schema_is_refused(open_engine, data_dir):
     with closing(sqlite3.connect(store)) as db:
         db.execute("UPDATE meta SET value = '99' WHERE key = 'schema'")
         db.commit()
-    with pytest.raises(CollectionLoadError, match="schema version '99' is newer"):
-        open_engine()
+    assert "schema version '99' is newer" in open_engine().describe("c").quarantine

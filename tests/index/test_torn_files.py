@@ -4,11 +4,11 @@ A data directory is copied while its engine is open (the state kill -9 leaves: t
 holds the recent commits) and damaged copy by copy: newest snapshot truncated or with
 bytes flipped, every snapshot of a shard truncated, the WAL tail torn inside the last
 commit, the database file truncated or with bytes flipped. Each copy is opened by the
-engine the server runs (``Engine``; a ``CollectionLoadError`` there is the server refusing
-to start) and, when it opens, checked against the ledger: every acknowledged item with its
-exact vector and metadata, no deleted id, the count exact, each item searching back to
-itself. Only the refusals the store means to give count as refusals (``expected_refusal``);
-any other exception fails the test.
+engine the server runs (``Engine``; a ``CollectionLoadError`` there sets the collection aside,
+quarantined, while the server starts) and, when it opens, checked against the ledger: every
+acknowledged item with its exact vector and metadata, no deleted id, the count exact, each
+item searching back to itself. Only the refusals the store means to give count as refusals
+(``expected_refusal``); any other exception fails the test.
 """
 
 from __future__ import annotations
@@ -109,12 +109,13 @@ def check(path: Path, base: Base, *, last_write_acknowledged: bool) -> str:
 
     Any exception but the expected refusals propagates: it is a failure, not a refusal.
     """
-    try:
-        engine = _engine(path)
-    except CollectionLoadError as exc:
-        if not expected_refusal(exc):
-            raise
-        assert str(exc).strip(), f"refused without a message: {exc!r}"
+    engine = _engine(path)
+    set_aside = engine._quarantined.get(NAME)  # the start refuses the collection (quarantine), not the server
+    if set_aside is not None:
+        engine.close(snapshot=False)
+        if not expected_refusal(set_aside.error):
+            raise set_aside.error
+        assert set_aside.reason.strip(), f"refused without a message: {set_aside.error!r}"
         return "refused"
     try:
         collection = engine.collection(NAME)
@@ -304,5 +305,8 @@ def test_flipped_value_is_data_loss_not_served(base: Base, tmp_path: Path) -> No
 
     metadata_at = data.index(b'"tag":"t1"')
     copy = damaged_copy(base.closed, tmp_path / "metadata", "store.sqlite", flip_at([metadata_at + 8], 0x01))
-    with pytest.raises(CollectionLoadError, match="fails its checksum"):  # read by every start: refused
-        _engine(copy)
+    engine = _engine(copy)  # read by every start: the collection is refused (quarantined)
+    try:
+        assert "fails its checksum" in str(engine._quarantined[NAME].error)
+    finally:
+        engine.close(snapshot=False)

@@ -70,6 +70,10 @@ def _requests(dimension: int) -> dict[str, object]:
         "/clipsearch.v1.IndexService/DescribeCollection": index_pb2.DescribeCollectionRequest(
             collection="auth_matrix"
         ),
+        "/clipsearch.v1.IndexService/AddFields": index_pb2.AddFieldsRequest(
+            collection="auth_matrix",
+            fields=[index_pb2.FieldSchema(name="color", type=index_pb2.FIELD_TYPE_KEYWORD)],
+        ),
         "/clipsearch.v1.IndexService/Upsert": index_pb2.UpsertRequest(
             collection="auth_matrix", items=[index_pb2.Item(id="a", vector=vector)]
         ),

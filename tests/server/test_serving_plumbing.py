@@ -95,7 +95,7 @@ def test_health_follows_readiness_and_shutdown() -> None:
         assert check_health(running.address, service="clipsearch.v1.EncoderService") == "SERVING"
     finally:
         running.stop()
-    assert check_health(running.address, timeout_s=1) == "UNREACHABLE"
+    assert check_health(running.address, timeout_s=5) == "UNREACHABLE"
 
 
 def test_graceful_stop_lets_in_flight_calls_finish() -> None:
@@ -106,14 +106,17 @@ def test_graceful_stop_lets_in_flight_calls_finish() -> None:
         with EncoderClient(running.address) as client:
             outcome["vectors"] = client.embed_texts(["slow"])
 
+    StandInEncoder.slow_entered.clear()
     caller = threading.Thread(target=slow_call)
     caller.start()
-    time.sleep(0.5)  # the call is in flight
+    assert StandInEncoder.slow_entered.wait(30)  # the call is in flight
     stopper = threading.Thread(target=running.stop, kwargs={"grace_s": 5.0})
     stopper.start()
-    time.sleep(0.2)
-    # Draining: no longer SERVING, yet the in-flight call completes.
-    assert check_health(running.address, timeout_s=1) in ("NOT_SERVING", "UNREACHABLE")
+    # Draining: no longer SERVING (as soon as the stop begins), yet the in-flight call completes.
+    deadline = time.monotonic() + 10
+    while check_health(running.address, timeout_s=5) == "SERVING" and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert check_health(running.address, timeout_s=5) in ("NOT_SERVING", "UNREACHABLE")
     caller.join(10)
     stopper.join(10)
     assert outcome["vectors"].shape == (1, 2)

@@ -1,11 +1,12 @@
 """SIGTERM under load: in-flight calls finish, health says NOT_SERVING at once, exit within the grace.
 
 Each server runs as `clipsearch serve` with ``--grace-s 5`` under callers that send back to
-back. A health Watch stream, opened before the signal, must see NOT_SERVING right after
-it; every call already in the server when the signal lands (started 50 ms or more
-before) must succeed; calls made after it may only be refused (UNAVAILABLE, or CANCELLED when they
-race the close); the process
-must exit 0 within the grace period (plus interpreter teardown).
+back. A health Watch stream, opened before the signal and left open, must see NOT_SERVING
+right after it and then end (it used to hold the server for the whole grace period: exit
+after 6.5-9.4 s); every call already in the server when the signal lands (started 50 ms or
+more before) must succeed; calls made after it may only be refused with UNAVAILABLE (they
+were CANCELLED when they raced the close, which retry policies do not retry); the process
+must exit 0 within the grace period plus the kit's stated margin (EXIT_MARGIN_S).
 """
 
 from __future__ import annotations
@@ -21,14 +22,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from reliability_support import TINY_ENCODER, report, size, start_service, stop_process
 
 from clipsearch import IndexClient
+from clipsearch.server.serve import EXIT_MARGIN_S
 from clipsearch.v1 import encoder_pb2, encoder_pb2_grpc, index_pb2, index_pb2_grpc
 from clipsearch.wire import vector_to_proto
 
 pytestmark = pytest.mark.reliability
 
 GRACE_S = 5.0
-#: Interpreter and thread-pool teardown after the grace period.
-EXIT_SLACK_S = 5.0
 
 
 def encoder_load(address: str):
@@ -100,8 +100,8 @@ def test_sigterm_under_load(service: str, tmp_path) -> None:
         process.send_signal(signal.SIGTERM)
         status = next(watch).status
         not_serving_after_s = time.monotonic() - signalled
-        watch.cancel()  # an open Watch is an RPC in flight too: it would hold the server for the grace
-        code = process.wait(timeout=GRACE_S + EXIT_SLACK_S + 30)
+        watch_ended = next(watch, "ended")  # left open: the server ends it (OK) after NOT_SERVING
+        code = process.wait(timeout=GRACE_S + EXIT_MARGIN_S + 30)
         exited_after_s = time.monotonic() - signalled
         stop.set()
         for thread in threads:
@@ -123,9 +123,10 @@ def test_sigterm_under_load(service: str, tmp_path) -> None:
         exit_code=code,
         grace_s=GRACE_S,
     )
-    assert status == health_pb2.HealthCheckResponse.NOT_SERVING
-    assert not_serving_after_s < 1.0, "health must turn NOT_SERVING at once"
+    assert status == health_pb2.HealthCheckResponse.NOT_SERVING and watch_ended == "ended"
+    # "At once": generous for a loaded machine, far below the grace period it must precede.
+    assert not_serving_after_s < GRACE_S / 2, "health must turn NOT_SERVING at once"
     assert in_flight and all(o == "OK" for o in in_flight), "a call in flight at SIGTERM failed"
-    # Calls sent as the server closes: refused (UNAVAILABLE) or cut at the close (CANCELLED).
-    assert set(after) <= {"OK", "UNAVAILABLE", "CANCELLED"}, after
-    assert code == 0 and exited_after_s < GRACE_S + EXIT_SLACK_S
+    # Calls sent as the server closes are refused with a status retry policies retry.
+    assert set(after) <= {"OK", "UNAVAILABLE"}, {o: after.count(o) for o in set(after)}
+    assert code == 0 and exited_after_s <= GRACE_S + EXIT_MARGIN_S

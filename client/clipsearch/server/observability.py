@@ -8,6 +8,7 @@ carry the caller's ``x-request-id``.
 
 from __future__ import annotations
 
+import contextvars
 import inspect
 import logging
 import time
@@ -95,7 +96,7 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
                     raise
                 finally:
                     finish(context, started, failed)
-                    current_request_id.reset(token)
+                    _reset(token)
 
             return wrapped
 
@@ -115,7 +116,7 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
                     raise
                 finally:
                     finish(context, started, failed)
-                    current_request_id.reset(token)
+                    _reset(token)
 
             return wrapped
 
@@ -132,6 +133,15 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
                 wrap_streaming_response(handler.unary_stream), **codec
             )
         return grpc.stream_stream_rpc_method_handler(wrap_streaming_response(handler.stream_stream), **codec)
+
+
+def _reset(token: contextvars.Token) -> None:
+    """Restores the request id; a stream closed from another context (a cancelled call's
+    generator, finalized by asyncio) has nothing to restore there."""
+    try:
+        current_request_id.reset(token)
+    except ValueError:
+        pass
 
 
 def _is_abort(error: BaseException) -> bool:

@@ -77,14 +77,16 @@ class Schema(_message.Message):
     def __init__(self, fields: _Optional[_Iterable[_Union[FieldSchema, _Mapping]]] = ...) -> None: ...
 
 class CollectionInfo(_message.Message):
-    __slots__ = ("config", "item_count", "shards")
+    __slots__ = ("config", "item_count", "shards", "quarantine")
     CONFIG_FIELD_NUMBER: _ClassVar[int]
     ITEM_COUNT_FIELD_NUMBER: _ClassVar[int]
     SHARDS_FIELD_NUMBER: _ClassVar[int]
+    QUARANTINE_FIELD_NUMBER: _ClassVar[int]
     config: CollectionConfig
     item_count: int
     shards: _containers.RepeatedCompositeFieldContainer[ShardInfo]
-    def __init__(self, config: _Optional[_Union[CollectionConfig, _Mapping]] = ..., item_count: _Optional[int] = ..., shards: _Optional[_Iterable[_Union[ShardInfo, _Mapping]]] = ...) -> None: ...
+    quarantine: str
+    def __init__(self, config: _Optional[_Union[CollectionConfig, _Mapping]] = ..., item_count: _Optional[int] = ..., shards: _Optional[_Iterable[_Union[ShardInfo, _Mapping]]] = ..., quarantine: _Optional[str] = ...) -> None: ...
 
 class ShardInfo(_message.Message):
     __slots__ = ("shard", "item_count", "trained")

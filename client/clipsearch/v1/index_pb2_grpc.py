@@ -101,7 +101,8 @@ class IndexServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def DescribeCollection(self, request, context):
-        """NOT_FOUND for an unknown collection.
+        """NOT_FOUND for an unknown collection. A quarantined collection is described (with
+        CollectionInfo.quarantine set), not refused.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

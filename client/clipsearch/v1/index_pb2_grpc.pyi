@@ -39,7 +39,9 @@ class IndexServiceStub:
     """
     ListCollections: _grpc.UnaryUnaryMultiCallable[_index_pb2.ListCollectionsRequest, _index_pb2.ListCollectionsResponse]
     DescribeCollection: _grpc.UnaryUnaryMultiCallable[_index_pb2.DescribeCollectionRequest, _index_pb2.DescribeCollectionResponse]
-    """NOT_FOUND for an unknown collection."""
+    """NOT_FOUND for an unknown collection. A quarantined collection is described (with
+    CollectionInfo.quarantine set), not refused.
+    """
     DropCollection: _grpc.UnaryUnaryMultiCallable[_index_pb2.DropCollectionRequest, _index_pb2.DropCollectionResponse]
     """Deletes a collection and its data. NOT_FOUND unless `missing_ok`."""
     AddFields: _grpc.UnaryUnaryMultiCallable[_index_pb2.AddFieldsRequest, _index_pb2.AddFieldsResponse]
@@ -71,7 +73,9 @@ class IndexServiceAsyncStub(IndexServiceStub):
     """
     ListCollections: _aio.UnaryUnaryMultiCallable[_index_pb2.ListCollectionsRequest, _index_pb2.ListCollectionsResponse]  # type: ignore[assignment]
     DescribeCollection: _aio.UnaryUnaryMultiCallable[_index_pb2.DescribeCollectionRequest, _index_pb2.DescribeCollectionResponse]  # type: ignore[assignment]
-    """NOT_FOUND for an unknown collection."""
+    """NOT_FOUND for an unknown collection. A quarantined collection is described (with
+    CollectionInfo.quarantine set), not refused.
+    """
     DropCollection: _aio.UnaryUnaryMultiCallable[_index_pb2.DropCollectionRequest, _index_pb2.DropCollectionResponse]  # type: ignore[assignment]
     """Deletes a collection and its data. NOT_FOUND unless `missing_ok`."""
     AddFields: _aio.UnaryUnaryMultiCallable[_index_pb2.AddFieldsRequest, _index_pb2.AddFieldsResponse]  # type: ignore[assignment]
@@ -118,7 +122,9 @@ class IndexServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _index_pb2.DescribeCollectionRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_index_pb2.DescribeCollectionResponse, _abc.Awaitable[_index_pb2.DescribeCollectionResponse]]:
-        """NOT_FOUND for an unknown collection."""
+        """NOT_FOUND for an unknown collection. A quarantined collection is described (with
+        CollectionInfo.quarantine set), not refused.
+        """
 
     @_abc_1.abstractmethod
     def DropCollection(

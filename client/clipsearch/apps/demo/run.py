@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -83,6 +84,7 @@ def start_service(state: Path, name: str, address: str, flags: list[str]) -> Non
     if check_health(address, timeout_s=2) == "SERVING":
         print(f"      {name} already serving at {address}")
         return
+    check_port_free(name, address)
     argv = ["serve", name, "--host", "127.0.0.1", *flags]
     start_detached(state, name, argv, address, wait=lambda: wait_until_serving(address, timeout_s=2))
 
@@ -95,10 +97,39 @@ def start_ui(state: Path, port: int, encoder: str, index: str, image_root: Path)
     if is_answering(url):
         print(f"      ui already answering at {url}")
         return url
+    check_port_free("ui", f"127.0.0.1:{port}")
     argv = ["ui", "--host", "127.0.0.1", "--port", str(port), "--encoder", encoder, "--index", index]
     argv += ["--collection", COLLECTION, "--image-root", str(image_root)]
     start_detached(state, "ui", argv, url, wait=lambda: wait_until_answering(url, timeout_s=2))
     return url
+
+
+#: The demo's flag for each service's port (what to tell someone whose port is taken).
+PORT_FLAGS = {"encoder": "--encoder-port", "index": "--index-port", "ui": "--ui-port"}
+
+
+def check_port_free(name: str, address: str) -> None:
+    """One sentence, and no traceback, when another program holds the port the demo wants."""
+    host, _, port = address.rpartition(":")
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, int(port)))
+            return
+        except OSError:
+            pass
+    flag = PORT_FLAGS[name]
+    spare = free_port()
+    raise SystemExit(
+        f"error: the demo's {name} port {address} is in use by another program: stop it, or give the "
+        f"demo another port: make demo DEMO_ARGS='{flag} {spare}' "
+        f"(python -m clipsearch.apps.demo.run {flag} {spare})"
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def start_detached(

@@ -8,6 +8,7 @@ index calls, and their errors come back with their status codes and details.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import AsyncIterator, Iterator
 
 import grpc
@@ -23,8 +24,12 @@ from clipsearch.server.status import map_errors
 from clipsearch.types import Hit, IngestReport
 from clipsearch.v1 import search_pb2, search_pb2_grpc
 from clipsearch.wire import metadata_from_proto
+from index_service.limits import DEFAULT_LIMITS
+from index_service.limits import check_search as check_index_search
 
 DEFAULT_K = 10
+#: Parts of one hybrid query (each is one encoder input).
+MAX_HYBRID_PARTS = 64
 
 
 class SearchServicer(search_pb2_grpc.SearchServiceServicer):
@@ -86,6 +91,15 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
 def _options(options: search_pb2.SearchOptions, context: grpc.aio.ServicerContext) -> dict:
     if not options.collection:
         raise InvalidArgumentError("options.collection: must not be empty", field="options.collection")
+    # The index owns these bounds; checking them here too refuses a bad knob before the
+    # encoder does any work for it (the index checks again, with its own configured limits).
+    try:
+        params = options.params
+        check_index_search(
+            options.k or DEFAULT_K, options.offset, 1, params.ef_search, params.nprobe, DEFAULT_LIMITS
+        )
+    except InvalidArgumentError as error:
+        raise InvalidArgumentError(error.message, field=f"options.{error.field}") from None
     remaining = context.time_remaining()
     return {
         "collection": options.collection,
@@ -99,9 +113,17 @@ def _options(options: search_pb2.SearchOptions, context: grpc.aio.ServicerContex
 
 
 def _hybrid_query(parts) -> Query:
+    if len(parts) > MAX_HYBRID_PARTS:
+        raise InvalidArgumentError(
+            f"parts: at most {MAX_HYBRID_PARTS} parts in one query, got {len(parts)}", field="parts"
+        )
     query = Query()
     for i, part in enumerate(parts):
         weight = part.weight or 1.0
+        if not math.isfinite(weight):
+            raise InvalidArgumentError(
+                f"parts[{i}].weight: must be a finite number, got {weight}", field=f"parts[{i}].weight"
+            )
         kind = part.input.WhichOneof("content")
         if kind == "text":
             query = query + Query.text(part.input.text, weight)

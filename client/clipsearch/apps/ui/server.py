@@ -81,7 +81,7 @@ class PageServer:
         )
         return self
 
-    async def stop(self, grace_s: float | None = None) -> None:
+    async def stop(self, grace_s: float | None = None, *, exiting: bool = False) -> None:
         self._uvicorn.should_exit = True
         if self._task is not None:
             await self._task
