@@ -113,7 +113,8 @@ def test_bulk_ingest_on_two_nodes_then_resume(two_nodes, index, catalog, tmp_pat
     table = pq.read_table(tmp_path / "embeddings")
     assert sorted(table.column("id").to_pylist()) == sorted(ids)
     assert len(table.column("vector")[0]) == expected.shape[1]
-    assert "content_sha256" in json.loads(table.column("metadata")[0].as_py())
+    assert "title" in json.loads(table.column("metadata")[0].as_py())
+    assert all(len(key) >= 32 for key in table.column("content_key").to_pylist()), "the resume key"
 
     again = bulk_ingest(catalog, _options(index))
     assert (again.ingested, again.skipped, len(again.failed)) == (0, PRODUCTS, 2), "a re-run resumes"

@@ -72,7 +72,7 @@ class BulkIngestOptions:
     loaders: int = 1
     batch_size: int = 64
     resume: bool = True
-    #: Also write the embeddings here as Parquet files (id, vector, metadata).
+    #: Also write the embeddings here as Parquet files (id, vector, metadata, content_key).
     embeddings_dir: str | None = None
     #: Items per Ray block read from the catalog (the unit of scheduling and of retry).
     block_rows: int = 512
@@ -194,7 +194,13 @@ class LoadBatch:
             )
             status[ready] = INGESTED
             if self.embeddings_dir:
-                self._write_parquet(self.embeddings_dir, ids, vectors, [batch["metadata"][i] for i in ready])
+                self._write_parquet(
+                    self.embeddings_dir,
+                    ids,
+                    vectors,
+                    [batch["metadata"][i] for i in ready],
+                    [str(batch["content_key"][i]) for i in ready],
+                )
         return {
             "row": batch["row"],
             "id": batch["id"],
@@ -205,8 +211,10 @@ class LoadBatch:
         }
 
     def _write_parquet(
-        self, directory: str, ids: list[str], vectors: np.ndarray, metadata: list[str]
+        self, directory: str, ids: list[str], vectors: np.ndarray, metadata: list[str], keys: list[str]
     ) -> None:
+        """One Parquet file per batch: id, vector, metadata (JSON) and the resume key, so the
+        embeddings can be loaded elsewhere without re-encoding and still resume."""
         import pyarrow as pa
         import pyarrow.parquet as pq
 
@@ -215,6 +223,7 @@ class LoadBatch:
                 "id": ids,
                 "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), vectors.shape[1]),
                 "metadata": metadata,
+                "content_key": keys,
             }
         )
         os.makedirs(directory, exist_ok=True)

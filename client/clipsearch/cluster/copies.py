@@ -57,6 +57,9 @@ class ShardCopy:
     def do_describe(self, name: str) -> CollectionInfo:
         return self.engine.collection(name).info()
 
+    def do_add_fields(self, name: str, fields: list[Any]) -> CollectionInfo:
+        return self.engine.collection(name).add_fields(fields)
+
     def do_upsert(
         self,
         name: str,

@@ -132,6 +132,10 @@ class Ingress:
         s = self.index_servicer
         return await self._unary(s.DropCollection, request, grpc_context, index_pb2.DropCollectionResponse())
 
+    async def AddFields(self, request: Any, grpc_context: Any) -> Any:
+        s = self.index_servicer
+        return await self._unary(s.AddFields, request, grpc_context, index_pb2.AddFieldsResponse())
+
     async def Upsert(self, request: Any, grpc_context: Any) -> Any:
         return await self._unary(
             self.index_servicer.Upsert, request, grpc_context, index_pb2.UpsertResponse()

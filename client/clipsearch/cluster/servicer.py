@@ -15,6 +15,7 @@ from clipsearch.cluster.router import GroupUnavailable, ShardRouter
 from clipsearch.errors import InvalidArgumentError, UnavailableError
 from clipsearch.server.status import map_errors
 from clipsearch.v1 import index_pb2
+from clipsearch.wire import fields_from_proto
 from index_service import convert
 from index_service.collection import check_found, check_id, check_search
 from index_service.config import CollectionInfo, SearchParams, ShardStats
@@ -62,6 +63,13 @@ class ClusterIndexServicer:
         every = {g: (request.collection, request.missing_ok) for g in range(self.router.num_groups)}
         dropped = await self.router.write_groups("drop", every)
         return index_pb2.DropCollectionResponse(dropped=any(dropped.values()))
+
+    @map_errors
+    async def AddFields(self, request: index_pb2.AddFieldsRequest, context: Any) -> Any:
+        fields = fields_from_proto(list(request.fields), "fields")
+        every = {g: (request.collection, fields) for g in range(self.router.num_groups)}
+        infos = await self.router.write_groups("add_fields", every)
+        return index_pb2.AddFieldsResponse(collection=convert.info_to_proto(_combined(list(infos.values()))))
 
     @map_errors
     async def Upsert(self, request: index_pb2.UpsertRequest, context: Any) -> Any:
