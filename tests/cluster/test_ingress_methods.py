@@ -6,9 +6,9 @@ import pytest
 
 pytest.importorskip("ray")
 
-from clipsearch.cluster.ingress import Ingress  # noqa: E402
-from clipsearch.cluster.servicer import ClusterIndexServicer  # noqa: E402
-from clipsearch.v1 import encoder_pb2, index_pb2  # noqa: E402
+from clipsearch.cluster.ingress import Ingress
+from clipsearch.cluster.servicer import ClusterIndexServicer
+from clipsearch.v1 import encoder_pb2, index_pb2
 
 pytestmark = pytest.mark.unit
 
