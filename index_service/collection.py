@@ -14,7 +14,7 @@ import math
 import shutil
 import threading
 import time
-from collections.abc import Container, Iterable, Mapping, Sequence
+from collections.abc import Container, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, replace
 from operator import itemgetter
@@ -32,13 +32,14 @@ from clipsearch.errors import (
     ResourceExhaustedError,
 )
 from clipsearch.schema import Field, FieldType, Schema, infer_from_values
-from index_service import filters, limits, quarantine, snapshots, topk
+from index_service import cursors, filters, limits, quarantine, snapshots, topk
 from index_service.config import (
     MAX_CONTENT_KEY_BYTES,
     MAX_ID_BYTES,
     CollectionConfig,
     CollectionInfo,
     Hit,
+    HitGroup,
     MetadataValue,
     Metric,
     SearchParams,
@@ -46,12 +47,12 @@ from index_service.config import (
     StoredItem,
     WriteResult,
 )
-from index_service.filters import Filter
+from index_service.filters import Filter, evaluate
 from index_service.kinds import IndexKind, index_labels
 from index_service.limits import DEFAULT_LIMITS, IndexLimits
 from index_service.rows import RowTable, encode_metadata
 from index_service.shard import Candidate, Shard
-from index_service.store import Change, ShardRows, Store
+from index_service.store import Change, ShardRows, Store, StoredRow
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,16 @@ MAX_K = limits.MAX_K
 MAX_OFFSET = limits.MAX_OFFSET
 MAX_QUERIES = limits.MAX_QUERIES
 STORE_FILE = "store.sqlite"
+#: Hits one grouped search keeps per group.
+MAX_GROUP_SIZE = 100
+#: A grouped search first asks for this many candidates per wanted group (then 4x more).
+GROUP_WIDEN = 4
+#: Scroll: items per page by default and at most, rows read from the store per query, and
+#: rows one call reads at most (a selective filter returns a short page, not a long call).
+SCROLL_DEFAULT_LIMIT = 100
+SCROLL_MAX_LIMIT = 10_000
+SCROLL_BATCH = 1_000
+SCROLL_SCAN_ROWS = 100_000
 
 
 @dataclass(frozen=True)
@@ -175,8 +186,12 @@ class Collection:
         *,
         model_fingerprint: str = "",
         content_keys: Sequence[str] | None = None,
+        groups: Sequence[str] | None = None,
     ) -> WriteResult:
         """Inserts or replaces items; returns once the write is durable. The last of repeated ids wins.
+
+        ``groups`` names the product each item is one vector of (an image, or its text); a
+        grouped search returns distinct groups.
 
         Metadata is checked against the schema (INVALID_ARGUMENT naming ``items[i].metadata.<field>``);
         an empty collection without one takes its schema from this write's values.
@@ -185,12 +200,16 @@ class Collection:
         self._check_fingerprint(model_fingerprint)
         metadata = list(metadata) if metadata is not None else [{}] * len(ids)
         keys = list(content_keys) if content_keys is not None else [""] * len(ids)
-        if not len(vectors) == len(ids) == len(metadata) == len(keys):
+        group_of = list(groups) if groups is not None else [""] * len(ids)
+        if not len(vectors) == len(ids) == len(metadata) == len(keys) == len(group_of):
             raise InvalidArgumentError("ids, vectors and metadata must have the same length", field="items")
         limits.check_batch(len(ids), "items", self.options.limits)
         limits.check_metadata(metadata, self.options.limits)
         for i, item_id in enumerate(ids):
             check_id(item_id, f"items[{i}].id")
+        for i, group in enumerate(group_of):
+            if group:
+                check_id(group, f"items[{i}].group")
         for i, key in enumerate(keys):
             if len(key) > MAX_CONTENT_KEY_BYTES:
                 raise InvalidArgumentError(
@@ -214,8 +233,9 @@ class Collection:
             matrix = matrix[order]
             encoded = [encoded[i] for i in order]
             keys = [keys[i] for i in order]
+            group_of = [group_of[i] for i in order]
             shards = [shard_of(item_id, len(self.shards)) for item_id in ids]
-            change = self.store.upsert(ids, shards, matrix, encoded, keys, config=grown)
+            change = self.store.upsert(ids, shards, matrix, encoded, keys, group_of, config=grown)
             try:
                 if grown is not None:
                     self._set_config(grown)
@@ -230,26 +250,131 @@ class Collection:
                     matrix,
                     ids,
                     encoded,
+                    group_of,
                 )
+                self._apply_in_place(change, encoded, group_of)
             except Exception as error:
                 self._recover(error, undo=change)
         return WriteResult(len(ids), change.sequence)
 
-    def delete(self, ids: Sequence[str]) -> WriteResult:
-        """Deletes the ids that exist; returns how many did."""
-        self._check_open()
-        limits.check_batch(len(ids), "ids", self.options.limits)
-        for i, item_id in enumerate(ids):
-            check_id(item_id, f"ids[{i}]")
+    def delete(
+        self,
+        ids: Sequence[str] = (),
+        *,
+        groups: Sequence[str] = (),
+        filter_: Filter | None = None,
+        dry_run: bool = False,
+    ) -> WriteResult:
+        """Deletes the ids that exist, every item of ``groups`` and the items ``filter_`` selects;
+        returns how many went (with ``dry_run``: would go, and nothing is deleted)."""
+        self._check_selection(ids, groups, filter_)
         with self._write_mutex:
             self._check_open()
-            change = self.store.delete(ids)
+            chosen = self._selected(ids, groups, filter_)
+            if dry_run or not chosen:
+                return WriteResult(len(chosen), self.store.last_seq)
+            change = self.store.delete(chosen)
             empty = np.zeros(0, dtype=np.int64)
             try:
-                self._apply(change.sequence, change.removed, empty, empty, empty, None, [], [])
+                self._apply(change.sequence, change.removed, empty, empty, empty, None, [], [], [])
             except Exception as error:
                 self._recover(error, undo=None)  # the delete stands; the shards are reloaded with it
         return WriteResult(change.count, change.sequence)
+
+    def update_metadata(
+        self,
+        ids: Sequence[str] = (),
+        *,
+        groups: Sequence[str] = (),
+        filter_: Filter | None = None,
+        set_: Mapping[str, MetadataValue] | None = None,
+        unset: Sequence[str] = (),
+        dry_run: bool = False,
+    ) -> WriteResult:
+        """Sets and removes metadata fields of the chosen items, leaving their vectors alone.
+
+        Checked against the schema (errors name ``set.<field>`` or ``unset[i]``). Returns how
+        many items changed; items that already hold what is asked are not rewritten.
+        """
+        set_ = dict(set_ or {})
+        self._check_selection(ids, groups, filter_)
+        if not set_ and not unset:
+            raise InvalidArgumentError("set and unset are both empty: nothing to change", field="set")
+        for i, name in enumerate(unset):
+            if not name or name in set_ or len(name.encode("utf-8", "surrogatepass")) > 128:
+                why = (
+                    "must not be empty"
+                    if not name
+                    else "is also in set"
+                    if name in set_
+                    else "is over 128 bytes"
+                )
+                raise InvalidArgumentError(f"unset[{i}]: {name[:40]!r} {why}", field=f"unset[{i}]")
+        limits.check_batch(len(unset), "unset", self.options.limits)
+        limits.check_metadata([set_], self.options.limits)
+        with self._write_mutex:
+            self._check_open()
+            schema = self.schema
+            if schema is not None:
+                set_ = schema.check_metadata(set_, "set")
+                for i, name in enumerate(unset):
+                    if schema.get(name) is None:
+                        raise schema.unknown_field(name, f"unset[{i}]")
+            else:
+                set_ = _legacy(set_, 0, where="set")
+            chosen = self._selected(ids, groups, filter_)
+            current = self.store.metadata_of(chosen)
+            updated = {}
+            for item_id, text in current.items():
+                merged = {**json.loads(text), **set_}
+                for name in unset:
+                    merged.pop(name, None)
+                new_text = encode_metadata(merged)
+                if new_text != text:
+                    updated[item_id] = new_text
+            limits.check_stored_metadata(list(updated.values()), self.options.limits)
+            if dry_run or not updated:
+                return WriteResult(len(updated), self.store.last_seq)
+            change = self.store.update_metadata(updated)
+            try:
+                by_shard: dict[int, tuple[list[int], list[str]]] = {}
+                for shard_number, label, text in change.changed:
+                    labels, texts = by_shard.setdefault(shard_number, ([], []))
+                    labels.append(label)
+                    texts.append(text)
+                for shard in self.shards:
+                    if shard.number in by_shard:
+                        labels, texts = by_shard[shard.number]
+                        shard.update_metadata(change.sequence, np.asarray(labels, dtype=np.int64), texts)
+                    else:
+                        shard.applied_seq = change.sequence
+            except Exception as error:
+                self._recover(error, undo=None)  # the update stands; the shards are reloaded with it
+        return WriteResult(len(change.changed), change.sequence)
+
+    def _check_selection(self, ids: Sequence[str], groups: Sequence[str], filter_: Filter | None) -> None:
+        self._check_open()
+        limits.check_batch(len(ids), "ids", self.options.limits)
+        limits.check_batch(len(groups), "groups", self.options.limits)
+        for i, item_id in enumerate(ids):
+            check_id(item_id, f"ids[{i}]")
+        for i, group in enumerate(groups):
+            check_id(group, f"groups[{i}]")
+        if filter_ is not None:
+            self._check_filter(filter_)
+
+    def _selected(self, ids: Sequence[str], groups: Sequence[str], filter_: Filter | None) -> list[str]:
+        """The existing items among ``ids``, of ``groups`` and matching ``filter_``, each once."""
+        chosen = dict.fromkeys(self.store.existing(ids))
+        chosen.update(dict.fromkeys(self.store.ids_of_groups(groups)))
+        if filter_ is not None:
+            for shard in self.shards:
+                chosen.update(dict.fromkeys(shard.matching_ids(filter_)))
+        return list(chosen)
+
+    def _check_filter(self, filter_: Filter) -> None:
+        """INVALID_ARGUMENT naming the condition that names an unknown field or the wrong type."""
+        filters.check(filter_, self.schema, self._observed_kinds() if self.schema is None else {})
 
     def _apply(
         self,
@@ -261,6 +386,7 @@ class Collection:
         matrix: np.ndarray | None,
         ids: list[str],
         metadata: list[str],
+        groups: list[str],
     ) -> None:
         removed_by_shard: dict[int, list[int]] = {}
         for shard_number, label in removed:
@@ -279,7 +405,23 @@ class Collection:
                 matrix[picked] if matrix is not None else np.zeros((0, self.config.dimension), np.float32),
                 [ids[i] for i in picked],
                 [metadata[i] for i in picked],
+                [groups[i] for i in picked],
             )
+
+    def _apply_in_place(self, change: Change, metadata: list[str], groups: list[str]) -> None:
+        """Rows an upsert updated in place (same vector): new metadata and group, same label."""
+        by_shard: dict[int, list[tuple[int, int]]] = {}
+        for shard_number, label, position in change.in_place:
+            by_shard.setdefault(shard_number, []).append((label, position))
+        for shard in self.shards:
+            rows = by_shard.get(shard.number)
+            if rows:
+                shard.update_metadata(
+                    change.sequence,
+                    np.asarray([label for label, _ in rows], dtype=np.int64),
+                    [metadata[p] for _, p in rows],
+                    [groups[p] for _, p in rows],
+                )
 
     def _recover(self, error: Exception, *, undo: Change | None) -> NoReturn:
         """A committed write could not be applied to the shards: undo it, reload, refuse the call.
@@ -345,10 +487,61 @@ class Collection:
         for item_id in ids:
             if item_id not in found:
                 continue
-            blob, meta, key = found[item_id]
-            vector = np.frombuffer(blob, dtype="<f4").astype(np.float32) if include_vectors else None
-            items.append(StoredItem(item_id, json.loads(meta), vector, key))
+            items.append(_stored_item(found[item_id], include_vectors))
         return items
+
+    def count(self, filter_: Filter | None = None) -> int:
+        """How many items the filter selects (all of them without one)."""
+        self._check_open()
+        if filter_ is not None:
+            self._check_filter(filter_)
+        return sum(shard.count(filter_) for shard in self.shards)
+
+    def scroll(
+        self,
+        *,
+        filter_: Filter | None = None,
+        limit: int = 0,
+        cursor: str = "",
+        include_vectors: bool = False,
+    ) -> tuple[list[StoredItem], str]:
+        """A page of items in id order after ``cursor``, and the cursor of the next page ("" at the end).
+
+        Pages follow ids, not positions, so writes between pages move nothing: every item that
+        exists from the first page to the last comes exactly once. One call reads at most
+        ``SCROLL_SCAN_ROWS`` rows, so a page of a selective filter may hold fewer than ``limit``
+        items; only an empty next cursor means the end.
+        """
+        self._check_open()
+        limit = limit or SCROLL_DEFAULT_LIMIT
+        if not 1 <= limit <= SCROLL_MAX_LIMIT:
+            raise InvalidArgumentError(
+                f"limit must be in [1, {SCROLL_MAX_LIMIT}], got {limit}", field="limit"
+            )
+        if filter_ is not None:
+            self._check_filter(filter_)
+        after = cursors.decode(cursor, self.config.name)
+        folded = self.schema.folded() if self.schema is not None else frozenset()
+        items: list[StoredItem] = []
+        scanned = 0
+        while scanned < SCROLL_SCAN_ROWS:
+            batch = self.store.scroll(after, min(SCROLL_BATCH, SCROLL_SCAN_ROWS - scanned))
+            if filter_ is not None and batch:
+                table = RowTable(folded)
+                table.append(np.arange(len(batch)), [r.id for r in batch], [r.metadata for r in batch])
+                keep = evaluate(filter_, table)
+            else:
+                keep = np.ones(len(batch), dtype=bool)
+            for row, kept in zip(batch, keep.tolist(), strict=True):
+                after = row.id
+                if kept:
+                    items.append(_stored_item(row, include_vectors))
+                    if len(items) == limit:
+                        return items, cursors.encode(self.config.name, after)
+            scanned += len(batch)
+            if len(batch) < SCROLL_BATCH:
+                return items, ""
+        return items, cursors.encode(self.config.name, after)
 
     # -- the schema --------------------------------------------------------------------------
 
@@ -439,6 +632,33 @@ class Collection:
         )
         return [top_hits(row, k, offset=offset) for row in parts]
 
+    def search_groups(
+        self,
+        queries: Sequence[np.ndarray] | np.ndarray,
+        k: int,
+        group_size: int,
+        *,
+        offset: int = 0,
+        filter_: Filter | None = None,
+        params: SearchParams | None = None,
+        model_fingerprint: str = "",
+    ) -> list[list[HitGroup]]:
+        """The best ``k`` distinct groups (products) after ``offset`` per query, each with its best
+        ``group_size`` hits; the search widens until it has them or has seen every item."""
+        params = params or SearchParams()
+        check_search(k, offset, len(queries), params, self.options.limits)
+        check_group_size(group_size)
+        total = sum(shard.rows.live for shard in self.shards)
+        results: list[list[HitGroup]] = []
+        for width in group_widths(k + offset, group_size, total):
+            parts = self.candidates(
+                queries, width, filter_=filter_, params=params, model_fingerprint=model_fingerprint
+            )
+            results, short = pick_groups(parts, k, offset, group_size)
+            if not short:
+                break
+        return results
+
     def candidates(
         self,
         queries: Sequence[np.ndarray] | np.ndarray,
@@ -456,7 +676,7 @@ class Collection:
         self._check_open()
         self._check_fingerprint(model_fingerprint)
         if filter_ is not None:
-            filters.check(filter_, self.schema, self._observed_kinds() if self.schema is None else {})
+            self._check_filter(filter_)
         if not 1 <= width <= MAX_K + MAX_OFFSET:
             raise InvalidArgumentError(
                 f"k + offset must be in [1, {MAX_K + MAX_OFFSET}], got {width}", field="k"
@@ -501,7 +721,9 @@ class Collection:
                 raise InvalidArgumentError(
                     f"{field.format(bad)}: a zero vector has no cosine similarity", field=field.format(bad)
                 )
-            matrix = matrix / norms
+            # A vector already of unit length is kept bit for bit, so writing back a stored
+            # vector (a metadata change) leaves it equal and the item is updated in place.
+            matrix = (matrix / np.where(np.abs(norms - 1.0) <= 1e-6, 1.0, norms)).astype(np.float32)
         return np.ascontiguousarray(matrix, dtype=np.float32)
 
     # -- maintenance (the engine's background thread) ----------------------------------------
@@ -577,6 +799,20 @@ class Collection:
             time.monotonic() - started,
         )
 
+    def backup_to(self, folder: Path) -> tuple[int, int]:
+        """Copies the shards' newest snapshots, then the store (online), into ``folder``:
+        (items, sequence) of the copy. Maintenance waits meanwhile; writes and searches go on.
+        See index_service/backup.py for why this order is consistent."""
+        self._check_open()
+        with self._maintenance_mutex:
+            for shard in self.shards:
+                for _, file in snapshots.listing(_shard_dir(self.path, shard.number))[:1]:
+                    target = folder / file.parent.name / file.name
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(file, target)
+            folder.mkdir(parents=True, exist_ok=True)
+            return self.store.backup_to(folder / STORE_FILE)
+
     def drop_files(self, trash: Path) -> None:
         """Moves the collection's directory aside (atomic), then deletes it."""
         self.path.rename(trash)
@@ -622,7 +858,7 @@ def _load_shard(
         labels, vectors = store.vectors(missing, kind.dimension)
         index.add_with_ids(vectors, labels)
     table = RowTable(folded)
-    table.append(rows.labels, rows.ids, rows.metadata)
+    table.append(rows.labels, rows.ids, rows.metadata, rows.groups)
     shard = Shard(number, kind, index, table, dead_in_index=0)
     if len(dead):
         if shard.removable:
@@ -658,9 +894,9 @@ def check_id(item_id: str, field: str) -> None:
         raise InvalidArgumentError(f"{field}: ids are at most {MAX_ID_BYTES} bytes, got {size}", field=field)
 
 
-def _legacy(metadata: Mapping[str, MetadataValue], i: int) -> dict[str, MetadataValue]:
+def _legacy(metadata: Mapping[str, MetadataValue], i: int, where: str = "") -> dict[str, MetadataValue]:
     """Values for a collection made before schemas: any supported type, checked for shape."""
-    where = f"items[{i}].metadata"
+    where = where or f"items[{i}].metadata"
     checked: dict[str, MetadataValue] = {}
     for key, value in metadata.items():
         if not key:
@@ -691,4 +927,68 @@ def check_search(
 def top_hits(candidates: Iterable[Candidate], k: int, *, offset: int = 0) -> list[Hit]:
     """The page of hits that :func:`index_service.topk.best` picks from shard candidates."""
     chosen = topk.best(candidates, k, offset=offset, score=itemgetter(0), id=itemgetter(1))
-    return [Hit(item_id, score, json.loads(metadata)) for score, item_id, metadata in chosen]
+    return [_hit(candidate) for candidate in chosen]
+
+
+def _hit(candidate: Candidate) -> Hit:
+    score, item_id, metadata, group = candidate
+    return Hit(item_id, score, json.loads(metadata), group)
+
+
+def check_group_size(size: int) -> None:
+    if not 1 <= size <= MAX_GROUP_SIZE:
+        raise InvalidArgumentError(
+            f"group_by.size must be in [1, {MAX_GROUP_SIZE}], got {size}", field="group_by.size"
+        )
+
+
+def group_widths(wanted: int, group_size: int, total: int) -> Iterator[int]:
+    """Candidates per query a grouped search asks for, widening until ``wanted`` groups are
+    found (the caller stops) or every one of ``total`` items was asked for (or the cap of one
+    search, MAX_K + MAX_OFFSET). Products with many close vectors need the wider rounds."""
+    cap = MAX_K + MAX_OFFSET
+    width = min(max(wanted * GROUP_WIDEN, 2 * wanted * group_size), cap)
+    yield width
+    while width < min(total, cap):
+        width = min(width * 4, cap)
+        yield width
+
+
+def pick_groups(
+    parts: list[list[Candidate]], k: int, offset: int, group_size: int
+) -> tuple[list[list[HitGroup]], bool]:
+    """(the page of groups of every query, whether a query found fewer than ``k + offset``).
+
+    ``parts``: each query's candidates, unmerged (a collection's shards or a cluster's groups).
+    A group's rank is its best hit's (ties: the hit's id), so the groups and their best hits
+    are those of an exhaustive search (over what the index returns). A group's further hits
+    are its best among the candidates looked at: a group may show fewer than ``group_size``
+    even when it has more (as Qdrant's groups API; docs/sdk.md).
+    """
+    wanted = k + offset
+    results = [_groups_of(part, wanted, group_size) for part in parts]
+    short = any(len(groups) < wanted for groups in results)
+    return [groups[offset:wanted] for groups in results], short
+
+
+def _groups_of(candidates: list[Candidate], wanted: int, group_size: int) -> list[HitGroup]:
+    """The first ``wanted`` complete groups of the candidates in top-k order."""
+    ordered = topk.best(candidates, len(candidates), score=itemgetter(0), id=itemgetter(1))
+    members: dict[str, list[Hit]] = {}
+    for candidate in ordered:
+        key = candidate[3] or candidate[1]
+        hits = members.get(key)
+        if hits is None:
+            if len(members) == wanted:
+                continue  # a group further down: only the chosen groups still fill up
+            hits = members[key] = []
+        if len(hits) < group_size:
+            hits.append(_hit(candidate))
+    return [HitGroup(key, tuple(hits)) for key, hits in members.items()]
+
+
+def _stored_item(row: StoredRow, include_vectors: bool) -> StoredItem:
+    vector = None
+    if include_vectors and row.vector is not None:
+        vector = np.frombuffer(row.vector, dtype="<f4").astype(np.float32)
+    return StoredItem(row.id, json.loads(row.metadata), vector, row.content_key, row.group)

@@ -134,6 +134,8 @@ class CollectionInfo:
     shards: tuple[ShardStats, ...]
     #: Why the collection is set aside (index_service/quarantine.py); empty when it serves.
     quarantine: str = ""
+    #: The aliases pointing at it (index_service/aliases.py).
+    aliases: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -142,6 +144,8 @@ class StoredItem:
     metadata: dict[str, MetadataValue]
     vector: Any = None  # np.ndarray when asked for
     content_key: str = ""
+    #: The product the item is one vector of ("" for none).
+    group: str = ""
 
 
 @dataclass(frozen=True)
@@ -149,6 +153,15 @@ class Hit:
     id: str
     score: float
     metadata: dict[str, MetadataValue] = field(default_factory=dict)
+    group: str = ""
+
+
+@dataclass(frozen=True)
+class HitGroup:
+    """One product of a grouped search: its key (the items' group, else the id) and best hits."""
+
+    group: str
+    hits: tuple[Hit, ...]
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import cast
 
 from clipsearch.errors import InvalidArgumentError
@@ -21,7 +22,15 @@ from clipsearch.wire import (
     vector_to_proto,
 )
 from index_service import filters, limits
-from index_service.config import CollectionConfig, CollectionInfo, Hit, MetadataValue, Metric, StoredItem
+from index_service.config import (
+    CollectionConfig,
+    CollectionInfo,
+    Hit,
+    HitGroup,
+    MetadataValue,
+    Metric,
+    StoredItem,
+)
 
 
 def config_from_proto(message: index_pb2.CollectionConfig) -> CollectionConfig:
@@ -61,6 +70,7 @@ def info_to_proto(info: CollectionInfo) -> index_pb2.CollectionInfo:
             for s in info.shards
         ],
         quarantine=info.quarantine,
+        aliases=list(info.aliases),
     )
 
 
@@ -93,14 +103,25 @@ def _scalar(message: types_pb2.MetadataValue, where: str) -> filters.Value:
     return value
 
 
-def items_from_proto(
-    items: list[index_pb2.Item],
-) -> tuple[list[str], list, list[dict[str, MetadataValue]], list[str]]:
-    """(ids, vectors, metadata, content keys) of the items, in order."""
-    ids = [item.id for item in items]
-    vectors = [vector_from_proto(item.vector, field=f"items[{i}].vector") for i, item in enumerate(items)]
-    metadata = [metadata_from_proto(item.metadata, f"items[{i}].metadata") for i, item in enumerate(items)]
-    return ids, vectors, metadata, [item.content_key for item in items]
+@dataclass(frozen=True)
+class Items:
+    """The columns of an Upsert's items, in order."""
+
+    ids: list[str]
+    vectors: list
+    metadata: list[dict[str, MetadataValue]]
+    content_keys: list[str]
+    groups: list[str]
+
+
+def items_from_proto(items: list[index_pb2.Item]) -> Items:
+    return Items(
+        ids=[item.id for item in items],
+        vectors=[vector_from_proto(item.vector, field=f"items[{i}].vector") for i, item in enumerate(items)],
+        metadata=[metadata_from_proto(item.metadata, f"items[{i}].metadata") for i, item in enumerate(items)],
+        content_keys=[item.content_key for item in items],
+        groups=[item.group for item in items],
+    )
 
 
 def queries_from_proto(queries: list) -> list:
@@ -109,7 +130,7 @@ def queries_from_proto(queries: list) -> list:
 
 def item_to_proto(item: StoredItem) -> index_pb2.Item:
     message = index_pb2.Item(
-        id=item.id, metadata=metadata_to_proto(item.metadata), content_key=item.content_key
+        id=item.id, metadata=metadata_to_proto(item.metadata), content_key=item.content_key, group=item.group
     )
     if item.vector is not None:
         message.vector.CopyFrom(vector_to_proto(item.vector))
@@ -117,7 +138,17 @@ def item_to_proto(item: StoredItem) -> index_pb2.Item:
 
 
 def hit_to_proto(hit: Hit) -> index_pb2.Hit:
-    return index_pb2.Hit(id=hit.id, score=hit.score, metadata=metadata_to_proto(hit.metadata))
+    return index_pb2.Hit(
+        id=hit.id, score=hit.score, metadata=metadata_to_proto(hit.metadata), group=hit.group
+    )
+
+
+def groups_to_proto(groups: list[HitGroup]) -> index_pb2.QueryResult:
+    """A grouped query's result: each group's best hit in ``hits``, and the groups whole."""
+    return index_pb2.QueryResult(
+        hits=[hit_to_proto(g.hits[0]) for g in groups],
+        groups=[index_pb2.HitGroup(group=g.group, hits=[hit_to_proto(h) for h in g.hits]) for g in groups],
+    )
 
 
 def filter_from_proto(message: index_pb2.Filter, where: str = "filter") -> filters.Filter:

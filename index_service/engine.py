@@ -22,13 +22,19 @@ import threading
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import faiss
 
-from clipsearch.errors import AlreadyExistsError, NotFoundError
+from clipsearch.errors import (
+    AlreadyExistsError,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    NotFoundError,
+)
 from index_service import datadir, limits, quarantine, snapshots
+from index_service.aliases import Alias, AliasTable
 from index_service.collection import STORE_FILE, Collection, CollectionOptions
 from index_service.config import CollectionConfig, CollectionInfo, check_name
 from index_service.kinds import IndexKind
@@ -71,6 +77,7 @@ class Engine:
         except BlockingIOError:
             self._lock_file.close()
             raise DataDirLockedError(f"{self.root} is in use by another index server") from None
+        self.aliases = AliasTable(self.root)
         #: Set (with the reason) once the data directory was removed or replaced under the server.
         self.failed: str | None = None
         #: Called (from any thread) once, when ``failed`` is set: the server turns NOT_SERVING.
@@ -114,6 +121,13 @@ class Engine:
         limits.check_schema(config.schema, self.options.collection.limits, "config.schema")
         IndexKind.describe(config.index_spec, config.dimension, config.metric)
         with self._mutex:
+            alias = self.aliases.get(config.name)
+            if alias is not None:
+                raise AlreadyExistsError(
+                    f"{config.name!r} is the name of an alias (of {alias.collection!r}); a collection "
+                    "needs a name of its own",
+                    field="config.name",
+                )
             if config.name in self._quarantined:
                 raise AlreadyExistsError(
                     f"collection {config.name!r} already exists and is quarantined "
@@ -141,8 +155,32 @@ class Engine:
             self._collections[config.name] = collection
             return collection.info()
 
-    def collection(self, name: str) -> Collection:
+    def collection(self, name: str, *, model_fingerprint: str = "") -> Collection:
+        """The collection ``name`` names, directly or as an alias.
+
+        Through an alias, a request tagged with the fingerprint of the model the alias's
+        previous collection holds (and not its current one's) reaches the previous
+        collection: clients still on the old model keep working after the swap.
+        """
+        return self._by_name(self.resolve(name, model_fingerprint=model_fingerprint))
+
+    def resolve(self, name: str, *, model_fingerprint: str = "") -> str:
+        """The collection name behind ``name`` (itself, unless it is an alias)."""
         check_name(name)
+        alias = self.aliases.get(name)
+        if alias is None or name in self._collections:
+            return name
+        if model_fingerprint and alias.previous:
+            current, previous = self._collections.get(alias.collection), self._collections.get(alias.previous)
+            if (
+                previous is not None
+                and previous.config.model_fingerprint == model_fingerprint
+                and (current is None or current.config.model_fingerprint != model_fingerprint)
+            ):
+                return alias.previous
+        return alias.collection
+
+    def _by_name(self, name: str) -> Collection:
         found = self._collections.get(name)
         if found is None:
             set_aside = self._quarantined.get(name)
@@ -153,14 +191,86 @@ class Engine:
 
     def describe(self, name: str) -> CollectionInfo:
         """A collection's settings and counts; a quarantined one's reason (it is not an error to ask)."""
-        check_name(name)
+        name = self.resolve(name)
         set_aside = self._quarantined.get(name)
-        return set_aside.info() if set_aside is not None else self.collection(name).info()
+        info = set_aside.info() if set_aside is not None else self._by_name(name).info()
+        return replace(info, aliases=tuple(self.aliases.pointing_at(name)))
 
     def list_collections(self) -> list[CollectionInfo]:
         infos = {name: c.info() for name, c in self._collections.items()}
         infos.update((name, q.info()) for name, q in self._quarantined.items())
-        return [info for _, info in sorted(infos.items())]
+        return [
+            replace(info, aliases=tuple(self.aliases.pointing_at(name)))
+            for name, info in sorted(infos.items())
+        ]
+
+    def check_name_free(self, name: str) -> None:
+        """ALREADY_EXISTS if a collection or an alias has the name."""
+        check_name(name)
+        if name in self._collections or name in self._quarantined:
+            raise AlreadyExistsError(
+                f"collection {name!r} already exists: restore under another name (rename) or drop it first",
+                field="collection",
+            )
+        alias = self.aliases.get(name)
+        if alias is not None:
+            raise AlreadyExistsError(
+                f"{name!r} is the name of an alias (of {alias.collection!r})", field="collection"
+            )
+
+    def adopt(self, folder: Path, name: str, *, expected_items: int) -> CollectionInfo:
+        """Verifies a restored collection's files (unpacked into ``tmp/``), then serves them as ``name``."""
+        store = Store(folder / STORE_FILE)
+        try:
+            if store.config is None:
+                raise InvalidArgumentError(f"data: {folder.name!r} has no collection config", field="data")
+            items = store.verify()
+            if items != expected_items:
+                raise InvalidArgumentError(
+                    f"data: {folder.name!r} holds {items} items, its manifest says {expected_items}",
+                    field="data",
+                )
+            if store.config.name != name:
+                store.rename(name)
+        finally:
+            store.close()
+        Collection.open(folder, self._pool, self.options.collection).close(snapshot=False)  # checks the rest
+        with self._mutex:
+            self.check_name_free(name)
+            final = self.root / "collections" / name
+            os.replace(folder, final)
+            snapshots.fsync_dir(final.parent)
+            collection = Collection.open(final, self._pool, self.options.collection)
+            self._collections[name] = collection
+        log.info("restored collection %r (%d items)", name, expected_items)
+        return collection.info()
+
+    # -- aliases -----------------------------------------------------------------------------
+
+    def set_alias(self, alias: str, collection: str) -> str:
+        """Points ``alias`` at ``collection`` (creating or switching it); returns the previous target."""
+        check_name(alias, "alias")
+        check_name(collection)
+        with self._mutex:
+            if alias in self._collections or alias in self._quarantined:
+                raise InvalidArgumentError(
+                    f"alias: {alias!r} is the name of a collection; an alias needs a name of its own",
+                    field="alias",
+                )
+            if collection not in self._collections:
+                pointed = self.aliases.get(collection)
+                why = f" ({collection!r} is an alias of {pointed.collection!r})" if pointed else ""
+                raise NotFoundError(f"no collection named {collection!r}{why}", field="collection")
+            previous = self.aliases.set(alias, collection)
+        log.info("alias %r -> %r (was %r)", alias, collection, previous or None)
+        return previous
+
+    def delete_alias(self, alias: str, *, missing_ok: bool = False) -> bool:
+        with self._mutex:
+            return self.aliases.delete(alias, missing_ok=missing_ok)
+
+    def list_aliases(self) -> list[Alias]:
+        return self.aliases.all()
 
     def quarantined(self) -> dict[str, str]:
         """name -> reason, of every collection that refuses calls (set aside at start, or since)."""
@@ -173,10 +283,27 @@ class Engine:
         return sorted(self._collections.items())
 
     def drop_collection(self, name: str, *, missing_ok: bool = False) -> bool:
+        """Drops a collection by its own name; refused while an alias points at it."""
         check_name(name)
         with self._mutex:
+            alias = self.aliases.get(name)
+            if alias is not None and name not in self._collections:
+                raise InvalidArgumentError(
+                    f"collection: {name!r} is an alias of {alias.collection!r}; drop collections by "
+                    "their own name (or delete the alias with DeleteAlias)",
+                    field="collection",
+                )
+            pointing = self.aliases.pointing_at(name)
+            if pointing:
+                raise FailedPreconditionError(
+                    f"collection {name!r} is what alias {', '.join(map(repr, pointing))} points at: point "
+                    "the alias at another collection (SetAlias) or delete it first",
+                    field="collection",
+                )
             collection = self._collections.pop(name, None)
             set_aside = self._quarantined.pop(name, None)
+            if collection is not None or set_aside is not None:
+                self.aliases.forget(name)
         if set_aside is not None:
             trash = self.root / "trash" / f"{name}.{uuid.uuid4().hex}"
             set_aside.path.rename(trash)

@@ -93,6 +93,21 @@ class FieldColumn:
             mask[self.list_rows[: self.pairs][self.list_codes[: self.pairs] == code]] = True
         return mask
 
+    def clear(self, rows: np.ndarray) -> None:
+        """Removes every value of ``rows`` (before they are set again by a metadata update)."""
+        if self.number is not None:
+            self.number[rows] = np.nan
+        if self.code is not None:
+            self.code[rows] = -1
+        if self.flag is not None:
+            self.flag[rows] = -1
+        if self.pairs and self.list_rows is not None and self.list_codes is not None:
+            keep = ~np.isin(self.list_rows[: self.pairs], rows)
+            kept = int(keep.sum())
+            self.list_rows[:kept] = self.list_rows[: self.pairs][keep]
+            self.list_codes[:kept] = self.list_codes[: self.pairs][keep]
+            self.pairs = kept
+
     def kinds(self, alive: np.ndarray) -> list[str]:
         """Kinds of values the live rows hold (``alive``: a mask over rows): number, string, bool, list."""
         n = len(alive)
@@ -130,13 +145,21 @@ class RowTable:
         self.alive = np.zeros(_MIN_CAPACITY, dtype=bool)
         self.ids: list[str] = []
         self.metadata: list[str] = []
+        #: The product each row is one vector of ("" for none: the row is its own group).
+        self.groups: list[str] = []
         self.columns: dict[str, FieldColumn] = {}
 
     @property
     def capacity(self) -> int:
         return len(self.labels)
 
-    def append(self, labels: np.ndarray, ids: Sequence[str], metadata_json: Sequence[str]) -> None:
+    def append(
+        self,
+        labels: np.ndarray,
+        ids: Sequence[str],
+        metadata_json: Sequence[str],
+        groups: Sequence[str] | None = None,
+    ) -> None:
         """Adds live rows; ``labels`` must be increasing and above every label already here."""
         count = len(labels)
         if count == 0:
@@ -149,12 +172,30 @@ class RowTable:
         self.alive[start : start + count] = True
         self.ids.extend(ids)
         self.metadata.extend(metadata_json)
-        for offset, text in enumerate(metadata_json):
-            if text != "{}":
-                for key, value in json.loads(text).items():
-                    self._column(key).set(start + offset, value, self.capacity)
+        self.groups.extend(groups if groups is not None else [""] * count)
+        self._set_values(range(start, start + count), metadata_json)
         self.n += count
         self.live += count
+
+    def update(
+        self, rows: np.ndarray, metadata_json: Sequence[str], groups: Sequence[str] | None = None
+    ) -> None:
+        """Replaces the metadata (and groups, if given) of ``rows`` in place; labels stay."""
+        rows = np.asarray(rows, dtype=np.int64)
+        for column in self.columns.values():
+            column.clear(rows)
+        for row, text in zip(rows.tolist(), metadata_json, strict=True):
+            self.metadata[row] = text
+        if groups is not None:
+            for row, group in zip(rows.tolist(), groups, strict=True):
+                self.groups[row] = group
+        self._set_values(rows.tolist(), metadata_json)
+
+    def _set_values(self, rows: Sequence[int], metadata_json: Sequence[str]) -> None:
+        for row, text in zip(rows, metadata_json, strict=True):
+            if text != "{}":
+                for key, value in json.loads(text).items():
+                    self._column(key).set(row, value, self.capacity)
 
     def _column(self, key: str) -> FieldColumn:
         column = self.columns.get(key)
@@ -204,6 +245,11 @@ class RowTable:
     def item(self, row: int) -> tuple[str, dict[str, MetadataValue]]:
         return self.ids[row], json.loads(self.metadata[row])
 
+    def selected_ids(self, mask: np.ndarray) -> list[str]:
+        """Ids of the live rows where ``mask`` (over the first ``n`` rows) is set."""
+        ids = self.ids
+        return [ids[row] for row in np.flatnonzero(mask & self.alive[: self.n]).tolist()]
+
     def needs_compaction(self) -> bool:
         return self.n - self.live > max(1024, self.live)
 
@@ -211,5 +257,10 @@ class RowTable:
         """A copy without the dead rows (columns rebuilt, with other folded fields if given)."""
         keep = np.flatnonzero(self.alive[: self.n])
         fresh = RowTable(self.folded if folded is None else folded)
-        fresh.append(self.labels[keep], [self.ids[i] for i in keep], [self.metadata[i] for i in keep])
+        fresh.append(
+            self.labels[keep],
+            [self.ids[i] for i in keep],
+            [self.metadata[i] for i in keep],
+            [self.groups[i] for i in keep],
+        )
         return fresh

@@ -10,17 +10,19 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
-from collections.abc import Callable
+import uuid
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Executor
+from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
 
-from clipsearch.errors import UnavailableError
+from clipsearch.errors import InvalidArgumentError, UnavailableError
 from clipsearch.server.status import map_errors
 from clipsearch.v1 import index_pb2, index_pb2_grpc
 from clipsearch.wire import fields_from_proto
-from index_service import convert
+from index_service import backup, convert, filters
 from index_service.config import SearchParams
 from index_service.engine import Engine
 from index_service.metrics import IndexMetrics
@@ -28,7 +30,9 @@ from index_service.metrics import IndexMetrics
 T = TypeVar("T")
 
 #: Methods that only read: they still answer (from memory) when the data directory is gone.
-READS = frozenset({"ListCollections", "DescribeCollection", "Get", "Search"})
+READS = frozenset(
+    {"ListCollections", "DescribeCollection", "Get", "Search", "Count", "Scroll", "ListAliases"}
+)
 
 
 class IndexServicer(index_pb2_grpc.IndexServiceServicer):
@@ -95,10 +99,15 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
     @map_errors
     async def Upsert(self, request: index_pb2.UpsertRequest, context: Any) -> Any:
         def work(engine: Engine) -> index_pb2.UpsertResponse:
-            collection = engine.collection(request.collection)
-            ids, vectors, metadata, keys = convert.items_from_proto(list(request.items))
+            collection = engine.collection(request.collection, model_fingerprint=request.model_fingerprint)
+            items = convert.items_from_proto(list(request.items))
             result = collection.upsert(
-                ids, vectors, metadata, model_fingerprint=request.model_fingerprint, content_keys=keys
+                items.ids,
+                items.vectors,
+                items.metadata,
+                model_fingerprint=request.model_fingerprint,
+                content_keys=items.content_keys,
+                groups=items.groups,
             )
             if self.metrics is not None:
                 self.metrics.items_written.inc(result.count)
@@ -109,10 +118,30 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
     @map_errors
     async def Delete(self, request: index_pb2.DeleteRequest, context: Any) -> Any:
         def work(engine: Engine) -> index_pb2.DeleteResponse:
-            result = engine.collection(request.collection).delete(list(request.ids))
+            result = engine.collection(request.collection).delete(
+                list(request.ids),
+                groups=list(request.groups),
+                filter_=_filter(request),
+                dry_run=request.dry_run,
+            )
             return index_pb2.DeleteResponse(deleted=result.count, sequence=result.sequence)
 
         return await self._run("Delete", work)
+
+    @map_errors
+    async def UpdateMetadata(self, request: index_pb2.UpdateMetadataRequest, context: Any) -> Any:
+        def work(engine: Engine) -> index_pb2.UpdateMetadataResponse:
+            result = engine.collection(request.collection).update_metadata(
+                list(request.ids),
+                groups=list(request.groups),
+                filter_=_filter(request),
+                set_=convert.metadata_from_proto(request.set, "set"),
+                unset=list(request.unset),
+                dry_run=request.dry_run,
+            )
+            return index_pb2.UpdateMetadataResponse(updated=result.count, sequence=result.sequence)
+
+        return await self._run("UpdateMetadata", work)
 
     @map_errors
     async def Get(self, request: index_pb2.GetRequest, context: Any) -> Any:
@@ -125,12 +154,47 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
         return await self._run("Get", work)
 
     @map_errors
+    async def Count(self, request: index_pb2.CountRequest, context: Any) -> Any:
+        def work(engine: Engine) -> index_pb2.CountResponse:
+            return index_pb2.CountResponse(
+                count=engine.collection(request.collection).count(_filter(request))
+            )
+
+        return await self._run("Count", work)
+
+    @map_errors
+    async def Scroll(self, request: index_pb2.ScrollRequest, context: Any) -> Any:
+        def work(engine: Engine) -> index_pb2.ScrollResponse:
+            items, cursor = engine.collection(request.collection).scroll(
+                filter_=_filter(request),
+                limit=request.limit,
+                cursor=request.cursor,
+                include_vectors=request.include_vectors,
+            )
+            return index_pb2.ScrollResponse(
+                items=[convert.item_to_proto(item) for item in items], next_cursor=cursor
+            )
+
+        return await self._run("Scroll", work)
+
+    @map_errors
     async def Search(self, request: index_pb2.SearchRequest, context: grpc.aio.ServicerContext) -> Any:
         def work(engine: Engine) -> index_pb2.SearchResponse:
-            collection = engine.collection(request.collection)
+            collection = engine.collection(request.collection, model_fingerprint=request.model_fingerprint)
             queries = convert.queries_from_proto(list(request.queries))
-            filter_ = convert.filter_from_proto(request.filter) if request.HasField("filter") else None
+            filter_ = _filter(request)
             params = SearchParams(ef_search=request.params.ef_search, nprobe=request.params.nprobe)
+            if request.HasField("group_by"):
+                grouped = collection.search_groups(
+                    queries,
+                    request.k,
+                    request.group_by.size or 1,
+                    offset=request.offset,
+                    filter_=filter_,
+                    params=params,
+                    model_fingerprint=request.model_fingerprint,
+                )
+                return index_pb2.SearchResponse(results=[convert.groups_to_proto(g) for g in grouped])
             results = collection.search(
                 queries,
                 request.k,
@@ -146,3 +210,86 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
             )
 
         return await self._run("Search", work)
+
+    # -- aliases -----------------------------------------------------------------------------
+
+    @map_errors
+    async def SetAlias(self, request: index_pb2.SetAliasRequest, context: Any) -> Any:
+        def work(engine: Engine) -> index_pb2.SetAliasResponse:
+            return index_pb2.SetAliasResponse(previous=engine.set_alias(request.alias, request.collection))
+
+        return await self._run("SetAlias", work)
+
+    @map_errors
+    async def DeleteAlias(self, request: index_pb2.DeleteAliasRequest, context: Any) -> Any:
+        def work(engine: Engine) -> index_pb2.DeleteAliasResponse:
+            deleted = engine.delete_alias(request.alias, missing_ok=request.missing_ok)
+            return index_pb2.DeleteAliasResponse(deleted=deleted)
+
+        return await self._run("DeleteAlias", work)
+
+    @map_errors
+    async def ListAliases(self, request: index_pb2.ListAliasesRequest, context: Any) -> Any:
+        def work(engine: Engine) -> index_pb2.ListAliasesResponse:
+            return index_pb2.ListAliasesResponse(
+                aliases=[
+                    index_pb2.Alias(alias=a.alias, collection=a.collection, previous=a.previous)
+                    for a in engine.list_aliases()
+                ]
+            )
+
+        return await self._run("ListAliases", work)
+
+    # -- backup and restore ------------------------------------------------------------------
+
+    @map_errors
+    async def Backup(self, request: index_pb2.BackupRequest, context: Any) -> AsyncIterator[Any]:
+        """Writes the archive to the data directory's tmp/ (consistent, see backup.py), then streams it."""
+        archive_box: list[Path] = []
+
+        def work(engine: Engine) -> Path:
+            archive = engine.root / "tmp" / f"backup-{uuid.uuid4().hex}.tar"
+            archive_box.append(archive)
+            backup.write_archive(engine, request.collection, archive)
+            return archive
+
+        try:
+            archive = await self._run("Backup", work)
+            read = backup.stream_file(archive)
+            loop = asyncio.get_running_loop()
+            while chunk := await loop.run_in_executor(self._executor, read):
+                yield index_pb2.BackupResponse(data=chunk)
+        finally:
+            for archive in archive_box:
+                archive.unlink(missing_ok=True)
+
+    @map_errors
+    async def Restore(self, request_iterator: AsyncIterator[index_pb2.RestoreRequest], context: Any) -> Any:
+        """Receives the archive into tmp/, then verifies and restores it (backup.restore_archive)."""
+        engine = self.engine
+        if engine is None:
+            raise UnavailableError("the index is loading its collections", retry_after_s=1.0)
+        archive = engine.root / "tmp" / f"restore-{uuid.uuid4().hex}.tar"
+        rename = ""
+        try:
+            with open(archive, "wb") as handle:
+                first = True
+                async for message in request_iterator:
+                    if first:
+                        rename, first = message.rename, False
+                    elif message.rename and message.rename != rename:
+                        raise InvalidArgumentError("rename: set it on the first message only", field="rename")
+                    handle.write(message.data)
+
+            def work(engine: Engine) -> index_pb2.RestoreResponse:
+                infos = backup.restore_archive(engine, archive, rename=rename)
+                return index_pb2.RestoreResponse(collections=[convert.info_to_proto(i) for i in infos])
+
+            return await self._run("Restore", work)
+        finally:
+            archive.unlink(missing_ok=True)
+
+
+def _filter(request: Any) -> filters.Filter | None:
+    """The request's ``filter`` field, converted (None when unset)."""
+    return convert.filter_from_proto(request.filter) if request.HasField("filter") else None

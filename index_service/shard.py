@@ -27,8 +27,8 @@ from index_service.topk import best
 VectorReader = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
-#: One search candidate: (score, higher is closer; id; metadata JSON).
-Candidate = tuple[float, str, str]
+#: One search candidate: (score, higher is closer; id; metadata JSON; group, "" for none).
+Candidate = tuple[float, str, str, str]
 #: Per query, the shard's best candidates in :mod:`~index_service.topk` order.
 ShardResult = list[list[Candidate]]
 
@@ -81,6 +81,7 @@ class Shard:
         vectors: np.ndarray,
         ids: list[str],
         metadata: list[str],
+        groups: list[str] | None = None,
     ) -> None:
         with self.lock.write():
             if len(removed):
@@ -91,12 +92,38 @@ class Shard:
                     self.dead_in_index += killed
             if len(labels):
                 self.index.add_with_ids(vectors, labels)
-                self.rows.append(labels, ids, metadata)
+                self.rows.append(labels, ids, metadata, groups)
             if self.rows.needs_compaction():
                 self.rows = self.rows.compacted()
             self.applied_seq = sequence
             self.dirty += len(removed) + len(labels)
             self._version += 1
+
+    def update_metadata(
+        self, sequence: int, labels: np.ndarray, metadata: list[str], groups: list[str] | None = None
+    ) -> None:
+        """New metadata (and groups) for live items, in place: the index and the labels are untouched."""
+        with self.lock.write():
+            rows = self.rows.rows_of(labels)
+            if (rows < 0).any():
+                raise RuntimeError(f"shard {self.number}: labels to update are not live here")
+            self.rows.update(rows, metadata, groups)
+            self.applied_seq = sequence
+            self._version += 1
+
+    def matching_ids(self, filter_: Filter | None) -> list[str]:
+        """Ids of the live items the filter selects (all of them without one)."""
+        with self.lock.read():
+            rows = self.rows
+            mask = evaluate(filter_, rows) if filter_ is not None else np.ones(rows.n, dtype=bool)
+            return rows.selected_ids(mask)
+
+    def count(self, filter_: Filter | None) -> int:
+        with self.lock.read():
+            rows = self.rows
+            if filter_ is None:
+                return rows.live
+            return int((evaluate(filter_, rows) & rows.alive[: rows.n]).sum())
 
     def set_folded(self, folded: frozenset[str]) -> None:
         """Case-insensitive fields changed (the schema grew): recode the strings of those with data."""
@@ -176,11 +203,13 @@ class Shard:
     def _resolve(self, scores: np.ndarray, labels: np.ndarray, width: int) -> ShardResult:
         """Live items only, as candidates; the best ``width`` per query (exact searches may bring ties)."""
         rows_of = self.rows.rows_of(labels.ravel()).reshape(labels.shape)
-        ids, metadata = self.rows.ids, self.rows.metadata
+        ids, metadata, groups = self.rows.ids, self.rows.metadata, self.rows.groups
         results: ShardResult = []
         for q in range(len(labels)):
             found = [
-                (float(scores[q, j]), ids[row], metadata[row]) for j, row in enumerate(rows_of[q]) if row >= 0
+                (float(scores[q, j]), ids[row], metadata[row], groups[row])
+                for j, row in enumerate(rows_of[q])
+                if row >= 0
             ]
             if len(found) > width:
                 found = best(found, width, score=itemgetter(0), id=itemgetter(1))

@@ -24,9 +24,9 @@ import struct
 import threading
 import uuid
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -36,7 +36,7 @@ from clipsearch.errors import DataLossError, InternalError, ResourceExhaustedErr
 from index_service import datadir
 from index_service.config import CollectionConfig
 
-SCHEMA_VERSION = "3"  # 2: per-row checksums; 3: content_key (older files are upgraded on open)
+SCHEMA_VERSION = "4"  # 2: per-row checksums; 3: content_key; 4: grp (older files are upgraded on open)
 PAGE_SIZE = 16384
 _CHUNK = 500  # ids per "IN (...)" query, below SQLite's variable limit
 
@@ -51,9 +51,11 @@ CREATE TABLE IF NOT EXISTS items (
     metadata TEXT NOT NULL,
     vector_crc INTEGER NOT NULL,
     row_crc INTEGER NOT NULL,
-    content_key TEXT NOT NULL DEFAULT ''
+    content_key TEXT NOT NULL DEFAULT '',
+    grp TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS items_by_shard ON items (shard, label);
+CREATE INDEX IF NOT EXISTS items_by_group ON items (grp) WHERE grp != '';
 """
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -82,14 +84,23 @@ def vector_checksum(vector: bytes) -> int:
 
 
 def row_checksum(
-    label: int, item_id: str, shard: int, seq: int, metadata: str, vector_crc: int, content_key: str = ""
+    label: int,
+    item_id: str,
+    shard: int,
+    seq: int,
+    metadata: str,
+    vector_crc: int,
+    content_key: str = "",
+    group: str = "",
 ) -> int:
-    """Over every column but the vector (which ``vector_crc`` covers); an empty content key adds
-    nothing, so rows written before it existed keep their checksums."""
+    """Over every column but the vector (which ``vector_crc`` covers); an empty content key or
+    group adds nothing, so rows written before those columns existed keep their checksums."""
     crc = zlib.crc32(_ROW_KEY.pack(label, shard, seq, vector_crc))
     crc = zlib.crc32(item_id.encode(), crc)
     crc = zlib.crc32(b"\0" + metadata.encode(), crc)
-    return zlib.crc32(b"\1" + content_key.encode(), crc) if content_key else crc
+    if content_key:
+        crc = zlib.crc32(b"\1" + content_key.encode(), crc)
+    return zlib.crc32(b"\2" + group.encode(), crc) if group else crc
 
 
 @dataclass(frozen=True)
@@ -102,9 +113,19 @@ class Change:
     added_rows: list[int]  # index into the write's input of each added row
     count: int  # items deleted (for deletes)
     #: Upserts: the rows it replaced, whole (label, id, shard, seq, vector, metadata, vector_crc,
-    #: row_crc, content_key), and the config before it; what :meth:`Store.undo` puts back.
+    #: row_crc, content_key, grp), and the config before it; what :meth:`Store.undo` puts back.
     replaced: tuple[tuple, ...] = ()
     config_before: CollectionConfig | None = None
+    #: Upserts: rows updated in place (vector unchanged), as (shard, label, input position).
+    in_place: tuple[tuple[int, int, int], ...] = ()
+
+
+@dataclass(frozen=True)
+class MetadataChange:
+    """What a committed metadata update did: (shard, label, new metadata JSON) per changed row."""
+
+    sequence: int
+    changed: list[tuple[int, int, str]]
 
 
 @dataclass(frozen=True)
@@ -113,6 +134,18 @@ class ShardRows:
     seqs: np.ndarray
     ids: list[str]
     metadata: list[str]
+    groups: list[str]
+
+
+@dataclass(frozen=True)
+class StoredRow:
+    """One item as stored (its vector's bytes only when asked for)."""
+
+    id: str
+    metadata: str
+    content_key: str
+    group: str
+    vector: bytes | None = None
 
 
 class Store:
@@ -128,8 +161,8 @@ class Store:
         meta = dict(self._writer.execute("SELECT key, value FROM meta").fetchall())
         if meta.get("schema") == "1":
             self._upgrade_from_1()
-        if meta.get("schema") in ("1", "2"):
-            self._upgrade_from_2()
+        if meta.get("schema") in ("1", "2", "3"):
+            self._upgrade_columns()
         elif meta.get("schema", SCHEMA_VERSION) != SCHEMA_VERSION:
             raise InternalError(
                 f"{path}: schema version {meta['schema']!r} is newer than this server's "
@@ -179,12 +212,15 @@ class Store:
             )
             db.execute("UPDATE meta SET value = '2' WHERE key = 'schema'")
 
-    def _upgrade_from_2(self) -> None:
-        """Adds the content key column (empty: checksums of existing rows are unchanged)."""
+    def _upgrade_columns(self) -> None:
+        """Adds the content key and group columns (empty: checksums of existing rows are unchanged)."""
         with self.transaction() as db:
             columns = {row[1] for row in db.execute("PRAGMA table_info(items)")}
             if "content_key" not in columns:
                 db.execute("ALTER TABLE items ADD COLUMN content_key TEXT NOT NULL DEFAULT ''")
+            if "grp" not in columns:
+                db.execute("ALTER TABLE items ADD COLUMN grp TEXT NOT NULL DEFAULT ''")
+            db.execute("CREATE INDEX IF NOT EXISTS items_by_group ON items (grp) WHERE grp != ''")
             db.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (SCHEMA_VERSION,))
 
     def set_config(self, db: sqlite3.Connection, config: CollectionConfig) -> None:
@@ -243,18 +279,24 @@ class Store:
         vectors: np.ndarray,
         metadata: Sequence[str],
         content_keys: Sequence[str],
+        groups: Sequence[str] | None = None,
         *,
         config: CollectionConfig | None = None,
     ) -> Change:
         """Writes the items that differ from what is stored; identical ones are left alone.
 
-        ``config``, when given, is stored in the same transaction (the write set the schema).
+        An item whose vector (and shard) is unchanged is updated in place, keeping its label:
+        its metadata, content key and group change and the index is not touched (a price
+        change costs no vector work). ``config``, when given, is stored in the same
+        transaction (the write set the schema).
         """
+        groups = groups if groups is not None else [""] * len(ids)
         existing = {
             row[0]: row[1:]
             for chunk in _chunks(list(ids))
             for row in self._writer.execute(
-                "SELECT id, label, shard, vector, metadata, content_key, seq, vector_crc, row_crc FROM items"
+                "SELECT id, label, shard, vector, metadata, content_key, grp, seq, vector_crc, row_crc"
+                " FROM items"
                 f" WHERE id IN ({_marks(chunk)})",
                 chunk,
             )
@@ -262,15 +304,23 @@ class Store:
         changed: list[int] = []
         removed: list[tuple[int, int]] = []
         replaced: list[tuple] = []
+        in_place: list[tuple[int, int]] = []  # (input position, label)
         for i, item_id in enumerate(ids):
             old = existing.get(item_id)
-            if old is not None and old[2:5] == (vectors[i].tobytes(), metadata[i], content_keys[i]):
+            blob = vectors[i].tobytes()
+            if old is not None and old[2:6] == (blob, metadata[i], content_keys[i], groups[i]):
                 continue
-            changed.append(i)
             if old is not None:
+                # (label, id, shard, seq, vector, metadata, vector_crc, row_crc, content_key, grp)
+                replaced.append(
+                    (old[0], item_id, old[1], old[6], old[2], old[3], old[7], old[8], old[4], old[5])
+                )
+                if old[2] == blob and old[1] == shards[i]:
+                    in_place.append((i, old[0]))
+                    continue
                 removed.append((old[1], old[0]))
-                replaced.append((old[0], item_id, old[1], old[5], old[2], old[3], old[6], old[7], old[4]))
-        if not changed and config is None:
+            changed.append(i)
+        if not changed and not in_place and config is None:
             return Change(self.last_seq, [], np.zeros(0, dtype=np.int64), [], 0)
         seq = self.last_seq + 1
         labels = np.arange(self.next_label, self.next_label + len(changed), dtype=np.int64)
@@ -282,19 +332,39 @@ class Store:
             rows = []
             for label, i in zip(labels, changed, strict=True):
                 blob = vectors[i].tobytes()
-                checks = _checksums(int(label), ids[i], shards[i], seq, blob, metadata[i], content_keys[i])
-                rows.append((int(label), ids[i], shards[i], seq, blob, metadata[i], *checks, content_keys[i]))
+                key, group = content_keys[i], groups[i]
+                checks = _checksums(int(label), ids[i], shards[i], seq, blob, metadata[i], key, group)
+                rows.append((int(label), ids[i], shards[i], seq, blob, metadata[i], *checks, key, group))
             db.executemany(
                 "INSERT INTO items (label, id, shard, seq, vector, metadata, vector_crc, row_crc,"
-                " content_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " content_key, grp) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
+            )
+            updates = []
+            for i, kept_label in in_place:
+                key, group, blob = content_keys[i], groups[i], vectors[i].tobytes()
+                _, crc = _checksums(kept_label, ids[i], shards[i], seq, blob, metadata[i], key, group)
+                updates.append((metadata[i], key, group, seq, crc, kept_label))
+            db.executemany(
+                "UPDATE items SET metadata = ?, content_key = ?, grp = ?, seq = ?, row_crc = ?"
+                " WHERE label = ?",
+                updates,
             )
             self._set_counters(db, seq, self.next_label + len(changed))
         config_before = self.config if config is not None else None
         if config is not None:
             self.config = config
         self.last_seq, self.next_label = seq, self.next_label + len(changed)
-        return Change(seq, removed, labels, changed, len(changed), tuple(replaced), config_before)
+        return Change(
+            seq,
+            removed,
+            labels,
+            changed,
+            len(changed) + len(in_place),
+            tuple(replaced),
+            config_before,
+            tuple((shards[i], label, i) for i, label in in_place),
+        )
 
     def undo(self, change: Change) -> None:
         """Reverts a committed upsert that could not be applied in memory, as a new write.
@@ -309,11 +379,13 @@ class Store:
             if change.config_before is not None:
                 self.set_config(db, change.config_before)
             db.executemany(
-                "DELETE FROM items WHERE label = ?", [(int(label),) for label in change.added_labels]
+                "DELETE FROM items WHERE label = ?",
+                [(int(label),) for label in change.added_labels]
+                + [(label,) for _, label, _ in change.in_place],
             )
             db.executemany(
                 "INSERT INTO items (label, id, shard, seq, vector, metadata, vector_crc, row_crc,"
-                " content_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " content_key, grp) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 change.replaced,
             )
             self._set_counters(db, seq, self.next_label)
@@ -338,6 +410,38 @@ class Store:
         self.last_seq = seq
         return Change(seq, found, np.zeros(0, dtype=np.int64), [], len(found))
 
+    def update_metadata(self, metadata_by_id: Mapping[str, str]) -> MetadataChange:
+        """New metadata (encoded JSON) for existing ids, in place: labels, vectors and groups stay.
+
+        Ids that do not exist are skipped, and so are rows that already hold that metadata.
+        """
+        ids = list(metadata_by_id)
+        rows = [
+            row
+            for chunk in _chunks(ids)
+            for row in self._writer.execute(
+                "SELECT label, id, shard, metadata, vector_crc, content_key, grp FROM items"
+                f" WHERE id IN ({_marks(chunk)})",
+                chunk,
+            )
+            if row[3] != metadata_by_id[row[1]]
+        ]
+        if not rows:
+            return MetadataChange(self.last_seq, [])
+        seq = self.last_seq + 1
+        updates = []
+        changed = []
+        for label, item_id, shard, _, vector_crc, key, group in rows:
+            text = metadata_by_id[item_id]
+            crc = row_checksum(label, item_id, shard, seq, text, vector_crc, key, group)
+            updates.append((text, seq, crc, label))
+            changed.append((shard, label, text))
+        with self.transaction() as db:
+            db.executemany("UPDATE items SET metadata = ?, seq = ?, row_crc = ? WHERE label = ?", updates)
+            self._set_counters(db, seq, self.next_label)
+        self.last_seq = seq
+        return MetadataChange(seq, changed)
+
     def _set_counters(self, db: sqlite3.Connection, seq: int, next_label: int) -> None:
         db.executemany(
             "UPDATE meta SET value = ? WHERE key = ?",
@@ -347,20 +451,92 @@ class Store:
     # -- reads ---------------------------------------------------------------------------------
 
     @_reading
-    def get(self, ids: Sequence[str]) -> dict[str, tuple[bytes, str, str]]:
-        """id -> (vector bytes, metadata JSON, content key) of the ids that exist; DATA_LOSS if corrupt."""
+    def get(self, ids: Sequence[str]) -> dict[str, StoredRow]:
+        """The rows of the ids that exist, with their vectors; DATA_LOSS if one fails its checksum."""
         db = self._reader()
         found = {}
         for chunk in _chunks(list(dict.fromkeys(ids))):
-            for label, item_id, shard, seq, blob, meta, vector_crc, row_crc, key in db.execute(
-                "SELECT label, id, shard, seq, vector, metadata, vector_crc, row_crc, content_key"
-                f" FROM items WHERE id IN ({_marks(chunk)})",
-                chunk,
-            ):
-                if _checksums(label, item_id, shard, seq, blob, meta, key) != (vector_crc, row_crc):
-                    raise self._corrupt(label, item_id)
-                found[item_id] = (blob, meta, key)
+            for row in db.execute(f"{_ROW_COLUMNS} WHERE id IN ({_marks(chunk)})", chunk):
+                stored = self._checked(row)
+                found[stored.id] = stored
         return found
+
+    @_reading
+    def scroll(self, after: str, limit: int) -> list[StoredRow]:
+        """Up to ``limit`` rows with an id above ``after``, in id order, with their vectors."""
+        rows = self._reader().execute(f"{_ROW_COLUMNS} WHERE id > ? ORDER BY id LIMIT ?", (after, limit))
+        return [self._checked(row) for row in rows]
+
+    @_reading
+    def existing(self, ids: Sequence[str]) -> list[str]:
+        """The ids that exist, in the order given, each once."""
+        db = self._reader()
+        found = {
+            item_id
+            for chunk in _chunks(list(dict.fromkeys(ids)))
+            for (item_id,) in db.execute(f"SELECT id FROM items WHERE id IN ({_marks(chunk)})", chunk)
+        }
+        return [item_id for item_id in dict.fromkeys(ids) if item_id in found]
+
+    @_reading
+    def metadata_of(self, ids: Sequence[str]) -> dict[str, str]:
+        """id -> metadata JSON of the ids that exist (no vectors read)."""
+        db = self._reader()
+        return {
+            item_id: text
+            for chunk in _chunks(list(dict.fromkeys(ids)))
+            for item_id, text in db.execute(
+                f"SELECT id, metadata FROM items WHERE id IN ({_marks(chunk)})", chunk
+            )
+        }
+
+    @_reading
+    def ids_of_groups(self, groups: Sequence[str]) -> list[str]:
+        db = self._reader()
+        return [
+            item_id
+            for chunk in _chunks(list(dict.fromkeys(g for g in groups if g)))
+            for (item_id,) in db.execute(f"SELECT id FROM items WHERE grp IN ({_marks(chunk)})", chunk)
+        ]
+
+    def _checked(self, row: tuple) -> StoredRow:
+        label, item_id, shard, seq, blob, meta, vector_crc, row_crc, key, group = row
+        if _checksums(label, item_id, shard, seq, blob, meta, key, group) != (vector_crc, row_crc):
+            raise self._corrupt(label, item_id)
+        return StoredRow(item_id, meta, key, group, blob)
+
+    def backup_to(self, path: Path) -> tuple[int, int]:
+        """A consistent copy of the database at ``path`` (SQLite's online backup, one read
+        transaction: the writes committed when it starts, none after): (items, sequence)."""
+        target = sqlite3.connect(path)
+        try:
+            source = sqlite3.connect(self.path, check_same_thread=False, timeout=60)
+            try:
+                source.backup(target)
+            finally:
+                source.close()
+            (sequence,) = target.execute("SELECT value FROM meta WHERE key = 'last_seq'").fetchone()
+            (items,) = target.execute("SELECT COUNT(*) FROM items").fetchone()
+            return int(items), int(sequence)
+        finally:
+            target.close()
+
+    def verify(self) -> int:
+        """Reads every row and checks both its checksums (DATA_LOSS naming the first bad one);
+        returns the number of items."""
+        count = 0
+        for row in self._writer.execute(_ROW_COLUMNS):
+            self._checked(row)
+            count += 1
+        return count
+
+    def rename(self, name: str) -> None:
+        """The collection's name in its stored config (a restore under another name)."""
+        assert self.config is not None
+        config = replace(self.config, name=name)
+        with self.transaction() as db:
+            self.set_config(db, config)
+        self.config = config
 
     @_reading
     def vectors(self, labels: np.ndarray, dimension: int) -> tuple[np.ndarray, np.ndarray]:
@@ -398,18 +574,19 @@ class Store:
         """A shard's rows without vectors, each verified against its ``row_crc``."""
         db = self._reader()
         rows = db.execute(
-            "SELECT label, seq, id, metadata, vector_crc, row_crc, content_key FROM items"
+            "SELECT label, seq, id, metadata, vector_crc, row_crc, content_key, grp FROM items"
             " WHERE shard = ? ORDER BY label",
             (shard,),
         ).fetchall()
-        for label, seq, item_id, meta, vector_crc, row_crc, key in rows:
-            if row_checksum(label, item_id, shard, seq, meta, vector_crc, key) != row_crc:
+        for label, seq, item_id, meta, vector_crc, row_crc, key, group in rows:
+            if row_checksum(label, item_id, shard, seq, meta, vector_crc, key, group) != row_crc:
                 raise self._corrupt(label, item_id)
         return ShardRows(
             labels=np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)),
             seqs=np.fromiter((r[1] for r in rows), dtype=np.int64, count=len(rows)),
             ids=[r[2] for r in rows],
             metadata=[r[3] for r in rows],
+            groups=[r[7] for r in rows],
         )
 
     @_reading
@@ -445,11 +622,23 @@ class Store:
         )
 
 
+_ROW_COLUMNS = (
+    "SELECT label, id, shard, seq, vector, metadata, vector_crc, row_crc, content_key, grp FROM items"
+)
+
+
 def _checksums(
-    label: int, item_id: str, shard: int, seq: int, blob: bytes, metadata: str, content_key: str = ""
+    label: int,
+    item_id: str,
+    shard: int,
+    seq: int,
+    blob: bytes,
+    metadata: str,
+    content_key: str = "",
+    group: str = "",
 ) -> tuple[int, int]:
     vector_crc = vector_checksum(blob)
-    return vector_crc, row_checksum(label, item_id, shard, seq, metadata, vector_crc, content_key)
+    return vector_crc, row_checksum(label, item_id, shard, seq, metadata, vector_crc, content_key, group)
 
 
 def _to_arrays(labels: list[int], blobs: list[bytes], dimension: int) -> tuple[np.ndarray, np.ndarray]:

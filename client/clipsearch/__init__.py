@@ -35,6 +35,7 @@ _EXPORTS = {
     "ResourceExhaustedError": "clipsearch.errors",
     "UnauthenticatedError": "clipsearch.errors",
     "UnavailableError": "clipsearch.errors",
+    "UnimplementedError": "clipsearch.errors",
 }
 
 __all__ = [
@@ -60,6 +61,7 @@ __all__ = [
     "SearchClient",
     "UnauthenticatedError",
     "UnavailableError",
+    "UnimplementedError",
 ]
 
 
@@ -91,6 +93,7 @@ if TYPE_CHECKING:
         ResourceExhaustedError,
         UnauthenticatedError,
         UnavailableError,
+        UnimplementedError,
     )
     from clipsearch.index_client import IndexClient
     from clipsearch.query import Query

@@ -109,6 +109,12 @@ class InternalError(ClipsearchError):
     code = StatusCode.INTERNAL
 
 
+class UnimplementedError(ClipsearchError):
+    """The server does not offer this call (e.g. the cluster mode, for a call it cannot do as one)."""
+
+    code = StatusCode.UNIMPLEMENTED
+
+
 class DataLossError(ClipsearchError):
     """Stored data failed its checksum: corrupt on disk, refused rather than served."""
 
@@ -130,6 +136,7 @@ _BY_CODE: dict[StatusCode, type[ClipsearchError]] = {
         CancelledError,
         InternalError,
         DataLossError,
+        UnimplementedError,
     )
 }
 

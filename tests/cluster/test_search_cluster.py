@@ -132,6 +132,53 @@ def test_ingest_stream_and_loadtest_through_the_proxy(cluster, tmp_path):
     assert summary["ok"] >= 30 and summary["errors"] == {}
 
 
+def test_lifecycle_verbs_through_the_cluster(cluster, standalone, data, tmp_path):
+    """Count, scroll, metadata updates, deletes, grouped search and aliases across shard groups
+    answer as the standalone index does; Backup is UNIMPLEMENTED with the documented reason."""
+    from clipsearch import IndexClient, UnimplementedError
+    from index_service.filters import Range
+
+    _, vectors, queries = data
+    with IndexClient(cluster.address) as client:
+        assert client.count("products") == ITEMS
+        assert (
+            client.count("products", filter={"n": {"lt": 100}}) == standalone.count(Range("n", lt=100)) == 100
+        )
+        scrolled = [
+            item.id for item in client.iter_items("products", filter={"n": {"lt": 700}}, page_size=97)
+        ]
+        assert scrolled == sorted(f"item-{i}" for i in range(700)), "every item once, in id order"
+        # Products whose images are spread over both shard groups.
+        client.create_collection("grouped", dimension=DIM, num_shards=1)
+        member_ids = [f"prod{p}-img{i}" for p in range(30) for i in range(4)]
+        client.upsert(
+            "grouped", member_ids, vectors[: len(member_ids)], groups=[m.split("-")[0] for m in member_ids]
+        )
+        standalone_engine = Engine(EngineOptions(tmp_path / "grouped", background=False))
+        standalone_engine.create_collection(CollectionConfig(name="grouped", dimension=DIM))
+        local = standalone_engine.collection("grouped")
+        local.upsert(member_ids, vectors[: len(member_ids)], groups=[m.split("-")[0] for m in member_ids])
+        for query in queries[:20]:
+            hits = client.search("grouped", query, k=7, group_size=2)
+            [expected] = local.search_groups(query[None, :], 7, 2)
+            # The groups and their best hits are exact; further members depend on the candidates seen.
+            assert [(h.group, h.id) for h in hits] == [(g.group, g.hits[0].id) for g in expected]
+            assert all(1 <= len(h.group_hits) <= 2 for h in hits)
+        standalone_engine.close()
+        assert client.update_metadata("grouped", groups=["prod3"], set={"sale": True}) == 4
+        assert client.count("grouped", filter={"sale": True}) == 4
+        assert client.delete("grouped", filter={"sale": True}, dry_run=True) == 4
+        assert client.delete("grouped", groups=["prod3", "prod4"]) == 8
+        assert client.count("grouped") == 112
+        client.set_alias("front", "grouped")
+        assert client.search("front", queries[0], k=3, group_size=1)
+        assert [(a.alias, a.collection) for a in client.list_aliases()] == [("front", "grouped")]
+        with pytest.raises(UnimplementedError, match="data directory"):
+            client.backup(tmp_path / "cluster.tar")
+        client.delete_alias("front")
+        client.drop_collection("grouped")
+
+
 def test_losing_the_node_with_one_copy_of_every_group_fails_no_search(cluster, standalone, data):
     _, _, queries = data
     expected = [[h.id for h in hits] for hits in standalone.search(queries[:300], K)]

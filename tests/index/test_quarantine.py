@@ -167,10 +167,10 @@ def test_a_committed_write_that_cannot_be_applied_is_undone(server, monkeypatch)
     stub.Upsert(index_pb2.UpsertRequest(collection="c", items=first), timeout=30)
     apply = Shard.apply
 
-    def apply_failing(self, sequence, removed, labels, vectors, ids, metadata):
+    def apply_failing(self, sequence, removed, labels, vectors, ids, *rest):
         if "poison" in ids:
             raise MemoryError("std::bad_alloc")  # what FAISS raised for HNSW1000000000
-        return apply(self, sequence, removed, labels, vectors, ids, metadata)
+        return apply(self, sequence, removed, labels, vectors, ids, *rest)
 
     monkeypatch.setattr(Shard, "apply", apply_failing)
     replaced = _items("keep", 3, 2)  # new vectors for the same ids, and one item that cannot apply

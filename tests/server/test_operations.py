@@ -87,6 +87,20 @@ def _requests(dimension: int) -> dict[str, object]:
         "/clipsearch.v1.IndexService/DropCollection": index_pb2.DropCollectionRequest(
             collection="auth_matrix_other", missing_ok=True
         ),
+        "/clipsearch.v1.IndexService/Count": index_pb2.CountRequest(collection="auth_matrix"),
+        "/clipsearch.v1.IndexService/Scroll": index_pb2.ScrollRequest(collection="auth_matrix"),
+        "/clipsearch.v1.IndexService/UpdateMetadata": index_pb2.UpdateMetadataRequest(
+            collection="auth_matrix", ids=["a"], unset=["color"]
+        ),
+        "/clipsearch.v1.IndexService/SetAlias": index_pb2.SetAliasRequest(
+            alias="auth_alias", collection="auth_matrix"
+        ),
+        "/clipsearch.v1.IndexService/DeleteAlias": index_pb2.DeleteAliasRequest(
+            alias="auth_alias", missing_ok=True
+        ),
+        "/clipsearch.v1.IndexService/ListAliases": index_pb2.ListAliasesRequest(),
+        "/clipsearch.v1.IndexService/Backup": index_pb2.BackupRequest(collection="auth_matrix"),
+        "/clipsearch.v1.IndexService/Restore": [index_pb2.RestoreRequest(data=b"not a tar")],
     }
 
 
@@ -98,11 +112,14 @@ def _call(address: str, path: str, request, token: str | None) -> grpc.StatusCod
             encoder_pb2_grpc.EncoderServiceStub if "Encoder" in service else index_pb2_grpc.IndexServiceStub
         )
         callable_ = getattr(stub_class(channel), method)
+        module = encoder_pb2 if "Encoder" in service else index_pb2
+        descriptor = module.DESCRIPTOR.services_by_name[service.split(".")[-1]].methods_by_name[method]
         try:
-            if isinstance(request, list):
-                list(callable_(iter(request), metadata=metadata, timeout=30))
-            else:
-                callable_(request, metadata=metadata, timeout=30)
+            answer = callable_(
+                iter(request) if descriptor.client_streaming else request, metadata=metadata, timeout=30
+            )
+            if descriptor.server_streaming:
+                list(answer)
         except grpc.RpcError as error:
             return error.code()
     return grpc.StatusCode.OK

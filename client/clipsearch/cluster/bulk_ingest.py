@@ -49,6 +49,7 @@ from clipsearch.ingest import (
     content_key,
     metadata_of,
     rows_from_catalog,
+    same_metadata,
 )
 from clipsearch.ingest_options import IngestOptions
 from clipsearch.schema import Schema
@@ -137,14 +138,38 @@ class EncodeBatch:
                 status[i], message[i], kind[i] = FAILED, image.message, image.kind
                 continue
             images[i] = image
-            keys[i] = content_key(image, json.loads(batch["metadata"][i]), self.core.identity)
+            keys[i] = content_key(image, self.core.identity)
         if self.index is not None and images:
-            stored = self.index.get(self.collection, [ids[i] for i in images], missing_ok=True)
-            stored_keys = {item.id: item.content_key for item in stored}
+            stored = {
+                s.id: s for s in self.index.get(self.collection, [ids[i] for i in images], missing_ok=True)
+            }
+            refresh = []
             for i in list(images):
-                if stored_keys.get(ids[i]) == keys[i]:
+                have = stored.get(ids[i])
+                if have is None or have.content_key != keys[i]:
+                    continue
+                del images[i]  # the image is unchanged: no encoding
+                if same_metadata(have.metadata, json.loads(batch["metadata"][i])) and have.group in (
+                    "",
+                    str(batch["group"][i]),
+                ):
                     status[i] = SKIPPED
-                    del images[i]
+                else:
+                    refresh.append(i)
+            if refresh:  # the metadata changed: rewrite with the stored vector
+                kept = self.index.get(
+                    self.collection, [ids[i] for i in refresh], include_vectors=True, missing_ok=True
+                )
+                by_id = {item.id: item.vector for item in kept}
+                for i in refresh:
+                    if by_id.get(ids[i]) is None:
+                        status[i], message[i], kind[i] = (
+                            FAILED,
+                            "deleted while ingesting",
+                            "changed meanwhile",
+                        )
+                    else:
+                        vectors[i] = by_id[ids[i]]
         if images:
             order = list(images)
             outcomes = self.loop.run_until_complete(
@@ -158,6 +183,7 @@ class EncodeBatch:
         return {
             "row": batch["row"],
             "id": batch["id"],
+            "group": batch["group"],
             "metadata": batch["metadata"],
             "content_key": keys,
             "vector": vectors,
@@ -191,6 +217,7 @@ class LoadBatch:
                 metadata,
                 model_fingerprint=str(batch["fingerprint"][ready[0]]),
                 content_keys=[str(batch["content_key"][i]) for i in ready],
+                groups=[str(batch["group"][i]) for i in ready],
             )
             status[ready] = INGESTED
             if self.embeddings_dir:
@@ -254,7 +281,8 @@ def model_identity(encoder: dict[str, Any], cpus: float, gpus: float) -> ModelIn
 def catalog_items(
     rows: Iterator[IngestRow], schema: Schema | None, root: Path, report: IngestReport
 ) -> list[dict]:
-    """Rows to encode, their cells parsed; bad rows, bad values and repeated ids go to ``report``."""
+    """Items to encode (one per image of each product), their cells parsed; bad rows, bad values
+    and repeated ids go to ``report``."""
     items: list[dict[str, Any]] = []
     first_seen: dict[str, int] = {}
     for row in rows:
@@ -271,8 +299,12 @@ def catalog_items(
             report.failed.append(IngestFailure(row.row, row.id, error, kind, row.record))
             continue
         first_seen[row.id] = row.row
-        location = row.image if is_url(row.image) else str(root / row.image)
-        items.append({"row": row.row, "id": row.id, "location": location, "metadata": json.dumps(metadata)})
+        for item_id, image in zip(row.item_ids(text_vector=False), row.locations, strict=True):
+            location = image if is_url(image) else str(root / image)
+            own = json.dumps({**metadata, "image": image})
+            items.append(
+                {"row": row.row, "id": item_id, "group": row.id, "location": location, "metadata": own}
+            )
     return items
 
 

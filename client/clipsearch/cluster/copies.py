@@ -9,12 +9,13 @@ again as its config says. Domain errors come back as :class:`~.router.Failed` va
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from clipsearch.cluster.router import Failed
 from clipsearch.errors import ClipsearchError, InvalidArgumentError, renumbered
+from index_service.aliases import Alias
 from index_service.config import CollectionConfig, CollectionInfo, SearchParams, StoredItem
 from index_service.engine import Engine, EngineOptions
 from index_service.filters import Filter
@@ -69,18 +70,68 @@ class ShardCopy:
         fingerprint: str,
         positions: list[int],
         content_keys: list[str],
+        groups: list[str] | None = None,
     ) -> int:
         """``positions`` are the items' places in the caller's request: errors name those."""
         try:
-            collection = self.engine.collection(name)
+            collection = self.engine.collection(name, model_fingerprint=fingerprint)
             return collection.upsert(
-                ids, vectors, metadata, model_fingerprint=fingerprint, content_keys=content_keys
+                ids,
+                vectors,
+                metadata,
+                model_fingerprint=fingerprint,
+                content_keys=content_keys,
+                groups=groups,
             ).count
         except InvalidArgumentError as error:
             raise renumbered(error, "items", positions.__getitem__) from None
 
-    def do_delete(self, name: str, ids: list[str]) -> int:
-        return self.engine.collection(name).delete(ids).count
+    def do_delete(
+        self,
+        name: str,
+        ids: list[str],
+        groups: Sequence[str] = (),
+        filter_: Filter | None = None,
+        dry_run: bool = False,
+    ) -> int:
+        return self.engine.collection(name).delete(ids, groups=groups, filter_=filter_, dry_run=dry_run).count
+
+    def do_update_metadata(
+        self,
+        name: str,
+        ids: list[str],
+        groups: list[str],
+        filter_: Filter | None,
+        set_: dict[str, Any],
+        unset: list[str],
+        dry_run: bool,
+    ) -> int:
+        collection = self.engine.collection(name)
+        return collection.update_metadata(
+            ids, groups=groups, filter_=filter_, set_=set_, unset=unset, dry_run=dry_run
+        ).count
+
+    def do_count(self, name: str, filter_: Filter | None) -> int:
+        return self.engine.collection(name).count(filter_)
+
+    def do_scroll(
+        self, name: str, filter_: Filter | None, limit: int, cursor: str, include_vectors: bool
+    ) -> tuple[list[StoredItem], str]:
+        return self.engine.collection(name).scroll(
+            filter_=filter_, limit=limit, cursor=cursor, include_vectors=include_vectors
+        )
+
+    def do_resolve(self, name: str) -> str:
+        return self.engine.resolve(name)
+
+    def do_set_alias(self, alias: str, collection: str) -> str:
+        return self.engine.set_alias(alias, collection)
+
+    def do_delete_alias(self, alias: str, missing_ok: bool) -> bool:
+        return self.engine.delete_alias(alias, missing_ok=missing_ok)
+
+    def do_list_aliases(self) -> list[Alias]:
+        return self.engine.list_aliases()
 
     def do_get(self, name: str, ids: list[str], include_vectors: bool) -> list[StoredItem]:
         return self.engine.collection(name).get(ids, include_vectors=include_vectors, missing_ok=True)
@@ -95,6 +146,6 @@ class ShardCopy:
         fingerprint: str,
     ) -> list[list[Candidate]]:
         """This group's best ``width`` (= k + offset) candidates per query; the router merges."""
-        return self.engine.collection(name).candidates(
+        return self.engine.collection(name, model_fingerprint=fingerprint).candidates(
             queries, width, filter_=filter_, params=params, model_fingerprint=fingerprint
         )

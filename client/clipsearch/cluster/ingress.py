@@ -149,6 +149,41 @@ class Ingress:
     async def Get(self, request: Any, grpc_context: Any) -> Any:
         return await self._unary(self.index_servicer.Get, request, grpc_context, index_pb2.GetResponse())
 
+    async def UpdateMetadata(self, request: Any, grpc_context: Any) -> Any:
+        s = self.index_servicer
+        return await self._unary(s.UpdateMetadata, request, grpc_context, index_pb2.UpdateMetadataResponse())
+
+    async def Count(self, request: Any, grpc_context: Any) -> Any:
+        return await self._unary(self.index_servicer.Count, request, grpc_context, index_pb2.CountResponse())
+
+    async def Scroll(self, request: Any, grpc_context: Any) -> Any:
+        return await self._unary(
+            self.index_servicer.Scroll, request, grpc_context, index_pb2.ScrollResponse()
+        )
+
+    async def SetAlias(self, request: Any, grpc_context: Any) -> Any:
+        return await self._unary(
+            self.index_servicer.SetAlias, request, grpc_context, index_pb2.SetAliasResponse()
+        )
+
+    async def DeleteAlias(self, request: Any, grpc_context: Any) -> Any:
+        s = self.index_servicer
+        return await self._unary(s.DeleteAlias, request, grpc_context, index_pb2.DeleteAliasResponse())
+
+    async def ListAliases(self, request: Any, grpc_context: Any) -> Any:
+        s = self.index_servicer
+        return await self._unary(s.ListAliases, request, grpc_context, index_pb2.ListAliasesResponse())
+
+    async def Backup(self, request: Any, grpc_context: Any) -> AsyncIterator[index_pb2.BackupResponse]:
+        # The abort set the status on the context; raising (not returning) makes the proxy send
+        # it: a server stream that just ends is answered OK.
+        async for response in self.index_servicer.Backup(request, ServeContext(grpc_context)):
+            yield response
+
+    async def Restore(self, request_iterator: Any, grpc_context: Any) -> Any:
+        s = self.index_servicer
+        return await self._unary(s.Restore, request_iterator, grpc_context, index_pb2.RestoreResponse())
+
     async def Search(self, request: Any, grpc_context: Any) -> Any:
         return await self._unary(
             self.index_servicer.Search, request, grpc_context, index_pb2.SearchResponse()

@@ -131,12 +131,17 @@ class ShardRouter:
         self, collection: str, queries: Any, k: int, offset: int, *options: Any
     ) -> SearchOutcome:
         """Each group's best ``k + offset`` candidates, merged by the collection's own rule."""
-        answers = await self.read_all("search", collection, queries, k + offset, *options)
+        parts, answered = await self.candidates(collection, queries, k + offset, *options)
+        results = [top_hits(part, k, offset=offset) for part in parts]
+        return SearchOutcome(results, answered, self.num_groups)
+
+    async def candidates(
+        self, collection: str, queries: Any, width: int, *options: Any
+    ) -> tuple[list[list[Any]], int]:
+        """(every answering group's best ``width`` candidates per query, unmerged; groups answering)."""
+        answers = await self.read_all("search", collection, queries, width, *options)
         parts = [a for a in answers if not isinstance(a, GroupUnavailable)]
-        results = [
-            top_hits((c for part in parts for c in part[q]), k, offset=offset) for q in range(len(queries))
-        ]
-        return SearchOutcome(results, len(parts), self.num_groups)
+        return [[c for part in parts for c in part[q]] for q in range(len(queries))], len(parts)
 
     # -- writes ------------------------------------------------------------------------------
 

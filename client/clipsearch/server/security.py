@@ -28,6 +28,12 @@ WRITE_METHODS = frozenset(
         "/clipsearch.v1.IndexService/AddFields",
         "/clipsearch.v1.IndexService/Upsert",
         "/clipsearch.v1.IndexService/Delete",
+        "/clipsearch.v1.IndexService/UpdateMetadata",
+        "/clipsearch.v1.IndexService/SetAlias",
+        "/clipsearch.v1.IndexService/DeleteAlias",
+        # A backup copies every item and fills the server's disk while it runs: an operator's call.
+        "/clipsearch.v1.IndexService/Backup",
+        "/clipsearch.v1.IndexService/Restore",
         "/clipsearch.v1.SearchService/Ingest",
     }
 )

@@ -80,6 +80,46 @@ class IndexServiceStub:
                 request_serializer=clipsearch_dot_v1_dot_index__pb2.SearchRequest.SerializeToString,
                 response_deserializer=clipsearch_dot_v1_dot_index__pb2.SearchResponse.FromString,
                 _registered_method=True)
+        self.Count = channel.unary_unary(
+                '/clipsearch.v1.IndexService/Count',
+                request_serializer=clipsearch_dot_v1_dot_index__pb2.CountRequest.SerializeToString,
+                response_deserializer=clipsearch_dot_v1_dot_index__pb2.CountResponse.FromString,
+                _registered_method=True)
+        self.Scroll = channel.unary_unary(
+                '/clipsearch.v1.IndexService/Scroll',
+                request_serializer=clipsearch_dot_v1_dot_index__pb2.ScrollRequest.SerializeToString,
+                response_deserializer=clipsearch_dot_v1_dot_index__pb2.ScrollResponse.FromString,
+                _registered_method=True)
+        self.UpdateMetadata = channel.unary_unary(
+                '/clipsearch.v1.IndexService/UpdateMetadata',
+                request_serializer=clipsearch_dot_v1_dot_index__pb2.UpdateMetadataRequest.SerializeToString,
+                response_deserializer=clipsearch_dot_v1_dot_index__pb2.UpdateMetadataResponse.FromString,
+                _registered_method=True)
+        self.SetAlias = channel.unary_unary(
+                '/clipsearch.v1.IndexService/SetAlias',
+                request_serializer=clipsearch_dot_v1_dot_index__pb2.SetAliasRequest.SerializeToString,
+                response_deserializer=clipsearch_dot_v1_dot_index__pb2.SetAliasResponse.FromString,
+                _registered_method=True)
+        self.DeleteAlias = channel.unary_unary(
+                '/clipsearch.v1.IndexService/DeleteAlias',
+                request_serializer=clipsearch_dot_v1_dot_index__pb2.DeleteAliasRequest.SerializeToString,
+                response_deserializer=clipsearch_dot_v1_dot_index__pb2.DeleteAliasResponse.FromString,
+                _registered_method=True)
+        self.ListAliases = channel.unary_unary(
+                '/clipsearch.v1.IndexService/ListAliases',
+                request_serializer=clipsearch_dot_v1_dot_index__pb2.ListAliasesRequest.SerializeToString,
+                response_deserializer=clipsearch_dot_v1_dot_index__pb2.ListAliasesResponse.FromString,
+                _registered_method=True)
+        self.Backup = channel.unary_stream(
+                '/clipsearch.v1.IndexService/Backup',
+                request_serializer=clipsearch_dot_v1_dot_index__pb2.BackupRequest.SerializeToString,
+                response_deserializer=clipsearch_dot_v1_dot_index__pb2.BackupResponse.FromString,
+                _registered_method=True)
+        self.Restore = channel.stream_unary(
+                '/clipsearch.v1.IndexService/Restore',
+                request_serializer=clipsearch_dot_v1_dot_index__pb2.RestoreRequest.SerializeToString,
+                response_deserializer=clipsearch_dot_v1_dot_index__pb2.RestoreResponse.FromString,
+                _registered_method=True)
 
 
 class IndexServiceServicer:
@@ -154,6 +194,64 @@ class IndexServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Count(self, request, context):
+        """How many items match a filter (all of them without one).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Scroll(self, request, context):
+        """Pages through the items in id order. A cursor stays correct while writes go on: every
+        item present from the first page to the last is returned exactly once.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateMetadata(self, request, context):
+        """Sets and unsets metadata fields of items chosen by ids, groups or a filter, without
+        touching their vectors. Checked against the schema; durable when it returns.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetAlias(self, request, context):
+        """Points an alias at a collection: creates it, or switches it atomically. Every verb that
+        takes a collection name takes an alias.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteAlias(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAliases(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Backup(self, request, context):
+        """A consistent copy of one collection (or all) while writes go on, as a tar archive: every
+        write acknowledged before the call is in it, none is half in it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Restore(self, request_iterator, context):
+        """Restores the collections of a Backup archive (verified before they are served).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IndexServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -201,6 +299,46 @@ def add_IndexServiceServicer_to_server(servicer, server):
                     servicer.Search,
                     request_deserializer=clipsearch_dot_v1_dot_index__pb2.SearchRequest.FromString,
                     response_serializer=clipsearch_dot_v1_dot_index__pb2.SearchResponse.SerializeToString,
+            ),
+            'Count': grpc.unary_unary_rpc_method_handler(
+                    servicer.Count,
+                    request_deserializer=clipsearch_dot_v1_dot_index__pb2.CountRequest.FromString,
+                    response_serializer=clipsearch_dot_v1_dot_index__pb2.CountResponse.SerializeToString,
+            ),
+            'Scroll': grpc.unary_unary_rpc_method_handler(
+                    servicer.Scroll,
+                    request_deserializer=clipsearch_dot_v1_dot_index__pb2.ScrollRequest.FromString,
+                    response_serializer=clipsearch_dot_v1_dot_index__pb2.ScrollResponse.SerializeToString,
+            ),
+            'UpdateMetadata': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateMetadata,
+                    request_deserializer=clipsearch_dot_v1_dot_index__pb2.UpdateMetadataRequest.FromString,
+                    response_serializer=clipsearch_dot_v1_dot_index__pb2.UpdateMetadataResponse.SerializeToString,
+            ),
+            'SetAlias': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetAlias,
+                    request_deserializer=clipsearch_dot_v1_dot_index__pb2.SetAliasRequest.FromString,
+                    response_serializer=clipsearch_dot_v1_dot_index__pb2.SetAliasResponse.SerializeToString,
+            ),
+            'DeleteAlias': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteAlias,
+                    request_deserializer=clipsearch_dot_v1_dot_index__pb2.DeleteAliasRequest.FromString,
+                    response_serializer=clipsearch_dot_v1_dot_index__pb2.DeleteAliasResponse.SerializeToString,
+            ),
+            'ListAliases': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAliases,
+                    request_deserializer=clipsearch_dot_v1_dot_index__pb2.ListAliasesRequest.FromString,
+                    response_serializer=clipsearch_dot_v1_dot_index__pb2.ListAliasesResponse.SerializeToString,
+            ),
+            'Backup': grpc.unary_stream_rpc_method_handler(
+                    servicer.Backup,
+                    request_deserializer=clipsearch_dot_v1_dot_index__pb2.BackupRequest.FromString,
+                    response_serializer=clipsearch_dot_v1_dot_index__pb2.BackupResponse.SerializeToString,
+            ),
+            'Restore': grpc.stream_unary_rpc_method_handler(
+                    servicer.Restore,
+                    request_deserializer=clipsearch_dot_v1_dot_index__pb2.RestoreRequest.FromString,
+                    response_serializer=clipsearch_dot_v1_dot_index__pb2.RestoreResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -447,6 +585,222 @@ class IndexService:
             '/clipsearch.v1.IndexService/Search',
             clipsearch_dot_v1_dot_index__pb2.SearchRequest.SerializeToString,
             clipsearch_dot_v1_dot_index__pb2.SearchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Count(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/clipsearch.v1.IndexService/Count',
+            clipsearch_dot_v1_dot_index__pb2.CountRequest.SerializeToString,
+            clipsearch_dot_v1_dot_index__pb2.CountResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Scroll(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/clipsearch.v1.IndexService/Scroll',
+            clipsearch_dot_v1_dot_index__pb2.ScrollRequest.SerializeToString,
+            clipsearch_dot_v1_dot_index__pb2.ScrollResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateMetadata(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/clipsearch.v1.IndexService/UpdateMetadata',
+            clipsearch_dot_v1_dot_index__pb2.UpdateMetadataRequest.SerializeToString,
+            clipsearch_dot_v1_dot_index__pb2.UpdateMetadataResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetAlias(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/clipsearch.v1.IndexService/SetAlias',
+            clipsearch_dot_v1_dot_index__pb2.SetAliasRequest.SerializeToString,
+            clipsearch_dot_v1_dot_index__pb2.SetAliasResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteAlias(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/clipsearch.v1.IndexService/DeleteAlias',
+            clipsearch_dot_v1_dot_index__pb2.DeleteAliasRequest.SerializeToString,
+            clipsearch_dot_v1_dot_index__pb2.DeleteAliasResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAliases(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/clipsearch.v1.IndexService/ListAliases',
+            clipsearch_dot_v1_dot_index__pb2.ListAliasesRequest.SerializeToString,
+            clipsearch_dot_v1_dot_index__pb2.ListAliasesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Backup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/clipsearch.v1.IndexService/Backup',
+            clipsearch_dot_v1_dot_index__pb2.BackupRequest.SerializeToString,
+            clipsearch_dot_v1_dot_index__pb2.BackupResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Restore(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/clipsearch.v1.IndexService/Restore',
+            clipsearch_dot_v1_dot_index__pb2.RestoreRequest.SerializeToString,
+            clipsearch_dot_v1_dot_index__pb2.RestoreResponse.FromString,
             options,
             channel_credentials,
             insecure,

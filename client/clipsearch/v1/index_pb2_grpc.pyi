@@ -61,6 +61,28 @@ class IndexServiceStub:
     """
     Search: _grpc.UnaryUnaryMultiCallable[_index_pb2.SearchRequest, _index_pb2.SearchResponse]
     """k-nearest-neighbour search for one or many query vectors."""
+    Count: _grpc.UnaryUnaryMultiCallable[_index_pb2.CountRequest, _index_pb2.CountResponse]
+    """How many items match a filter (all of them without one)."""
+    Scroll: _grpc.UnaryUnaryMultiCallable[_index_pb2.ScrollRequest, _index_pb2.ScrollResponse]
+    """Pages through the items in id order. A cursor stays correct while writes go on: every
+    item present from the first page to the last is returned exactly once.
+    """
+    UpdateMetadata: _grpc.UnaryUnaryMultiCallable[_index_pb2.UpdateMetadataRequest, _index_pb2.UpdateMetadataResponse]
+    """Sets and unsets metadata fields of items chosen by ids, groups or a filter, without
+    touching their vectors. Checked against the schema; durable when it returns.
+    """
+    SetAlias: _grpc.UnaryUnaryMultiCallable[_index_pb2.SetAliasRequest, _index_pb2.SetAliasResponse]
+    """Points an alias at a collection: creates it, or switches it atomically. Every verb that
+    takes a collection name takes an alias.
+    """
+    DeleteAlias: _grpc.UnaryUnaryMultiCallable[_index_pb2.DeleteAliasRequest, _index_pb2.DeleteAliasResponse]
+    ListAliases: _grpc.UnaryUnaryMultiCallable[_index_pb2.ListAliasesRequest, _index_pb2.ListAliasesResponse]
+    Backup: _grpc.UnaryStreamMultiCallable[_index_pb2.BackupRequest, _index_pb2.BackupResponse]
+    """A consistent copy of one collection (or all) while writes go on, as a tar archive: every
+    write acknowledged before the call is in it, none is half in it.
+    """
+    Restore: _grpc.StreamUnaryMultiCallable[_index_pb2.RestoreRequest, _index_pb2.RestoreResponse]
+    """Restores the collections of a Backup archive (verified before they are served)."""
 
 @_typing.type_check_only
 class IndexServiceAsyncStub(IndexServiceStub):
@@ -95,6 +117,28 @@ class IndexServiceAsyncStub(IndexServiceStub):
     """
     Search: _aio.UnaryUnaryMultiCallable[_index_pb2.SearchRequest, _index_pb2.SearchResponse]  # type: ignore[assignment]
     """k-nearest-neighbour search for one or many query vectors."""
+    Count: _aio.UnaryUnaryMultiCallable[_index_pb2.CountRequest, _index_pb2.CountResponse]  # type: ignore[assignment]
+    """How many items match a filter (all of them without one)."""
+    Scroll: _aio.UnaryUnaryMultiCallable[_index_pb2.ScrollRequest, _index_pb2.ScrollResponse]  # type: ignore[assignment]
+    """Pages through the items in id order. A cursor stays correct while writes go on: every
+    item present from the first page to the last is returned exactly once.
+    """
+    UpdateMetadata: _aio.UnaryUnaryMultiCallable[_index_pb2.UpdateMetadataRequest, _index_pb2.UpdateMetadataResponse]  # type: ignore[assignment]
+    """Sets and unsets metadata fields of items chosen by ids, groups or a filter, without
+    touching their vectors. Checked against the schema; durable when it returns.
+    """
+    SetAlias: _aio.UnaryUnaryMultiCallable[_index_pb2.SetAliasRequest, _index_pb2.SetAliasResponse]  # type: ignore[assignment]
+    """Points an alias at a collection: creates it, or switches it atomically. Every verb that
+    takes a collection name takes an alias.
+    """
+    DeleteAlias: _aio.UnaryUnaryMultiCallable[_index_pb2.DeleteAliasRequest, _index_pb2.DeleteAliasResponse]  # type: ignore[assignment]
+    ListAliases: _aio.UnaryUnaryMultiCallable[_index_pb2.ListAliasesRequest, _index_pb2.ListAliasesResponse]  # type: ignore[assignment]
+    Backup: _aio.UnaryStreamMultiCallable[_index_pb2.BackupRequest, _index_pb2.BackupResponse]  # type: ignore[assignment]
+    """A consistent copy of one collection (or all) while writes go on, as a tar archive: every
+    write acknowledged before the call is in it, none is half in it.
+    """
+    Restore: _aio.StreamUnaryMultiCallable[_index_pb2.RestoreRequest, _index_pb2.RestoreResponse]  # type: ignore[assignment]
+    """Restores the collections of a Backup archive (verified before they are served)."""
 
 class IndexServiceServicer(metaclass=_abc_1.ABCMeta):
     """Hosts collections of sharded FAISS indexes keyed by string product ids."""
@@ -180,5 +224,75 @@ class IndexServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_index_pb2.SearchResponse, _abc.Awaitable[_index_pb2.SearchResponse]]:
         """k-nearest-neighbour search for one or many query vectors."""
+
+    @_abc_1.abstractmethod
+    def Count(
+        self,
+        request: _index_pb2.CountRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_index_pb2.CountResponse, _abc.Awaitable[_index_pb2.CountResponse]]:
+        """How many items match a filter (all of them without one)."""
+
+    @_abc_1.abstractmethod
+    def Scroll(
+        self,
+        request: _index_pb2.ScrollRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_index_pb2.ScrollResponse, _abc.Awaitable[_index_pb2.ScrollResponse]]:
+        """Pages through the items in id order. A cursor stays correct while writes go on: every
+        item present from the first page to the last is returned exactly once.
+        """
+
+    @_abc_1.abstractmethod
+    def UpdateMetadata(
+        self,
+        request: _index_pb2.UpdateMetadataRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_index_pb2.UpdateMetadataResponse, _abc.Awaitable[_index_pb2.UpdateMetadataResponse]]:
+        """Sets and unsets metadata fields of items chosen by ids, groups or a filter, without
+        touching their vectors. Checked against the schema; durable when it returns.
+        """
+
+    @_abc_1.abstractmethod
+    def SetAlias(
+        self,
+        request: _index_pb2.SetAliasRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_index_pb2.SetAliasResponse, _abc.Awaitable[_index_pb2.SetAliasResponse]]:
+        """Points an alias at a collection: creates it, or switches it atomically. Every verb that
+        takes a collection name takes an alias.
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteAlias(
+        self,
+        request: _index_pb2.DeleteAliasRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_index_pb2.DeleteAliasResponse, _abc.Awaitable[_index_pb2.DeleteAliasResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListAliases(
+        self,
+        request: _index_pb2.ListAliasesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_index_pb2.ListAliasesResponse, _abc.Awaitable[_index_pb2.ListAliasesResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def Backup(
+        self,
+        request: _index_pb2.BackupRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_index_pb2.BackupResponse], _abc.AsyncIterator[_index_pb2.BackupResponse]]:
+        """A consistent copy of one collection (or all) while writes go on, as a tar archive: every
+        write acknowledged before the call is in it, none is half in it.
+        """
+
+    @_abc_1.abstractmethod
+    def Restore(
+        self,
+        request_iterator: _MaybeAsyncIterator[_index_pb2.RestoreRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_index_pb2.RestoreResponse, _abc.Awaitable[_index_pb2.RestoreResponse]]:
+        """Restores the collections of a Backup archive (verified before they are served)."""
 
 def add_IndexServiceServicer_to_server(servicer: IndexServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
