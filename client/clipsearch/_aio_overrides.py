@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,8 +20,10 @@ import numpy as np
 from clipsearch._calls import AsyncServiceClient, translate_errors
 from clipsearch.encoder_client import outcome_from_proto, stream_requests
 from clipsearch.errors import ClipsearchError
-from clipsearch.types import IngestReport, ModelInfo
-from clipsearch.v1 import encoder_pb2
+from clipsearch.filters import FilterSpec
+from clipsearch.index_client import BACKUP_TIMEOUT_S, finish_backup
+from clipsearch.types import IngestReport, Item, ModelInfo, Page
+from clipsearch.v1 import encoder_pb2, index_pb2
 
 
 class EncoderClient(AsyncServiceClient):  # the base only types this module; the sync class's is used
@@ -37,6 +40,45 @@ class EncoderClient(AsyncServiceClient):  # the base only types this module; the
                 yield [
                     outcome_from_proto(result, f"inputs[{i}]") for i, result in enumerate(response.results)
                 ]
+
+
+class IndexClient(AsyncServiceClient):
+    _stub: Any
+    timeout_s: float
+
+    async def scroll(self, collection: str, **options: Any) -> Page: ...  # type: ignore[empty-body]
+
+    async def iter_items(
+        self,
+        collection: str,
+        *,
+        filter: FilterSpec | None = None,
+        page_size: int = 1000,
+        include_vectors: bool = False,
+    ) -> AsyncIterator[Item]:
+        """Every item (matching ``filter``), in id order, a page at a time: ``async for``."""
+        cursor = ""
+        while True:
+            page = await self.scroll(
+                collection, filter=filter, limit=page_size, cursor=cursor, include_vectors=include_vectors
+            )
+            for item in page.items:
+                yield item
+            if not page.next_cursor:
+                return
+            cursor = page.next_cursor
+
+    async def backup(self, path: str | Path, *, collection: str = "", timeout_s: float | None = None) -> int:
+        """Writes a consistent backup archive to ``path`` (see the sync client); its size in bytes."""
+        target = Path(path)
+        partial = target.with_name(target.name + ".part")
+        size = 0
+        with translate_errors(self), open(partial, "wb") as handle:
+            request = index_pb2.BackupRequest(collection=collection)
+            async for response in self._stub.Backup(request, timeout=timeout_s or BACKUP_TIMEOUT_S):
+                handle.write(response.data)
+                size += len(response.data)
+        return finish_backup(partial, target, size, self.address)
 
 
 class SearchClient:

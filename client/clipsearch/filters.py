@@ -3,6 +3,7 @@
     {"category": "dress"}                          equality
     {"color": {"in": ["red", "blue"]}}             in-list (a bare list means the same)
     {"price": {"gte": 10, "lt": 50}}               numeric range (gt, gte, lt, lte)
+    {"tags": {"contains_all": ["wool", "summer"]}} a list field holds every one of the values
     {"category": "dress", "price": {"lt": 50}}     several keys: all must hold
     {"$or": [{...}, {...}]}, {"$and": [...]}, {"$not": {...}}
 
@@ -58,17 +59,22 @@ def _condition(field_name: str, value: Any, where: str) -> index_pb2.FieldCondit
         value = {"in": value}
     if not isinstance(value, Mapping):
         return index_pb2.FieldCondition(field=field_name, equals=metadata_value_to_proto(value, field=where))
-    if set(value) == {"in"}:
-        values = [metadata_value_to_proto(v, field=where) for v in value["in"]]
+    if set(value) in ({"in"}, {"contains_all"}):
+        [test] = value
+        if not isinstance(value[test], (list, tuple)) or not value[test]:
+            raise InvalidArgumentError(f"{where}.{test}: expected a non-empty list", field=f"{where}.{test}")
+        values = [metadata_value_to_proto(v, field=where) for v in value[test]]
         # "in" is a Python keyword, so only **kwargs can pass it; mypy matches the dict to every parameter.
         return index_pb2.FieldCondition(
             field=field_name,
-            **{"in": index_pb2.ValueList(values=values)},  # type: ignore[arg-type]
+            **{test: index_pb2.ValueList(values=values)},  # type: ignore[arg-type]
         )
     unknown = set(value) - _RANGE_KEYS
     if unknown or not value:
         raise InvalidArgumentError(
-            f"{where}: expected 'in' or range bounds {sorted(_RANGE_KEYS)}, got {sorted(value)}", field=where
+            f"{where}: expected 'in', 'contains_all' or range bounds {sorted(_RANGE_KEYS)}, "
+            f"got {sorted(value)}",
+            field=where,
         )
     bounds = {}
     for bound, number in value.items():

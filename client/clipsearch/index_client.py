@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 
 import grpc
 import numpy as np
 
 from clipsearch._calls import ServiceClient, chunks, translate_errors
 from clipsearch.channel import DEFAULT_INDEX_ADDRESS, INDEX_ENV, ChannelOptions
-from clipsearch.errors import InvalidArgumentError
+from clipsearch.errors import InternalError, InvalidArgumentError
 from clipsearch.filters import FilterSpec, build_filter
 from clipsearch.schema import Field, Schema
-from clipsearch.types import METRICS_BY_NAME, CollectionInfo, Hit, Item
+from clipsearch.types import METRICS_BY_NAME, Alias, CollectionInfo, Hit, Item, Page
 from clipsearch.v1 import index_pb2, index_pb2_grpc
 from clipsearch.wire import MetadataValue, metadata_to_proto, schema_to_proto, vectors_to_protos
+
+#: Ids per Get/Delete/UpdateMetadata call (the server refuses more than --max-batch-items, 10,000).
+IDS_PER_CALL = 1000
+#: Default deadline of Backup and Restore: they move the whole collection.
+BACKUP_TIMEOUT_S = 3600.0
 
 
 class IndexClient(ServiceClient):
@@ -113,8 +120,13 @@ class IndexClient(ServiceClient):
         *,
         model_fingerprint: str = "",
         content_keys: Sequence[str] | None = None,
+        groups: Sequence[str] | None = None,
     ) -> int:
-        """Inserts or replaces items; returns how many were written (durably, when it returns)."""
+        """Inserts or replaces items; returns how many were written (durably, when it returns).
+
+        ``groups`` names the product of each item (several images of one product); grouped
+        searches return distinct products.
+        """
         written = 0
         for request in upsert_requests(
             collection,
@@ -123,30 +135,159 @@ class IndexClient(ServiceClient):
             metadata,
             model_fingerprint=model_fingerprint,
             content_keys=content_keys,
+            groups=groups,
             batch_size=self.upsert_batch_size,
         ):
             with translate_errors(self):
                 written += self._stub.Upsert(request, timeout=self.timeout_s).upserted
         return written
 
-    def delete(self, collection: str, ids: Sequence[str]) -> int:
-        """Deletes by id; returns how many existed. Unknown ids are not an error."""
-        with translate_errors(self):
-            response = self._stub.Delete(
-                index_pb2.DeleteRequest(collection=collection, ids=list(ids)), timeout=self.timeout_s
-            )
-        return response.deleted
+    def delete(
+        self,
+        collection: str,
+        ids: Sequence[str] = (),
+        *,
+        groups: Sequence[str] = (),
+        filter: FilterSpec | None = None,
+        dry_run: bool = False,
+    ) -> int:
+        """Deletes these ids, every item of these groups (products) and the items matching
+        ``filter``; returns how many went (``dry_run``: would go). Unknown ids are not an error."""
+        deleted = 0
+        for request in delete_requests(collection, ids, groups, filter, dry_run):
+            with translate_errors(self):
+                deleted += self._stub.Delete(request, timeout=self.timeout_s).deleted
+        return deleted
+
+    def update_metadata(
+        self,
+        collection: str,
+        ids: Sequence[str] = (),
+        *,
+        groups: Sequence[str] = (),
+        filter: FilterSpec | None = None,
+        set: Mapping[str, MetadataValue] | None = None,
+        unset: Sequence[str] = (),
+        dry_run: bool = False,
+    ) -> int:
+        """Sets and removes metadata fields of the chosen items without re-encoding anything;
+        returns how many items changed (``dry_run``: would change)."""
+        updated = 0
+        for request in update_metadata_requests(collection, ids, groups, filter, set, unset, dry_run):
+            with translate_errors(self):
+                updated += self._stub.UpdateMetadata(request, timeout=self.timeout_s).updated
+        return updated
 
     def get(
         self, collection: str, ids: Sequence[str], *, include_vectors: bool = False, missing_ok: bool = False
     ) -> list[Item]:
         """Items in request order. NOT_FOUND names unknown ids, unless ``missing_ok`` leaves them out."""
-        request = index_pb2.GetRequest(
-            collection=collection, ids=list(ids), include_vectors=include_vectors, missing_ok=missing_ok
+        items: list[Item] = []
+        for piece in chunks(len(ids), IDS_PER_CALL):
+            request = index_pb2.GetRequest(
+                collection=collection,
+                ids=list(ids[piece]),
+                include_vectors=include_vectors,
+                missing_ok=missing_ok,
+            )
+            with translate_errors(self):
+                response = self._stub.Get(request, timeout=self.timeout_s)
+            items += [Item.from_proto(item) for item in response.items]
+        return items
+
+    def count(self, collection: str, *, filter: FilterSpec | None = None) -> int:
+        """How many items match ``filter`` (all of them without one)."""
+        request = index_pb2.CountRequest(collection=collection, filter=build_filter(filter))
+        with translate_errors(self):
+            return self._stub.Count(request, timeout=self.timeout_s).count
+
+    def scroll(
+        self,
+        collection: str,
+        *,
+        filter: FilterSpec | None = None,
+        limit: int = 100,
+        cursor: str = "",
+        include_vectors: bool = False,
+    ) -> Page:
+        """One page of items in id order after ``cursor``. Correct while writes go on: every
+        item present from the first page to the last comes exactly once. A page may be short;
+        only an empty ``next_cursor`` means the end."""
+        request = index_pb2.ScrollRequest(
+            collection=collection,
+            filter=build_filter(filter),
+            limit=limit,
+            cursor=cursor,
+            include_vectors=include_vectors,
         )
         with translate_errors(self):
-            response = self._stub.Get(request, timeout=self.timeout_s)
-        return [Item.from_proto(item) for item in response.items]
+            response = self._stub.Scroll(request, timeout=self.timeout_s)
+        return Page([Item.from_proto(item) for item in response.items], response.next_cursor)
+
+    def iter_items(
+        self,
+        collection: str,
+        *,
+        filter: FilterSpec | None = None,
+        page_size: int = 1000,
+        include_vectors: bool = False,
+    ) -> Iterator[Item]:
+        """Every item (matching ``filter``), in id order, a page at a time (see :meth:`scroll`)."""
+        cursor = ""
+        while True:
+            page = self.scroll(
+                collection, filter=filter, limit=page_size, cursor=cursor, include_vectors=include_vectors
+            )
+            yield from page.items
+            if not page.next_cursor:
+                return
+            cursor = page.next_cursor
+
+    # -- aliases -----------------------------------------------------------------------------
+
+    def set_alias(self, alias: str, collection: str) -> str:
+        """Points ``alias`` at ``collection`` (creates or switches it, atomically); returns the
+        collection it pointed at before ("" if it is new)."""
+        request = index_pb2.SetAliasRequest(alias=alias, collection=collection)
+        with translate_errors(self):
+            return self._stub.SetAlias(request, timeout=self.timeout_s).previous
+
+    def delete_alias(self, alias: str, *, missing_ok: bool = False) -> bool:
+        request = index_pb2.DeleteAliasRequest(alias=alias, missing_ok=missing_ok)
+        with translate_errors(self):
+            return self._stub.DeleteAlias(request, timeout=self.timeout_s).deleted
+
+    def list_aliases(self) -> list[Alias]:
+        with translate_errors(self):
+            response = self._stub.ListAliases(index_pb2.ListAliasesRequest(), timeout=self.timeout_s)
+        return [Alias(a.alias, a.collection, a.previous) for a in response.aliases]
+
+    # -- backup and restore ------------------------------------------------------------------
+
+    def backup(self, path: str | Path, *, collection: str = "", timeout_s: float | None = None) -> int:
+        """Writes a consistent backup archive (tar) of one collection, or of all with their
+        aliases, to ``path`` while writes go on; returns its size in bytes. The file appears
+        only once it is complete."""
+        target = Path(path)
+        partial = target.with_name(target.name + ".part")
+        size = 0
+        with translate_errors(self), open(partial, "wb") as handle:
+            request = index_pb2.BackupRequest(collection=collection)
+            for response in self._stub.Backup(request, timeout=timeout_s or BACKUP_TIMEOUT_S):
+                handle.write(response.data)
+                size += len(response.data)
+        return finish_backup(partial, target, size, self.address)
+
+    def restore(
+        self, path: str | Path, *, rename: str = "", timeout_s: float | None = None
+    ) -> list[CollectionInfo]:
+        """Restores the collections of a backup archive (verified by the server before they
+        serve); ``rename`` restores a one-collection archive under another name."""
+        with translate_errors(self):
+            response = self._stub.Restore(
+                restore_requests(Path(path), rename), timeout=timeout_s or BACKUP_TIMEOUT_S
+            )
+        return [CollectionInfo.from_proto(c) for c in response.collections]
 
     # -- search ------------------------------------------------------------------------------
 
@@ -165,9 +306,14 @@ class IndexClient(ServiceClient):
         ef_search: int = 0,
         nprobe: int = 0,
         model_fingerprint: str = "",
+        group_size: int | None = None,
         timeout_s: float | None = None,
     ) -> list[list[Hit]]:
-        """Hits for each row of ``vectors``. ``filter`` takes the dict syntax of :mod:`clipsearch.filters`."""
+        """Hits for each row of ``vectors``. ``filter`` takes the dict syntax of :mod:`clipsearch.filters`.
+
+        With ``group_size``, the hits are ``k`` distinct products (groups), each its best item
+        with up to ``group_size`` of its items in ``Hit.group_hits``.
+        """
         request = search_request(
             collection,
             vectors,
@@ -177,6 +323,7 @@ class IndexClient(ServiceClient):
             ef_search=ef_search,
             nprobe=nprobe,
             model_fingerprint=model_fingerprint,
+            group_size=group_size,
         )
         with translate_errors(self):
             response = self._stub.Search(request, timeout=timeout_s or self.timeout_s)
@@ -223,6 +370,7 @@ def upsert_requests(
     *,
     model_fingerprint: str,
     content_keys: Sequence[str] | None = None,
+    groups: Sequence[str] | None = None,
     batch_size: int,
 ) -> Iterator[index_pb2.UpsertRequest]:
     """Upsert requests of at most ``batch_size`` items each."""
@@ -236,6 +384,8 @@ def upsert_requests(
         raise InvalidArgumentError("metadata must have one mapping per id", field="metadata")
     if content_keys is not None and len(content_keys) != len(ids):
         raise InvalidArgumentError("content_keys must have one key per id", field="content_keys")
+    if groups is not None and len(groups) != len(ids):
+        raise InvalidArgumentError("groups must have one group per id", field="groups")
     for piece in chunks(len(ids), batch_size):
         protos = vectors_to_protos(vectors[piece])
         items = [
@@ -244,6 +394,7 @@ def upsert_requests(
                 vector=vector,
                 metadata=metadata_to_proto(metadata[piece.start + i]) if metadata is not None else None,
                 content_key=content_keys[piece.start + i] if content_keys is not None else "",
+                group=groups[piece.start + i] if groups is not None else "",
             )
             for i, (item_id, vector) in enumerate(zip(ids[piece], protos, strict=True))
         ]
@@ -260,6 +411,7 @@ def search_request(
     ef_search: int,
     nprobe: int,
     model_fingerprint: str,
+    group_size: int | None = None,
 ) -> index_pb2.SearchRequest:
     return index_pb2.SearchRequest(
         collection=collection,
@@ -269,8 +421,89 @@ def search_request(
         filter=build_filter(filter),
         params=index_pb2.SearchParams(ef_search=ef_search, nprobe=nprobe),
         model_fingerprint=model_fingerprint,
+        group_by=index_pb2.GroupBy(size=group_size) if group_size is not None else None,
     )
 
 
 def hits_from_response(response: index_pb2.SearchResponse) -> list[list[Hit]]:
-    return [[Hit.from_proto(hit) for hit in result.hits] for result in response.results]
+    """Each query's hits; a grouped search's carry their group's hits."""
+    results = []
+    for result in response.results:
+        if result.groups:
+            results.append(
+                [
+                    Hit.from_proto(group.hits[0], tuple(Hit.from_proto(h) for h in group.hits))
+                    for group in result.groups
+                ]
+            )
+        else:
+            results.append([Hit.from_proto(hit) for hit in result.hits])
+    return results
+
+
+def delete_requests(
+    collection: str,
+    ids: Sequence[str],
+    groups: Sequence[str],
+    filter: FilterSpec | None,
+    dry_run: bool,
+) -> Iterator[index_pb2.DeleteRequest]:
+    """One request, or ids in pieces of IDS_PER_CALL (the groups and filter go with the first)."""
+    for first, piece in _id_pieces(ids):
+        yield index_pb2.DeleteRequest(
+            collection=collection,
+            ids=list(ids[piece]),
+            groups=list(groups) if first else [],
+            filter=build_filter(filter) if first else None,
+            dry_run=dry_run,
+        )
+
+
+def update_metadata_requests(
+    collection: str,
+    ids: Sequence[str],
+    groups: Sequence[str],
+    filter: FilterSpec | None,
+    set_: Mapping[str, MetadataValue] | None,
+    unset: Sequence[str],
+    dry_run: bool,
+) -> Iterator[index_pb2.UpdateMetadataRequest]:
+    """As :func:`delete_requests`: ids in pieces, groups and filter with the first."""
+    for first, piece in _id_pieces(ids):
+        yield index_pb2.UpdateMetadataRequest(
+            collection=collection,
+            ids=list(ids[piece]),
+            groups=list(groups) if first else [],
+            filter=build_filter(filter) if first else None,
+            set=metadata_to_proto(dict(set_ or {})),
+            unset=list(unset),
+            dry_run=dry_run,
+        )
+
+
+def _id_pieces(ids: Sequence[str]) -> Iterator[tuple[bool, slice]]:
+    """(is it the first, the slice) of ``ids`` in pieces of IDS_PER_CALL; one empty piece for none."""
+    pieces = list(chunks(len(ids), IDS_PER_CALL)) or [slice(0, 0)]
+    for n, piece in enumerate(pieces):
+        yield n == 0, piece
+
+
+def finish_backup(partial: Path, target: Path, size: int, address: str) -> int:
+    """Renames a complete backup into place (an empty one is an error: an archive holds its manifest)."""
+    if size == 0:
+        partial.unlink()
+        raise InternalError(f"the index at {address} sent an empty backup")
+    os.replace(partial, target)
+    return size
+
+
+def restore_requests(path: Path, rename: str) -> Iterator[index_pb2.RestoreRequest]:
+    """The archive in 1 MiB messages; ``rename`` on the first."""
+    with open(path, "rb") as handle:
+        first = True
+        while True:
+            data = handle.read(1 << 20)
+            if not data and not first:
+                return
+            yield index_pb2.RestoreRequest(rename=rename if first else "", data=data)
+            first = False

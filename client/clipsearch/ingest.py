@@ -6,13 +6,18 @@ both models named), and the collection's schema (its own; a declared one; and fo
 catalog's other columns, types inferred from its first rows and added with AddFields, each
 inference explained when a column is not what it looks like).
 
-Images travel to the encoder over one flow-controlled ``EmbedStream``. gRPC's request thread
-prepares batches as the stream makes room: it parses each row's cells by their field types,
-loads the images (files, or URLs fetched concurrently within limits: see
-:mod:`clipsearch.image_sources`), computes each item's content key (image, metadata and
-model), and asks the index which ids already hold that key (so a re-run skips them, and a
-re-run through another model re-embeds them). The calling thread reads the embeddings in
-order and hands each batch to a small pool of upsert threads.
+A catalog row is a product; each of its images is an item (the first keeps the product's id,
+the next ones are ``<id>#2``, ``<id>#3``...), and with ``text_vector`` its text fields are one
+more item (``<id>#text``); every item's group is the product's id, so grouped searches return
+products. Images travel to the encoder over one flow-controlled ``EmbedStream``. gRPC's
+request thread prepares batches as the stream makes room: it parses each row's cells by their
+field types, loads the images (files, or URLs fetched concurrently within limits: see
+:mod:`clipsearch.image_sources`), computes each item's content key (its image or text and
+the model), and compares with what the index holds: an unchanged item is skipped, an item
+whose key is unchanged but whose metadata changed is rewritten with its stored vector (a
+price change re-encodes nothing), and the rest are embedded. The calling thread reads the
+embeddings in order and hands each batch to a small pool of upsert threads. With ``sync``,
+items of the collection that the catalog no longer has are deleted at the end.
 
 A bad row (empty or repeated id, a value that does not fit its field, a missing or refused
 image) is recorded in the report with its kind and the row as read, and skipped; it never
@@ -35,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from clipsearch.catalog import check_catalog, read_catalog
+from clipsearch.catalog import check_catalog, read_catalog, read_products
 from clipsearch.cells import CellError, infer_schema, parse_cell
 from clipsearch.encoder_client import EncoderClient
 from clipsearch.errors import ClipsearchError, FailedPreconditionError, InvalidArgumentError
@@ -56,7 +61,7 @@ INFERENCE_ROWS = 1000
 
 @dataclass(frozen=True)
 class IngestRow:
-    """One item to ingest: its cells (text or JSON values) and its image (a location, or bytes)."""
+    """One product to ingest: its cells (text or JSON values) and its images (locations, or bytes)."""
 
     row: int
     id: str
@@ -65,6 +70,18 @@ class IngestRow:
     image_bytes: bytes | None = None
     record: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    #: Every image location of the product (``image`` first); empty means just ``image``.
+    images: tuple[str, ...] = ()
+
+    @property
+    def locations(self) -> tuple[str, ...]:
+        return self.images or ((self.image,) if self.image else ())
+
+    def item_ids(self, text_vector: bool) -> list[str]:
+        """The ids of the product's items: its id, then ``<id>#2``... per image, then ``<id>#text``."""
+        count = max(1, len(self.locations))
+        ids = [self.id] + [f"{self.id}#{n}" for n in range(2, count + 1)]
+        return [*ids, f"{self.id}#text"] if text_vector else ids
 
 
 @dataclass
@@ -84,6 +101,11 @@ class IngestPlan:
     @property
     def model_label(self) -> str:
         return describe_model(self.model.name, self.model.pretrained)
+
+    @property
+    def text_fields(self) -> tuple[str, ...]:
+        """The fields whose text becomes each product's text vector (none: no text vectors)."""
+        return tuple(name.strip() for name in self.options.text_vector.split(",") if name.strip())
 
 
 def describe_model(name: str, pretrained: str) -> str:
@@ -116,7 +138,14 @@ def plan_catalog(
     info = index.describe_collection(collection)
     check_model(info, model, encoder.address)
     schema, added, notes, root = catalog_schema(index, catalog, info, options)
-    return IngestPlan(collection, model, schema, options, added, notes, root)
+    plan = IngestPlan(collection, model, schema, options, added, notes, root)
+    unknown = [name for name in plan.text_fields if schema is not None and schema.get(name) is None]
+    if unknown:
+        raise InvalidArgumentError(
+            f"text_vector: {unknown[0]!r} is not a column of the catalog or a field of the collection",
+            field="text_vector",
+        )
+    return plan
 
 
 def catalog_schema(
@@ -147,7 +176,7 @@ def catalog_schema(
     for declared_field in declared.fields if declared is not None else ():
         if declared_field.name not in inferred:
             wanted.append(declared_field)
-    schema, added = _with_fields(index, info.name, existing, wanted)
+    schema, added = _with_fields(index, info.name, existing, wanted, dry_run=options.dry_run)
     root = Path(options.image_root) if options.image_root else path.resolve().parent
     return schema, added, notes, root
 
@@ -163,9 +192,15 @@ def plan_rows(
 
 
 def _with_fields(
-    index: IndexClient, collection: str, existing: Schema | None, wanted: list[Field]
+    index: IndexClient,
+    collection: str,
+    existing: Schema | None,
+    wanted: list[Field],
+    *,
+    dry_run: bool = False,
 ) -> tuple[Schema | None, list[str]]:
-    """Adds the fields the collection lacks; a field it has with another type is an error."""
+    """Adds the fields the collection lacks (``dry_run``: only says which); a field it has with
+    another type is an error."""
     missing = []
     for want in wanted:
         have = existing.get(want.name) if existing is not None else None
@@ -179,6 +214,8 @@ def _with_fields(
             )
     if not missing:
         return existing, []
+    if dry_run:
+        return (existing or Schema()).with_fields(missing), [f.name for f in missing]
     info = index.add_fields(collection, missing)
     return info.schema, [f.name for f in missing]
 
@@ -192,9 +229,12 @@ def _as_text(value: Any) -> str:
     return str(value)
 
 
-def rows_from_catalog(path: str | Path) -> Iterator[IngestRow]:
-    for row in read_catalog(path):
-        yield IngestRow(row.row, row.id, row.cells, image=row.image, record=row.record, error=row.error)
+def rows_from_catalog(path: str | Path, list_separator: str = "|") -> Iterator[IngestRow]:
+    """The catalog's products (consecutive rows repeating an id merged: see catalog.read_products)."""
+    for row in read_products(path, list_separator=list_separator):
+        yield IngestRow(
+            row.row, row.id, row.cells, image=row.image, record=row.record, error=row.error, images=row.images
+        )
 
 
 def count_catalog_rows(path: str | Path) -> int:
@@ -212,7 +252,8 @@ def ingest_catalog(
     on_progress: ProgressCallback | None = None,
 ) -> IngestReport:
     plan = plan_catalog(encoder, index, catalog, collection=collection, options=options)
-    return ingest_rows(encoder, index, rows_from_catalog(catalog), plan=plan, on_progress=on_progress)
+    rows = rows_from_catalog(catalog, options.list_separator)
+    return ingest_rows(encoder, index, rows, plan=plan, on_progress=on_progress)
 
 
 def ingest_rows(
@@ -225,7 +266,7 @@ def ingest_rows(
 ) -> IngestReport:
     options = plan.options
     report = IngestReport(schema=plan.schema, added_fields=list(plan.added_fields), notes=list(plan.notes))
-    report.model = plan.model_label
+    report.model, report.dry_run = plan.model_label, options.dry_run
     started = time.perf_counter()
     prepared: queue.Queue[_Prepared | None] = queue.Queue()
     producer_error: list[BaseException] = []
@@ -236,17 +277,26 @@ def ingest_rows(
         workers=options.fetch_workers,
     )
     sources = ImageSources(plan.image_root, limits)
+    #: Every item id the catalog has (failed rows too: a sync never deletes what failed to load).
+    in_catalog: set[str] = set()
+
+    def batches() -> Iterator[_Prepared]:
+        first_seen: dict[str, int] = {}
+        for batch in _batched(rows, options.batch_size):
+            for row in batch:
+                if row.id:
+                    in_catalog.update(row.item_ids(bool(plan.text_fields)))
+            yield _prepare(index, plan, sources, _mark_duplicates(batch, first_seen))
 
     def chunks() -> Iterator[list[encoder_pb2.EmbedInput]]:
         """Runs on gRPC's request thread, as fast as the stream accepts chunks."""
-        first_seen: dict[str, int] = {}
         try:
-            for batch in _batched(rows, options.batch_size):
-                ready = _prepare(index, plan, sources, _mark_duplicates(batch, first_seen))
+            for ready in batches():
                 prepared.put(ready)
-                if ready.images:
-                    yield [encoder_pb2.EmbedInput(image=image) for image in ready.images]
-                    ready.images = []  # sent: keep only ids and metadata
+                if ready.items:
+                    yield [item.embed_input for item in ready.items if item.embed_input is not None]
+                    for item in ready.items:
+                        item.embed_input = None  # sent: keep only ids and metadata
         except BaseException as error:
             producer_error.append(error)
         finally:
@@ -254,6 +304,7 @@ def ingest_rows(
 
     def merge(result: _BatchResult) -> None:
         report.ingested += result.ingested
+        report.updated += result.updated
         report.skipped += result.skipped
         report.failed.extend(result.failed)
         report.seconds = time.perf_counter() - started
@@ -261,58 +312,114 @@ def ingest_rows(
             on_progress(report)
 
     try:
-        with ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="ingest-upsert") as pool:
-            upserts: set[Future] = set()
-            try:
-                outcomes_by_chunk = encoder.embed_stream(chunks())
-                while (ready := prepared.get()) is not None:
-                    if not ready.items:
-                        merge(ready.result)
-                        continue
-                    outcomes = next(outcomes_by_chunk)
-                    result, kept = ready.result, []
-                    for item, outcome in zip(ready.items, outcomes, strict=True):
-                        if isinstance(outcome, ClipsearchError):
-                            result.fail(item.row, "image refused by the encoder", outcome.message)
-                        else:
-                            kept.append((item, outcome))
-                    while len(upserts) >= 2 * options.workers:
-                        finished, upserts = wait(upserts, return_when=FIRST_COMPLETED)
-                        for done in finished:
-                            merge(done.result())
-                    upserts.add(pool.submit(_upsert, index, plan, kept, encoder.last_fingerprint, result))
-                for done in upserts:
-                    merge(done.result())
-            except BaseException:
-                for pending in upserts:
-                    pending.cancel()
-                if producer_error:
-                    raise producer_error[0] from None
-                raise
+        if options.dry_run:
+            for ready in batches():
+                ready.result.ingested += len(ready.items)
+                ready.result.updated += len(ready.refresh)
+                merge(ready.result)
+        else:
+            _run_pipeline(encoder, index, plan, chunks(), prepared, producer_error, merge)
     finally:
         sources.close()
     if producer_error:
         raise producer_error[0]
+    if options.sync:
+        report.deleted = _sync(index, plan, in_catalog, report)
     report.failed.sort(key=lambda failure: failure.row)
     report.seconds = time.perf_counter() - started
     return report
 
 
+def _run_pipeline(
+    encoder: EncoderClient,
+    index: IndexClient,
+    plan: IngestPlan,
+    chunks: Iterator[list[encoder_pb2.EmbedInput]],
+    prepared: queue.Queue[_Prepared | None],
+    producer_error: list[BaseException],
+    merge: Callable[[_BatchResult], None],
+) -> None:
+    """Encodes the prepared batches over one stream and upserts them on a pool, in order."""
+    options = plan.options
+    with ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="ingest-upsert") as pool:
+        upserts: set[Future] = set()
+        try:
+            outcomes_by_chunk = encoder.embed_stream(chunks)
+            while (ready := prepared.get()) is not None:
+                result, kept = ready.result, list(ready.refresh)
+                if ready.items:
+                    outcomes = next(outcomes_by_chunk)
+                    for item, outcome in zip(ready.items, outcomes, strict=True):
+                        if isinstance(outcome, ClipsearchError):
+                            kind = (
+                                "image refused by the encoder"
+                                if item.is_image
+                                else "text refused by the encoder"
+                            )
+                            result.fail(item.row, kind, outcome.message, item.item_id)
+                        else:
+                            kept.append((item, outcome))
+                if not kept:
+                    merge(result)
+                    continue
+                while len(upserts) >= 2 * options.workers:
+                    finished, upserts = wait(upserts, return_when=FIRST_COMPLETED)
+                    for done in finished:
+                        merge(done.result())
+                fingerprint = encoder.last_fingerprint or plan.model.fingerprint
+                upserts.add(pool.submit(_upsert, index, plan, kept, fingerprint, result))
+            for done in upserts:
+                merge(done.result())
+        except BaseException:
+            for pending in upserts:
+                pending.cancel()
+            if producer_error:
+                raise producer_error[0] from None
+            raise
+
+
+def _sync(index: IndexClient, plan: IngestPlan, in_catalog: set[str], report: IngestReport) -> int:
+    """Deletes (``dry_run``: counts) the collection's items the catalog no longer has."""
+    if not in_catalog or report.ingested + report.updated + report.skipped == 0:
+        raise FailedPreconditionError(
+            "sync: not one row of the catalog could be ingested, so nothing is deleted (a sync of an "
+            "empty or unreadable catalog would empty the collection); fix the catalog and run again",
+            field="sync",
+        )
+    stale = [item.id for item in index.iter_items(plan.collection) if item.id not in in_catalog]
+    if plan.options.dry_run or not stale:
+        return len(stale)
+    return index.delete(plan.collection, stale)
+
+
 @dataclass
 class _BatchResult:
     ingested: int = 0
+    updated: int = 0
     skipped: int = 0
     failed: list[IngestFailure] = field(default_factory=list)
 
-    def fail(self, row: IngestRow, kind: str, reason: str) -> None:
-        self.failed.append(IngestFailure(row.row, row.id, reason, kind, row.record))
+    def fail(self, row: IngestRow, kind: str, reason: str, item_id: str = "") -> None:
+        self.failed.append(IngestFailure(row.row, item_id or row.id, reason, kind, row.record))
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Item:
+    """One vector to write: an image of a product, or its text."""
+
     row: IngestRow
+    item_id: str
     metadata: dict[str, MetadataValue]
     content_key: str
+    #: What the encoder embeds (dropped once sent).
+    embed_input: encoder_pb2.EmbedInput | None
+    is_image: bool = True
+    #: Rewritten with its stored vector (its metadata changed, its image did not).
+    refreshed: bool = False
+
+    @property
+    def group(self) -> str:
+        return self.row.id
 
 
 @dataclass
@@ -322,7 +429,8 @@ class _Prepared:
     result: _BatchResult
     #: The items sent to the encoder, in order.
     items: list[_Item]
-    images: list[bytes]
+    #: Items whose vector is unchanged but metadata is not: rewritten with their stored vector.
+    refresh: list[tuple[_Item, np.ndarray]] = field(default_factory=list)
 
 
 def _mark_duplicates(batch: list[IngestRow], first_seen: dict[str, int]) -> list[IngestRow]:
@@ -330,7 +438,14 @@ def _mark_duplicates(batch: list[IngestRow], first_seen: dict[str, int]) -> list
     for row in batch:
         if row.error is None and row.id in first_seen:
             row = IngestRow(
-                row.row, row.id, {}, record=row.record, error=f"duplicate id (row {first_seen[row.id]})"
+                row.row,
+                row.id,
+                {},
+                record=row.record,
+                error=(
+                    f"duplicate id (row {first_seen[row.id]}; the rows of one product must be next "
+                    "to each other)"
+                ),
             )
         elif row.error is None:
             first_seen[row.id] = row.row
@@ -360,13 +475,30 @@ def metadata_of(row: IngestRow, schema: Schema | None, separator: str = "|") -> 
     return metadata
 
 
-def content_key(image: bytes, metadata: dict[str, MetadataValue], model: ModelInfo) -> str:
-    """What an item is made from: its image bytes, its metadata, the model and how the encoder
-    turns images into pixels (the resume key: any of them changing re-embeds the item)."""
-    digest = hashlib.sha256(image)
-    digest.update(json.dumps(metadata, sort_keys=True, default=str).encode())
+def content_key(source: bytes | str, model: ModelInfo) -> str:
+    """What an item's vector is made from: its image bytes (or its text), the model and how the
+    encoder turns images into pixels. Any of them changing re-embeds the item; metadata is
+    compared apart (a changed price rewrites the item with its stored vector)."""
+    digest = hashlib.sha256(source if isinstance(source, bytes) else b"text\0" + source.encode("utf-8"))
     digest.update(f"\0{model.fingerprint}\0{model.preprocessing}".encode())
     return "sha256:" + digest.hexdigest()
+
+
+def same_metadata(stored: dict[str, MetadataValue], wanted: dict[str, MetadataValue]) -> bool:
+    """Equal as the index stores them (numbers compare as numbers: 3 == 3.0)."""
+    return stored.keys() == wanted.keys() and all(stored[k] == wanted[k] for k in stored)
+
+
+def product_text(row: IngestRow, metadata: dict[str, MetadataValue], fields: tuple[str, ...]) -> str:
+    """The product's text for its text vector: the listed fields that it has, in order."""
+    parts = []
+    for name in fields:
+        value = metadata.get(name)
+        if isinstance(value, list):
+            value = " ".join(value)
+        if value not in (None, ""):
+            parts.append(str(value))
+    return ". ".join(parts)
 
 
 def _prepare(
@@ -383,24 +515,56 @@ def _prepare(
             parsed.append((row, metadata_of(row, plan.schema, plan.options.list_separator)))
         except CellError as error:
             result.fail(row, "bad value", str(error))
-    located = [row.image for row, _ in parsed if row.image_bytes is None]
+    located = [location for row, _ in parsed if row.image_bytes is None for location in row.locations]
     loaded = iter(sources.load_many(located))
     items: list[_Item] = []
-    images: list[bytes] = []
     for row, metadata in parsed:
-        image = row.image_bytes if row.image_bytes is not None else next(loaded)
-        if isinstance(image, SourceError):
-            result.fail(row, image.kind, image.message)
-            continue
-        items.append(_Item(row, metadata, content_key(image, metadata, plan.model)))
-        images.append(image)
+        images = [row.image_bytes] if row.image_bytes is not None else [next(loaded) for _ in row.locations]
+        ids = row.item_ids(text_vector=False)
+        for n, image in enumerate(images):
+            if isinstance(image, SourceError):
+                result.fail(row, image.kind, image.message, ids[n])
+                continue
+            own = {**metadata, IMAGE_FIELD.name: row.locations[n]} if row.locations else metadata
+            key = content_key(image, plan.model)
+            items.append(_Item(row, ids[n], own, key, encoder_pb2.EmbedInput(image=image)))
+        text = product_text(row, metadata, plan.text_fields)
+        if text:
+            key = content_key(text, plan.model)
+            items.append(
+                _Item(row, f"{row.id}#text", metadata, key, encoder_pb2.EmbedInput(text=text), False)
+            )
+    refresh: list[tuple[_Item, np.ndarray]] = []
     if plan.options.resume and items:
-        stored = index.get(plan.collection, [item.row.id for item in items], missing_ok=True)
-        keys = {item.id: item.content_key for item in stored}
-        changed = [i for i, item in enumerate(items) if keys.get(item.row.id) != item.content_key]
-        result.skipped = len(items) - len(changed)
-        items, images = [items[i] for i in changed], [images[i] for i in changed]
-    return _Prepared(result, items, images)
+        stored = {s.id: s for s in index.get(plan.collection, [i.item_id for i in items], missing_ok=True)}
+        to_embed, stale_metadata = [], []
+        for item in items:
+            have = stored.get(item.item_id)
+            if have is None or have.content_key != item.content_key:
+                to_embed.append(item)
+            elif same_metadata(have.metadata, item.metadata) and have.group in ("", item.group):
+                result.skipped += 1
+            else:
+                stale_metadata.append(item)
+        if stale_metadata:
+            vectors = {
+                s.id: s.vector
+                for s in index.get(
+                    plan.collection,
+                    [i.item_id for i in stale_metadata],
+                    include_vectors=True,
+                    missing_ok=True,
+                )
+            }
+            for item in stale_metadata:
+                vector = vectors.get(item.item_id)
+                if vector is not None:
+                    item.refreshed, item.embed_input = True, None
+                    refresh.append((item, vector))
+                else:  # deleted meanwhile: embed it again
+                    to_embed.append(item)
+        items = to_embed
+    return _Prepared(result, items, refresh)
 
 
 def _upsert(
@@ -416,20 +580,24 @@ def _upsert(
         try:
             index.upsert(
                 plan.collection,
-                [item.row.id for item in items],
+                [item.item_id for item in items],
                 np.stack([vector for _, vector in kept]),
                 [item.metadata for item in items],
                 model_fingerprint=fingerprint,
                 content_keys=[item.content_key for item in items],
+                groups=[item.group for item in items],
             )
         except InvalidArgumentError as error:
             position = _item_position(error.field)
             if position is None or position >= len(kept):
                 raise
-            result.fail(kept[position][0].row, "bad value", error.message)
+            item = kept[position][0]
+            result.fail(item.row, "bad value", error.message, item.item_id)
             del kept[position]
             continue
-        result.ingested += len(kept)
+        refreshed = sum(item.refreshed for item, _ in kept)
+        result.updated += refreshed
+        result.ingested += len(kept) - refreshed
         break
     return result
 

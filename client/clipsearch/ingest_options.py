@@ -57,6 +57,22 @@ class IngestOptions(Options):
     max_image_bytes: int = option(
         16 * 1024 * 1024, "largest image file or download accepted", parse=int_in(1, 2**31 - 1)
     )
+    text_vector: str = option(
+        "",
+        "also embed each product's text, from these comma-separated fields (e.g. title,description), "
+        "as one more item of the product (<id>#text)",
+    )
+    sync: bool = option(
+        False,
+        "mirror the catalog: afterwards, delete the collection's items the catalog no longer has "
+        "(the count is shown; refused if no row could be ingested)",
+        switch=True,
+    )
+    dry_run: bool = option(
+        False,
+        "write nothing: count what would be embedded, updated, kept and (with --sync) deleted",
+        switch=True,
+    )
 
 
 DEFAULT_OPTIONS = IngestOptions()

@@ -100,13 +100,13 @@ def stored_vector(item: Item) -> np.ndarray:
     return item.vector
 
 
-def page_without(hits: list, item_id: str, offset: int, k: int) -> list:
-    """A page of more-like-this hits fetched from the top, with the item itself dropped.
+def page_without(hits: list, product: str, offset: int, k: int) -> list:
+    """A page of more-like-this hits fetched from the top, with the item's product dropped.
 
-    Fetching from rank 0 and dropping the item keeps pages aligned whether or not
-    the item matches the filter.
+    Fetching from rank 0 and dropping the product keeps pages aligned whether or not it
+    matches the filter. ``product`` is the item's group, else its id (see ``Hit.product``).
     """
-    return [hit for hit in hits if hit.id != item_id][offset : offset + k]
+    return [hit for hit in hits if hit.product != product][offset : offset + k]
 
 
 class Deadline:

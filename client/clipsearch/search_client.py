@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -102,12 +102,15 @@ class SearchClient:
         offset: int = 0,
         ef_search: int = 0,
         nprobe: int = 0,
+        group_size: int | None = 1,
         timeout_s: float | None = None,
     ) -> list[Hit]:
         """Search by a text or a hybrid :class:`~clipsearch.query.Query` of weighted texts and images.
 
-        ``timeout_s`` bounds the whole call (encode + search); ``ef_search``/``nprobe``
-        tune HNSW/IVF collections.
+        The hits are ``k`` distinct products: a product with several images (items sharing a
+        group) comes once, as its best-matching item, with up to ``group_size`` of its items
+        in ``Hit.group_hits``; ``group_size=None`` returns items instead. ``timeout_s`` bounds
+        the whole call (encode + search); ``ef_search``/``nprobe`` tune HNSW/IVF collections.
         """
         deadline = Deadline(timeout_s or self.timeout_s)
         query = Query.text(query) if isinstance(query, str) else query
@@ -123,6 +126,7 @@ class SearchClient:
                     ef_search=ef_search,
                     nprobe=nprobe,
                     model_fingerprint=self.encoder.last_fingerprint,
+                    group_size=group_size,
                     timeout_s=deadline.remaining(),
                 )
             except FailedPreconditionError as error:
@@ -156,15 +160,20 @@ class SearchClient:
         offset: int = 0,
         timeout_s: float | None = None,
     ) -> list[Hit]:
-        """Products closest to a stored one (itself excluded). NOT_FOUND for an unknown id."""
+        """Products closest to a stored item (its own product excluded). NOT_FOUND for an unknown id."""
         deadline = Deadline(timeout_s or self.timeout_s)
         with one_request_id():
             [item] = self.index.get(collection, [item_id], include_vectors=True)
             vector = stored_vector(item)
             hits = self.index.search(
-                collection, vector, k=offset + k + 1, filter=filter, timeout_s=deadline.remaining()
+                collection,
+                vector,
+                k=offset + k + 1,
+                filter=filter,
+                group_size=1,
+                timeout_s=deadline.remaining(),
             )
-        return page_without(hits, item_id, offset, k)
+        return page_without(hits, item.group or item.id, offset, k)
 
     def embed_query(self, query: Query, *, timeout_s: float | None = None) -> np.ndarray:
         """The query's unit vector: its parts embedded, weighted and summed."""
@@ -205,8 +214,9 @@ class SearchClient:
             self.encoder, self.index, catalog, collection=collection, options=options, on_progress=on_progress
         )
 
-    def delete(self, *, collection: str, ids: list[str]) -> int:
-        return self.index.delete(collection, ids)
+    def delete(self, *, collection: str, ids: Sequence[str] = (), **selection: Any) -> int:
+        """As :meth:`IndexClient.delete` (``groups``, ``filter``, ``dry_run``)."""
+        return self.index.delete(collection, ids, **selection)
 
     def close(self) -> None:
         self.encoder.close()

@@ -54,21 +54,45 @@ class ModelInfo:
 
 @dataclass(frozen=True)
 class Hit:
-    """One search result: product id, similarity (higher is closer) and metadata."""
+    """One search result: item id, similarity (higher is closer) and metadata.
+
+    In a grouped search (products with several images), a hit is its product's best item:
+    ``group`` is the product and ``group_hits`` its best items (this one first).
+    """
 
     id: str
     score: float
     metadata: dict[str, MetadataValue] = field(default_factory=dict)
+    group: str = ""
+    group_hits: tuple[Hit, ...] = ()
+
+    @property
+    def product(self) -> str:
+        """The product this hit stands for: its group, else its id."""
+        return self.group or self.id
 
     @classmethod
-    def from_proto(cls, message: index_pb2.Hit) -> Hit:
-        return cls(id=message.id, score=message.score, metadata=metadata_from_proto(message.metadata))
+    def from_proto(cls, message: index_pb2.Hit, group_hits: tuple[Hit, ...] = ()) -> Hit:
+        return cls(
+            id=message.id,
+            score=message.score,
+            metadata=metadata_from_proto(message.metadata),
+            group=message.group,
+            group_hits=group_hits,
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "score": self.score, "metadata": dict(self.metadata)}
+        data: dict[str, Any] = {"id": self.id, "score": self.score, "metadata": dict(self.metadata)}
+        if self.group:
+            data["group"] = self.group
+        if len(self.group_hits) > 1:  # one is this hit itself
+            data["group_hits"] = [h.to_dict() for h in self.group_hits]
+        return data
 
     def to_proto(self) -> index_pb2.Hit:
-        return index_pb2.Hit(id=self.id, score=self.score, metadata=metadata_to_proto(self.metadata))
+        return index_pb2.Hit(
+            id=self.id, score=self.score, metadata=metadata_to_proto(self.metadata), group=self.group
+        )
 
 
 @dataclass(frozen=True)
@@ -78,6 +102,8 @@ class Item:
     vector: np.ndarray | None = None
     #: What ingest made the item from (source and model), for resuming; "" when written otherwise.
     content_key: str = ""
+    #: The product the item is one vector of ("" when it is its own).
+    group: str = ""
 
     @classmethod
     def from_proto(cls, message: index_pb2.Item) -> Item:
@@ -87,7 +113,34 @@ class Item:
             metadata=metadata_from_proto(message.metadata),
             vector=vector,
             content_key=message.content_key,
+            group=message.group,
         )
+
+    def to_dict(self, *, vectors: bool = False) -> dict[str, Any]:
+        """JSON-ready (``clipsearch export``): id, group, metadata, and the vector when asked."""
+        data: dict[str, Any] = {"id": self.id}
+        if self.group:
+            data["group"] = self.group
+        data["metadata"] = dict(self.metadata)
+        if vectors and self.vector is not None:
+            data["vector"] = [float(x) for x in self.vector]
+        return data
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of :meth:`IndexClient.scroll`; pass ``next_cursor`` for the next ("" at the end)."""
+
+    items: list[Item]
+    next_cursor: str
+
+
+@dataclass(frozen=True)
+class Alias:
+    alias: str
+    collection: str
+    #: Where the alias pointed before its last switch (until that collection is dropped).
+    previous: str = ""
 
 
 @dataclass(frozen=True)
@@ -113,6 +166,8 @@ class CollectionInfo:
     model_pretrained: str = ""
     #: Why the collection is quarantined (set aside, refusing calls); empty when it serves.
     quarantine: str = ""
+    #: The aliases that point at it.
+    aliases: tuple[str, ...] = ()
 
     @classmethod
     def from_proto(cls, message: index_pb2.CollectionInfo) -> CollectionInfo:
@@ -130,6 +185,7 @@ class CollectionInfo:
             schema=schema_from_proto(config.schema) if config.HasField("schema") else None,
             model_pretrained=config.model_pretrained,
             quarantine=message.quarantine,
+            aliases=tuple(message.aliases),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -154,10 +210,18 @@ class IngestFailure:
 class IngestReport:
     """What an ingest did. ``failed`` rows were reported and skipped, never fatal."""
 
+    #: Items embedded and written (with ``dry_run``: that would be).
     ingested: int = 0
+    #: Items unchanged, left alone.
     skipped: int = 0
     failed: list[IngestFailure] = field(default_factory=list)
     seconds: float = 0.0
+    #: Items whose metadata changed but image did not: rewritten with their stored vectors.
+    updated: int = 0
+    #: Items deleted because the catalog no longer has them (``sync``).
+    deleted: int = 0
+    #: Nothing was written: the counts say what a real run would do.
+    dry_run: bool = False
     #: The collection's schema the rows were checked against.
     schema: Schema | None = None
     #: Fields this ingest added to the schema (the catalog's new columns).

@@ -41,7 +41,8 @@ def test_search_json_is_machine_readable(pair, ingested, small_catalog) -> None:
         "search", "--collection", "cli_e2e", "--text", "a red dress", "-k", "3", "--json", pair=pair
     )
     hits = json.loads(done.stdout)["hits"]
-    assert len(hits) == 3 and {"id", "score", "metadata"} == set(hits[0])
+    assert len(hits) == 3 and {"id", "score", "metadata", "group"} == set(hits[0])
+    assert hits[0]["group"] == hits[0]["id"], "an ingested product's items are grouped by its id"
     image = next(small_catalog.parent.glob("images/*"))
     done = clipsearch(
         "search", "--collection", "cli_e2e", "--image", str(image), "-k", "1", "--json", pair=pair

@@ -22,6 +22,7 @@ TEXT_VALUES = {
     "schema": '{"price": {"type": "float", "currency": "USD"}}',
     "image_root": "/srv/images",
     "list_separator": ";",
+    "text_vector": "title,description",
 }
 
 

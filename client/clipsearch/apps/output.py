@@ -33,7 +33,10 @@ def print_ingest_report(
     if as_json:
         summary = {
             "ingested": report.ingested,
+            "updated": report.updated,
             "skipped": report.skipped,
+            "deleted": report.deleted,
+            "dry_run": report.dry_run,
             "failed": failures,
             "failed_by_kind": report.failures_by_kind(),
             "added_fields": report.added_fields,
@@ -46,10 +49,19 @@ def print_ingest_report(
         print("schema:", file=sys.stderr)
         for note in report.notes:
             print(f"  {note}", file=sys.stderr)
-    print(
-        f"ingested {report.ingested}, skipped {report.skipped} (unchanged), failed {len(failures)} "
-        f"in {report.seconds:.1f}s ({report.rate:.1f} items/s){where}"
-    )
+    if report.dry_run:
+        print(
+            f"dry run, nothing written: would embed {report.ingested}, update {report.updated} "
+            f"(metadata only), keep {report.skipped} (unchanged), delete {report.deleted} "
+            f"(no longer in the catalog); {len(failures)} rows fail{where}"
+        )
+    else:
+        updated = f", updated {report.updated} (metadata only, not re-encoded)" if report.updated else ""
+        deleted = f", deleted {report.deleted} (no longer in the catalog)" if report.deleted else ""
+        print(
+            f"ingested {report.ingested}{updated}, skipped {report.skipped} (unchanged){deleted}, "
+            f"failed {len(failures)} in {report.seconds:.1f}s ({report.rate:.1f} items/s){where}"
+        )
     for kind, count in report.failures_by_kind().items():
         print(f"  {count} {kind}")
     for failure in failures[:SHOWN_FAILURES]:

@@ -13,12 +13,15 @@ import sys
 from collections.abc import Sequence
 
 from clipsearch.apps.cli import (
+    aliases,
+    backup,
     bulk_ingest,
     cluster,
     collections,
     demo,
     health,
     ingest,
+    items,
     loadtest,
     search,
     serve,
@@ -26,7 +29,21 @@ from clipsearch.apps.cli import (
 )
 from clipsearch.apps.cli.common import run_handler
 
-COMMANDS = (serve, ingest, search, collections, health, loadtest, demo, cluster, bulk_ingest, ui)
+COMMANDS = (
+    serve,
+    ingest,
+    search,
+    items,
+    collections,
+    aliases,
+    backup,
+    health,
+    loadtest,
+    demo,
+    cluster,
+    bulk_ingest,
+    ui,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

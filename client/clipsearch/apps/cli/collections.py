@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from clipsearch.apps.cli.common import add_addresses
+from clipsearch.apps.cli.items import confirm
 
 
 def add(commands: argparse._SubParsersAction) -> None:
@@ -14,8 +16,9 @@ def add(commands: argparse._SubParsersAction) -> None:
     listing = action.add_parser("list", help="all collections")
     describe = action.add_parser("describe", help="one collection, with its schema")
     describe.add_argument("name")
-    drop = action.add_parser("drop", help="delete a collection and its data")
+    drop = action.add_parser("drop", help="delete a collection and its data (asks first)")
     drop.add_argument("name")
+    drop.add_argument("--yes", action="store_true", help="do not ask")
     add_field = action.add_parser(
         "add-field", help="add a metadata field to a collection's schema (a type never changes)"
     )
@@ -49,6 +52,11 @@ def _collections(args: argparse.Namespace) -> int:
             assert info.schema is not None
             print(f"{args.name}: schema\n{info.schema.describe()}")
         else:
+            if not args.yes:
+                count = index.describe_collection(args.name).item_count
+                if not confirm(f"drop collection {args.name!r} and its {count} items?"):
+                    print("nothing dropped", file=sys.stderr)
+                    return 1
             index.drop_collection(args.name)
             print(f"dropped {args.name}")
     return 0

@@ -51,9 +51,10 @@ def _ingest(args: argparse.Namespace) -> int:
     total = count_catalog_rows(args.catalog)
     options = IngestOptions.from_args(args)
     with SearchClient(args.encoder, args.index, timeout_s=args.timeout) as client:
-        client.create_collection(
-            args.collection, num_shards=args.num_shards, index_spec=args.index_spec, exist_ok=True
-        )
+        if not options.dry_run:  # a dry run writes nothing (its collection must exist)
+            client.create_collection(
+                args.collection, num_shards=args.num_shards, index_spec=args.index_spec, exist_ok=True
+            )
         with _progress_bar(total, enabled=not args.json) as on_progress:
             report = client.ingest(
                 args.catalog, collection=args.collection, options=options, on_progress=on_progress
