@@ -60,8 +60,7 @@ MAX_K = limits.MAX_K
 MAX_OFFSET = limits.MAX_OFFSET
 MAX_QUERIES = limits.MAX_QUERIES
 STORE_FILE = "store.sqlite"
-#: Hits one grouped search keeps per group.
-MAX_GROUP_SIZE = 100
+MAX_GROUP_SIZE = limits.MAX_GROUP_SIZE
 #: A grouped search first asks for this many candidates per wanted group (then 4x more).
 GROUP_WIDEN = 4
 #: Scroll: items per page by default and at most, rows read from the store per query, and

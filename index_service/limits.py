@@ -21,6 +21,8 @@ from clipsearch.schema import MAX_FIELD_NAME_BYTES, Schema
 
 #: Hits per query (the contract: SearchRequest.k is 1 to 10000).
 MAX_K = 10_000
+#: Hits one grouped search keeps per group (GroupBy.size).
+MAX_GROUP_SIZE = 100
 #: Best hits skipped before the page (pagination).
 MAX_OFFSET = 10_000
 #: Query vectors in one SearchRequest.

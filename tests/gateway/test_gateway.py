@@ -162,3 +162,32 @@ def test_hybrid_parts_are_bounded(gateway) -> None:
             stub.SearchHybrid(search_pb2.SearchHybridRequest(parts=parts, options=_options()), timeout=30)
         assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert from_rpc_error(caught.value).field == field
+
+
+def test_searches_return_products_with_their_items(gateway, pair) -> None:
+    """Items sharing a group come back once, as products, unless the caller asks for items."""
+    from clipsearch import IndexClient, SearchClient
+
+    running, stub = gateway
+    with SearchClient(pair.encoder, pair.index) as client, IndexClient(pair.index) as index:
+        client.create_collection("gateway_groups", exist_ok=True)
+        vectors = client.encoder.embed_texts(["a red dress", "a red dress, back", "a blue hat"])
+        index.upsert(
+            "gateway_groups",
+            ["dress", "dress#2", "hat"],
+            vectors,
+            model_fingerprint=client.model.fingerprint,
+            groups=["dress", "dress", "hat"],
+        )
+    options = search_pb2.SearchOptions(collection="gateway_groups", k=2, group_size=2)
+    grouped = stub.SearchText(search_pb2.SearchTextRequest(text="a red dress", options=options), timeout=10)
+    assert [h.group for h in grouped.hits] == ["dress", "hat"]
+    assert [[h.id for h in g.hits] for g in grouped.groups] == [["dress", "dress#2"], ["hat"]]
+    items = search_pb2.SearchOptions(collection="gateway_groups", k=2, ungrouped=True)
+    plain = stub.SearchText(search_pb2.SearchTextRequest(text="a red dress", options=items), timeout=10)
+    assert [h.id for h in plain.hits] == ["dress", "dress#2"] and not plain.groups
+    too_big = search_pb2.SearchOptions(collection="gateway_groups", group_size=101)
+    with pytest.raises(grpc.RpcError) as refused:
+        stub.SearchText(search_pb2.SearchTextRequest(text="x", options=too_big), timeout=10)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "options.group_size" in refused.value.details()

@@ -10,18 +10,22 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class SearchOptions(_message.Message):
-    __slots__ = ("collection", "k", "offset", "filter", "params")
+    __slots__ = ("collection", "k", "offset", "filter", "params", "group_size", "ungrouped")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]
     FILTER_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
+    GROUP_SIZE_FIELD_NUMBER: _ClassVar[int]
+    UNGROUPED_FIELD_NUMBER: _ClassVar[int]
     collection: str
     k: int
     offset: int
     filter: _index_pb2.Filter
     params: _index_pb2.SearchParams
-    def __init__(self, collection: _Optional[str] = ..., k: _Optional[int] = ..., offset: _Optional[int] = ..., filter: _Optional[_Union[_index_pb2.Filter, _Mapping]] = ..., params: _Optional[_Union[_index_pb2.SearchParams, _Mapping]] = ...) -> None: ...
+    group_size: int
+    ungrouped: bool
+    def __init__(self, collection: _Optional[str] = ..., k: _Optional[int] = ..., offset: _Optional[int] = ..., filter: _Optional[_Union[_index_pb2.Filter, _Mapping]] = ..., params: _Optional[_Union[_index_pb2.SearchParams, _Mapping]] = ..., group_size: _Optional[int] = ..., ungrouped: _Optional[bool] = ...) -> None: ...
 
 class SearchTextRequest(_message.Message):
     __slots__ = ("text", "options")
@@ -32,10 +36,12 @@ class SearchTextRequest(_message.Message):
     def __init__(self, text: _Optional[str] = ..., options: _Optional[_Union[SearchOptions, _Mapping]] = ...) -> None: ...
 
 class SearchTextResponse(_message.Message):
-    __slots__ = ("hits",)
+    __slots__ = ("hits", "groups")
     HITS_FIELD_NUMBER: _ClassVar[int]
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
     hits: _containers.RepeatedCompositeFieldContainer[_index_pb2.Hit]
-    def __init__(self, hits: _Optional[_Iterable[_Union[_index_pb2.Hit, _Mapping]]] = ...) -> None: ...
+    groups: _containers.RepeatedCompositeFieldContainer[_index_pb2.HitGroup]
+    def __init__(self, hits: _Optional[_Iterable[_Union[_index_pb2.Hit, _Mapping]]] = ..., groups: _Optional[_Iterable[_Union[_index_pb2.HitGroup, _Mapping]]] = ...) -> None: ...
 
 class SearchImageRequest(_message.Message):
     __slots__ = ("image", "options")
@@ -46,10 +52,12 @@ class SearchImageRequest(_message.Message):
     def __init__(self, image: _Optional[bytes] = ..., options: _Optional[_Union[SearchOptions, _Mapping]] = ...) -> None: ...
 
 class SearchImageResponse(_message.Message):
-    __slots__ = ("hits",)
+    __slots__ = ("hits", "groups")
     HITS_FIELD_NUMBER: _ClassVar[int]
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
     hits: _containers.RepeatedCompositeFieldContainer[_index_pb2.Hit]
-    def __init__(self, hits: _Optional[_Iterable[_Union[_index_pb2.Hit, _Mapping]]] = ...) -> None: ...
+    groups: _containers.RepeatedCompositeFieldContainer[_index_pb2.HitGroup]
+    def __init__(self, hits: _Optional[_Iterable[_Union[_index_pb2.Hit, _Mapping]]] = ..., groups: _Optional[_Iterable[_Union[_index_pb2.HitGroup, _Mapping]]] = ...) -> None: ...
 
 class WeightedInput(_message.Message):
     __slots__ = ("input", "weight")
@@ -68,10 +76,12 @@ class SearchHybridRequest(_message.Message):
     def __init__(self, parts: _Optional[_Iterable[_Union[WeightedInput, _Mapping]]] = ..., options: _Optional[_Union[SearchOptions, _Mapping]] = ...) -> None: ...
 
 class SearchHybridResponse(_message.Message):
-    __slots__ = ("hits",)
+    __slots__ = ("hits", "groups")
     HITS_FIELD_NUMBER: _ClassVar[int]
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
     hits: _containers.RepeatedCompositeFieldContainer[_index_pb2.Hit]
-    def __init__(self, hits: _Optional[_Iterable[_Union[_index_pb2.Hit, _Mapping]]] = ...) -> None: ...
+    groups: _containers.RepeatedCompositeFieldContainer[_index_pb2.HitGroup]
+    def __init__(self, hits: _Optional[_Iterable[_Union[_index_pb2.Hit, _Mapping]]] = ..., groups: _Optional[_Iterable[_Union[_index_pb2.HitGroup, _Mapping]]] = ...) -> None: ...
 
 class MoreLikeThisRequest(_message.Message):
     __slots__ = ("id", "options")
@@ -82,10 +92,12 @@ class MoreLikeThisRequest(_message.Message):
     def __init__(self, id: _Optional[str] = ..., options: _Optional[_Union[SearchOptions, _Mapping]] = ...) -> None: ...
 
 class MoreLikeThisResponse(_message.Message):
-    __slots__ = ("hits",)
+    __slots__ = ("hits", "groups")
     HITS_FIELD_NUMBER: _ClassVar[int]
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
     hits: _containers.RepeatedCompositeFieldContainer[_index_pb2.Hit]
-    def __init__(self, hits: _Optional[_Iterable[_Union[_index_pb2.Hit, _Mapping]]] = ...) -> None: ...
+    groups: _containers.RepeatedCompositeFieldContainer[_index_pb2.HitGroup]
+    def __init__(self, hits: _Optional[_Iterable[_Union[_index_pb2.Hit, _Mapping]]] = ..., groups: _Optional[_Iterable[_Union[_index_pb2.HitGroup, _Mapping]]] = ...) -> None: ...
 
 class IngestItem(_message.Message):
     __slots__ = ("id", "image", "metadata")
@@ -123,11 +135,13 @@ class IngestFailure(_message.Message):
     def __init__(self, id: _Optional[str] = ..., code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
 
 class IngestResponse(_message.Message):
-    __slots__ = ("ingested", "skipped", "failures")
+    __slots__ = ("ingested", "skipped", "failures", "updated")
     INGESTED_FIELD_NUMBER: _ClassVar[int]
     SKIPPED_FIELD_NUMBER: _ClassVar[int]
     FAILURES_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_FIELD_NUMBER: _ClassVar[int]
     ingested: int
     skipped: int
     failures: _containers.RepeatedCompositeFieldContainer[IngestFailure]
-    def __init__(self, ingested: _Optional[int] = ..., skipped: _Optional[int] = ..., failures: _Optional[_Iterable[_Union[IngestFailure, _Mapping]]] = ...) -> None: ...
+    updated: int
+    def __init__(self, ingested: _Optional[int] = ..., skipped: _Optional[int] = ..., failures: _Optional[_Iterable[_Union[IngestFailure, _Mapping]]] = ..., updated: _Optional[int] = ...) -> None: ...

@@ -22,9 +22,9 @@ from clipsearch.query import Query
 from clipsearch.search_client import SearchClient
 from clipsearch.server.status import map_errors
 from clipsearch.types import Hit, IngestReport
-from clipsearch.v1 import search_pb2, search_pb2_grpc
+from clipsearch.v1 import index_pb2, search_pb2, search_pb2_grpc
 from clipsearch.wire import metadata_from_proto
-from index_service.limits import DEFAULT_LIMITS
+from index_service.limits import DEFAULT_LIMITS, MAX_GROUP_SIZE
 from index_service.limits import check_search as check_index_search
 
 DEFAULT_K = 10
@@ -42,28 +42,28 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
         if not request.text:
             raise InvalidArgumentError("text: must not be empty", field="text")
         hits = await self._client.search(Query.text(request.text), **_options(request.options, context))
-        return search_pb2.SearchTextResponse(hits=_protos(hits))
+        return search_pb2.SearchTextResponse(hits=_protos(hits), groups=_groups(hits))
 
     @map_errors
     async def SearchImage(self, request, context):
         if not request.image:
             raise InvalidArgumentError("image: must not be empty", field="image")
         hits = await self._client.search(Query.image(request.image), **_options(request.options, context))
-        return search_pb2.SearchImageResponse(hits=_protos(hits))
+        return search_pb2.SearchImageResponse(hits=_protos(hits), groups=_groups(hits))
 
     @map_errors
     async def SearchHybrid(self, request, context):
         hits = await self._client.search(_hybrid_query(request.parts), **_options(request.options, context))
-        return search_pb2.SearchHybridResponse(hits=_protos(hits))
+        return search_pb2.SearchHybridResponse(hits=_protos(hits), groups=_groups(hits))
 
     @map_errors
     async def MoreLikeThis(self, request, context):
         if not request.id:
             raise InvalidArgumentError("id: must not be empty", field="id")
         options = _options(request.options, context)
-        options.pop("ef_search"), options.pop("nprobe")
+        options.pop("ef_search"), options.pop("nprobe"), options.pop("group_size")
         hits = await self._client.more_like_this(request.id, **options)
-        return search_pb2.MoreLikeThisResponse(hits=_protos(hits))
+        return search_pb2.MoreLikeThisResponse(hits=_protos(hits), groups=_groups(hits))
 
     @map_errors
     async def Ingest(self, request_iterator: AsyncIterator[search_pb2.IngestRequest], context):
@@ -85,7 +85,9 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
             search_pb2.IngestFailure(id=f.id, code=code_pb2.INVALID_ARGUMENT, message=f.reason)
             for f in report.failed
         ]
-        return search_pb2.IngestResponse(ingested=report.ingested, skipped=report.skipped, failures=failures)
+        return search_pb2.IngestResponse(
+            ingested=report.ingested, skipped=report.skipped, failures=failures, updated=report.updated
+        )
 
 
 def _options(options: search_pb2.SearchOptions, context: grpc.aio.ServicerContext) -> dict:
@@ -108,8 +110,17 @@ def _options(options: search_pb2.SearchOptions, context: grpc.aio.ServicerContex
         "filter": options.filter if options.HasField("filter") else None,
         "ef_search": options.params.ef_search,
         "nprobe": options.params.nprobe,
+        "group_size": None if options.ungrouped else _group_size(options.group_size),
         "timeout_s": remaining if remaining is not None else None,
     }
+
+
+def _group_size(size: int) -> int:
+    if not 0 <= size <= MAX_GROUP_SIZE:
+        raise InvalidArgumentError(
+            f"options.group_size must be in [0, {MAX_GROUP_SIZE}], got {size}", field="options.group_size"
+        )
+    return size or 1
 
 
 def _hybrid_query(parts) -> Query:
@@ -136,6 +147,14 @@ def _hybrid_query(parts) -> Query:
 
 def _protos(hits: list[Hit]):
     return [hit.to_proto() for hit in hits]
+
+
+def _groups(hits: list[Hit]) -> list[index_pb2.HitGroup]:
+    return [
+        index_pb2.HitGroup(group=hit.product, hits=[h.to_proto() for h in hit.group_hits])
+        for hit in hits
+        if hit.group_hits
+    ]
 
 
 def _rows_from_stream(
