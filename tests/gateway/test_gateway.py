@@ -168,7 +168,7 @@ def test_searches_return_products_with_their_items(gateway, pair) -> None:
     """Items sharing a group come back once, as products, unless the caller asks for items."""
     from clipsearch import IndexClient, SearchClient
 
-    running, stub = gateway
+    _, stub = gateway
     with SearchClient(pair.encoder, pair.index) as client, IndexClient(pair.index) as index:
         client.create_collection("gateway_groups", exist_ok=True)
         vectors = client.encoder.embed_texts(["a red dress", "a red dress, back", "a blue hat"])
