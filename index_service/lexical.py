@@ -171,6 +171,23 @@ class LexicalIndex:
             [("version", LEXICAL_VERSION), ("fields", self.fields.to_json())],
         )
 
+    @staticmethod
+    def set_sequence(conn: sqlite3.Connection, sequence: int) -> None:
+        """Records, in the caller's write transaction, the store sequence the tables reflect.
+
+        A store written by a release without the lexical index leaves its tables behind that
+        sequence; :meth:`sequence` then differs from the store's and the opener rebuilds them.
+        """
+        conn.execute("INSERT OR REPLACE INTO lex_meta (key, value) VALUES ('sequence', ?)", (str(sequence),))
+
+    @staticmethod
+    def sequence(conn: sqlite3.Connection) -> int | None:
+        """The store sequence recorded by :meth:`set_sequence`; None without lexical tables."""
+        if LexicalIndex.installed(conn) is None:
+            return None
+        row = conn.execute("SELECT value FROM lex_meta WHERE key = 'sequence'").fetchone()
+        return int(row[0]) if row is not None else 0
+
     def rebuild(self, conn: sqlite3.Connection, rows: Iterable[Row], batch: int = 2000) -> int:
         """The tables anew from stored items (recovery, upgrade, new fields); returns items indexed.
 

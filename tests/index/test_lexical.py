@@ -174,6 +174,25 @@ def test_rebuild_equals_incremental_writes(tmp_path: Path, lexical: LexicalIndex
         assert lexical.search(rebuilt, query, 10) == lexical.search(incremental, query, 10)
 
 
+def test_the_recorded_sequence_tells_an_opener_whether_to_rebuild(
+    tmp_path: Path, lexical: LexicalIndex
+) -> None:
+    db = connect(tmp_path / "store.sqlite")
+    assert LexicalIndex.sequence(db) is None  # no tables: rebuild
+    db.execute("BEGIN IMMEDIATE")
+    lexical.install(db)
+    assert LexicalIndex.sequence(db) == 0
+    lexical.write(db, ITEMS)
+    LexicalIndex.set_sequence(db, 7)
+    db.execute("ROLLBACK")
+    assert LexicalIndex.sequence(db) is None  # rolled back with everything else
+    db.execute("BEGIN IMMEDIATE")
+    lexical.install(db)
+    LexicalIndex.set_sequence(db, 7)
+    db.execute("COMMIT")
+    assert LexicalIndex.sequence(connect(tmp_path / "store.sqlite")) == 7
+
+
 def test_installed_reports_fields_and_rebuild_replaces_other_fields(db: sqlite3.Connection) -> None:
     assert LexicalIndex.installed(db) == LexicalFields.from_schema(SCHEMA)
     narrower = LexicalIndex(LexicalFields.from_schema(Schema.from_dict({"title": "text"})))
