@@ -19,6 +19,7 @@ terms that exist), so analysis stays a pure function of the text.
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections.abc import Iterator
@@ -118,6 +119,7 @@ def stem(word: str) -> str:
     return word[:-1]
 
 
+@functools.lru_cache(maxsize=65536)
 def normalise(word: str) -> str:
     """One folded word's term: its spelling variant mapped, then its plural reduced."""
     word = word[:MAX_TERM]
@@ -132,7 +134,19 @@ def words(text: str) -> Iterator[list[str]]:
 
 def terms(text: str) -> list[str]:
     """The terms of ``text``, in order, joined compounds after their parts; stop words removed."""
-    return [term for term, _ in spelled_terms(text)]
+    return list(_cached_terms(text))
+
+
+@functools.lru_cache(maxsize=4096)
+def _cached_terms(text: str) -> tuple[str, ...]:
+    """Keyword values (brands, categories, colours) repeat across items: analysed once."""
+    return tuple(term for term, _ in spelled_terms(text))
+
+
+def clear_caches() -> None:
+    """Forget analysed words (after changing :data:`VARIANTS` at run time, as an ablation does)."""
+    normalise.cache_clear()
+    _cached_terms.cache_clear()
 
 
 def spelled_terms(text: str) -> list[tuple[str, str]]:
