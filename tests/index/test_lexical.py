@@ -280,3 +280,26 @@ def test_analysis_is_one_function_of_the_text() -> None:
         and analysis.max_edits("sneakers") == 2
         and analysis.max_edits("a1b") == 0
     )
+
+
+def test_the_variant_table_joins_spellings_a_catalog_mixes(tmp_path: Path, monkeypatch) -> None:
+    """With both spellings in the catalog, "grey" is a known word and no typo correction is tried:
+    only the variant table brings the "gray" items too."""
+    items = [(0, "gray-hat", {"title": "Gray hat"}), (1, "grey-hat", {"title": "Grey hat"})]
+
+    def found(query: str) -> list[str]:
+        lexical = LexicalIndex(LexicalFields.from_schema(SCHEMA))
+        db = connect(tmp_path / f"{len(analysis.VARIANTS)}.sqlite")
+        db.execute("BEGIN IMMEDIATE")
+        lexical.rebuild(db, items)
+        db.execute("COMMIT")
+        return sorted(ids(lexical.search(db, query, 5)))
+
+    assert found("grey") == found("gray") == ["gray-hat", "grey-hat"]
+    monkeypatch.setattr(analysis, "VARIANTS", {})
+    analysis.clear_caches()
+    try:
+        assert found("grey") == ["grey-hat"] and found("gray") == ["gray-hat"]
+    finally:
+        monkeypatch.undo()
+        analysis.clear_caches()

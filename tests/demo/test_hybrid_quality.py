@@ -1,0 +1,34 @@
+"""Hybrid search reaches issue 17's targets on the demo catalog, in one process (the demo model,
+FAISS flat, the lexical index and fusion: benchmarks/_hybrid_stack.py, the figures of
+``benchmarks/quality.py --only-hybrid``)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+from quality_stack import CATALOG_SEED, CHECKPOINT, N_PRODUCTS
+
+from clipsearch.apps.demo.catalog import generate_catalog
+from clipsearch.apps.demo.hybrid_queries import build_queries, score
+from clipsearch.apps.demo.training.quality import products_from_csv
+
+pytestmark = pytest.mark.quality
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+from _hybrid_stack import InProcessHybrid  # noqa: E402
+
+
+def test_hybrid_meets_the_targets_without_hurting_clean_queries(tmp_path: Path) -> None:
+    catalog = generate_catalog(tmp_path, n_products=N_PRODUCTS, seed=CATALOG_SEED)
+    stack = InProcessHybrid(catalog, model="clipsearch-demo", pretrained=str(CHECKPOINT))
+    queries = [q for q in build_queries(products_from_csv(catalog)) if q.family != "synonym"]
+    hybrid = score(queries, lambda text, k: stack.search(text, k, "hybrid"))
+    vector = score(
+        [q for q in queries if q.family.startswith("clean")], lambda t, k: stack.search(t, k, "vector")
+    )
+    for family, least in (("sku", 0.95), ("brand", 0.95), ("typo", 0.85)):
+        assert hybrid[family].top1 >= least, (family, hybrid[family].misses[:10])
+    for family in ("clean", "clean+pattern"):
+        assert hybrid[family].top1 >= 0.99 * vector[family].top1, (family, hybrid[family].misses[:10])
