@@ -133,6 +133,8 @@ class LexicalIndex:
     def __init__(self, fields: LexicalFields):
         self.fields = fields
         self._columns = [f"c{i}" for i in range(len(fields.fields))]
+        #: "rowid, item_id, c0, c1, ...": what the writes and the explanations read.
+        self._row = ", ".join(["rowid", "item_id", *self._columns])
 
     # -- tables ------------------------------------------------------------------------------
 
@@ -223,9 +225,7 @@ class LexicalIndex:
                 term_counts[term] = term_counts.get(term, 0) + 1
             keys.extend((key, name, int(label)) for name, key in self._keys(values))
         marks = ", ".join("?" * (len(self._columns) + 2))
-        conn.executemany(
-            f"INSERT INTO lex_fts (rowid, item_id, {', '.join(self._columns)}) VALUES ({marks})", documents
-        )
+        conn.executemany(f"INSERT INTO lex_fts ({self._row}) VALUES ({marks})", documents)
         known = _existing_terms(conn, list(term_counts))
         conn.executemany(
             "INSERT INTO lex_terms (term, df) VALUES (?, ?)"
@@ -246,12 +246,11 @@ class LexicalIndex:
         found = []
         for chunk in _chunks(wanted):
             for row in conn.execute(
-                f"SELECT rowid, {', '.join(self._columns) or 'item_id'} FROM lex_fts"
-                f" WHERE rowid IN ({_marks(chunk)})",
+                f"SELECT {self._row} FROM lex_fts WHERE rowid IN ({_marks(chunk)})",
                 chunk,
             ):
                 found.append(row[0])
-                for term in set(" ".join(row[1:] if self._columns else ()).split()):
+                for term in set(" ".join(row[2:]).split()):
                     gone[term] = gone.get(term, 0) + 1
         if not found:
             return 0
@@ -362,8 +361,7 @@ class LexicalIndex:
             row[0]: row[1:]
             for chunk in _chunks(sorted(scores))
             for row in conn.execute(
-                f"SELECT rowid, item_id, {', '.join(self._columns)} FROM lex_fts"
-                f" WHERE rowid IN ({_marks(chunk)})",
+                f"SELECT {self._row} FROM lex_fts WHERE rowid IN ({_marks(chunk)})",
                 chunk,
             )
         }
@@ -439,13 +437,13 @@ class LexicalIndex:
         hits = []
         for chunk in _chunks(wanted):
             for row in conn.execute(
-                f"SELECT rowid, item_id, {rank}, {', '.join(self._columns)} FROM lex_fts"
+                f"SELECT {self._row}, {rank} FROM lex_fts"
                 f" WHERE lex_fts MATCH ? AND rowid IN ({_marks(chunk)})",
                 [*weights, anyone, *chunk],
             ):
                 hits.append(
                     LexicalHit(
-                        row[0], row[1], -float(row[2]), _matched(planned, row[3:]), exact.get(row[0], ())
+                        row[0], row[1], -float(row[-1]), _matched(planned, row[2:-1]), exact.get(row[0], ())
                     )
                 )
         return sorted(hits, key=lambda h: (-len(h.matched), -h.score, h.id))

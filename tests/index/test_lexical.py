@@ -303,3 +303,16 @@ def test_the_variant_table_joins_spellings_a_catalog_mixes(tmp_path: Path, monke
     finally:
         monkeypatch.undo()
         analysis.clear_caches()
+
+
+def test_a_collection_without_string_fields_has_an_empty_lexical_index(tmp_path: Path) -> None:
+    lexical = LexicalIndex(LexicalFields.from_schema(Schema.from_dict({"price": "float"})))
+    db = connect(tmp_path / "store.sqlite")
+    db.execute("BEGIN IMMEDIATE")
+    lexical.install(db)
+    lexical.write(db, [(1, "a", {"price": 3.0})])
+    db.execute("COMMIT")
+    assert lexical.search(db, "red", 5) == [] and lexical.score_items(db, "red", [1]) == []
+    db.execute("BEGIN IMMEDIATE")
+    assert lexical.delete(db, [1]) == 1
+    db.execute("COMMIT")
