@@ -21,7 +21,9 @@ Tables (``LEXICAL_VERSION`` 1, recorded in ``lex_meta``):
   schema says so), so a SKU typed with or without dashes finds its item exactly.
 
 The search is bounded: at most ``max_query_terms`` terms, ``max_expansions`` alternatives
-each, one FTS5 query, and at most ``max_scan`` ranked rows read when a filter rejects rows.
+each, one FTS5 query per tier (at most one per term, each ranking no more rows than its
+rarest term holds), and at most ``max_scan`` ranked rows read per tier while a filter
+rejects rows.
 """
 
 from __future__ import annotations
@@ -193,9 +195,10 @@ class LexicalIndex:
     def rebuild(self, conn: sqlite3.Connection, rows: Iterable[Row], batch: int = 2000) -> int:
         """The tables anew from stored items (recovery, upgrade, new fields); returns items indexed.
 
-        In the caller's transaction: a store opened without lexical tables, or with tables for
-        other fields (the schema grew), rebuilds them from its ``items`` (:func:`stored_rows`)
-        and commits them with nothing else, so a crash mid-rebuild leaves the old state.
+        In the caller's transaction: a store opened without lexical tables, with tables for
+        other fields (the schema grew) or behind its sequence (:meth:`sequence`) rebuilds them
+        from its ``items`` (:func:`stored_rows`); until that transaction commits the old
+        tables stand, so a crash mid-rebuild leaves the old state and the next open rebuilds.
         """
         self.install(conn)
         count = 0
