@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import csv
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -23,7 +23,7 @@ from PIL import Image
 from clipsearch.cells import infer_schema, schema_of
 from index_service import topk
 from index_service.fusion import Candidate, FusionMode, FusionParams, fuse
-from index_service.lexical import LexicalFields, LexicalIndex, SearchOptions
+from index_service.lexical import Allowed, LexicalFields, LexicalIndex, SearchOptions
 
 MODES = ("vector", "keyword", "hybrid")
 
@@ -41,6 +41,7 @@ class InProcessHybrid:
     ):
         from encoder_service.model import load_model
 
+        self.catalog = Path(catalog)
         self.depth = depth
         #: Each side scores the other side's candidates too (docs/hybrid.md, "both scores").
         self.complete = True
@@ -82,36 +83,44 @@ class InProcessHybrid:
         other.fusion = replace(self.fusion, **changes)
         return other
 
-    def vector_candidates(self, query: str, width: int) -> list[Candidate]:
-        embedded = self.encoder.encode_texts(list(self.encoder.tokenize([query])))
-        scores, labels = self.vectors.search(embedded, min(width, self.vectors.ntotal))
-        found = [
-            Candidate(self.ids[label], float(s))
-            for s, label in zip(scores[0], labels[0], strict=True)
-            if label >= 0
-        ]
-        return topk.best(found, width, score=lambda c: c.score, id=lambda c: c.id)
+    def _selection(self, allowed_ids: Collection[str] | None) -> tuple[np.ndarray | None, Allowed | None]:
+        """(allowed labels, the lexical side's mask over labels) for a filter given as ids."""
+        if allowed_ids is None:
+            return None, None
+        wanted = set(allowed_ids)
+        labels = np.asarray(
+            sorted(i for i, item_id in enumerate(self.ids) if item_id in wanted), dtype=np.int64
+        )
+        return labels, lambda asked: np.isin(asked, labels)
 
-    def keyword_candidates(self, query: str, width: int) -> list[Candidate]:
-        hits = self.lexical.search(self.db, query, width, options=self.lexical_options)
-        return [Candidate(h.id, h.score, h.matched, h.exact) for h in hits]
+    def _vector(self, embedded: np.ndarray, width: int, labels: np.ndarray | None) -> dict[int, float]:
+        """label -> inner product of the best ``width`` (of ``labels`` when given: FAISS's selector)."""
+        params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(labels)) if labels is not None else None
+        scores, found = self.vectors.search(embedded, min(width, self.vectors.ntotal), params=params)
+        return {int(label): float(s) for s, label in zip(scores[0], found[0], strict=True) if label >= 0}
 
-    def search(self, query: str, k: int, mode: str = "hybrid") -> list[str]:
+    def search(
+        self, query: str, k: int, mode: str = "hybrid", *, allowed_ids: Collection[str] | None = None
+    ) -> list[str]:
+        """Ids of the best ``k`` for ``query`` in ``mode``; ``allowed_ids`` filters both sides."""
+        if mode == "hybrid":
+            return [h.id for h in self.explain(query, k, allowed_ids=allowed_ids)]
+        labels, allowed = self._selection(allowed_ids)
         if mode == "vector":
-            return [c.id for c in self.vector_candidates(query, k)]
-        if mode == "keyword":
-            return [c.id for c in self.keyword_candidates(query, k)][:k]
-        return [h.id for h in self.explain(query, k)]
+            embedded = self.encoder.encode_texts(list(self.encoder.tokenize([query])))
+            found = [Candidate(self.ids[label], s) for label, s in self._vector(embedded, k, labels).items()]
+            return [c.id for c in topk.best(found, k, score=lambda c: c.score, id=lambda c: c.id)]
+        hits = self.lexical.search(self.db, query, k, allowed=allowed, options=self.lexical_options)
+        return [h.id for h in hits][:k]
 
-    def explain(self, query: str, k: int) -> Sequence:
-        """The hybrid page: both sides' candidates, each side scoring the other's too, fused."""
+    def explain(self, query: str, k: int, *, allowed_ids: Collection[str] | None = None) -> Sequence:
+        """The hybrid page: both sides' candidates (filtered alike), each side scoring the
+        other's too, fused."""
         width = max(k, self.depth)
+        labels, allowed = self._selection(allowed_ids)
         embedded = self.encoder.encode_texts(list(self.encoder.tokenize([query])))
-        scores, labels = self.vectors.search(embedded, min(width, self.vectors.ntotal))
-        vector_labels = {
-            int(label): float(s) for s, label in zip(scores[0], labels[0], strict=True) if label >= 0
-        }
-        keyword = self.lexical.search(self.db, query, width, options=self.lexical_options)
+        vector_labels = self._vector(embedded, width, labels)
+        keyword = self.lexical.search(self.db, query, width, allowed=allowed, options=self.lexical_options)
         if self.complete:
             seen = {h.label for h in keyword}
             keyword += self.lexical.score_items(
