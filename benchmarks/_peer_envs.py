@@ -53,7 +53,14 @@ MILVUS = PeerEnv(
         "print(json.dumps({'pymilvus': m.version('pymilvus'), 'milvus-lite': m.version('milvus-lite')}))"
     ),
 )
-ENVS = {env.name: env for env in (PYTRITON, MILVUS)}
+#: The lexical engine measured against SQLite FTS5 (benchmarks/lexical_engines.py, docs/hybrid.md).
+TANTIVY = PeerEnv(
+    "tantivy",
+    ("tantivy==0.27.0",),
+    share_project_site=False,
+    check="import json, importlib.metadata as m; print(json.dumps({'tantivy': m.version('tantivy')}))",
+)
+ENVS = {env.name: env for env in (PYTRITON, MILVUS, TANTIVY)}
 
 
 @dataclass

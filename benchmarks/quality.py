@@ -8,6 +8,12 @@ checkpoint, or --model/--pretrained), renders a catalog from --seed, ingests it,
 the figures issue 3 asks for: fresh, then after deleting a third and re-upserting it. The
 definitions live in `client/clipsearch/apps/demo/training/quality.py`, shared with training and tests.
 
+Then the "hybrid" section (issue 17, docs/hybrid.md): a query set of clean phrasings, typos,
+joined and variant spellings, synonyms, SKUs and brand + category queries over the same
+catalog, scored per family for vector, keyword and hybrid search. Until the index serves
+hybrid search it runs in this process (``benchmarks/_hybrid_stack.py``: the demo model, FAISS
+flat, ``index_service.lexical`` and ``index_service.fusion``); ``--only-hybrid`` runs just it.
+
 Then the "real-world files" section (`benchmarks/real_world.py`): the same catalog written as
 shops' files (cut-outs on transparency, 16-bit and CMYK and EXIF-rotated and P3 files), each in
 its own collection, with every top-1 figure next to its ratio to the plain catalog's.
@@ -58,7 +64,12 @@ def main(argv: list[str] | None = None) -> int:
     section = parser.add_mutually_exclusive_group()
     section.add_argument("--no-real-world", action="store_true", help="skip the real-world files section")
     section.add_argument("--only-real-world", action="store_true", help="only the real-world files section")
+    section.add_argument("--only-hybrid", action="store_true", help="only the hybrid section (in-process)")
+    parser.add_argument("--no-hybrid", action="store_true", help="skip the hybrid section")
+    parser.add_argument("--hybrid-depth", type=int, default=50, help="candidates per side in hybrid")
     args = parser.parse_args(argv)
+    if args.only_hybrid:
+        return hybrid_section(args)
 
     from encoder_service.server import create_server as create_encoder
     from encoder_service.settings import EncoderSettings
@@ -146,7 +157,35 @@ def main(argv: list[str] | None = None) -> int:
     if real_world:
         print("\nReal-world files (ratio: to the plain catalog's; 16-bit grey: to 8-bit grey's)\n")
         print("\n".join(table(real_world)))
+    if not args.no_hybrid and not args.only_real_world:
+        return hybrid_section(args)
     return 0
+
+
+def hybrid_section(args: argparse.Namespace) -> int:
+    """The family x mode table of hybrid search (in this process); exit status 1 if a target is missed."""
+    from _hybrid_stack import InProcessHybrid, measure, without_variant_table
+
+    from clipsearch.apps.demo.training.quality import products_from_csv as read_products
+
+    with tempfile.TemporaryDirectory(prefix="clipsearch-hybrid-") as tmp:
+        started = time.perf_counter()
+        catalog = generate_catalog(Path(tmp) / "catalog", n_products=args.n_products, seed=args.seed)
+        stack = InProcessHybrid(
+            catalog, model=args.model, pretrained=args.pretrained, depth=args.hybrid_depth
+        )
+        products = read_products(catalog)
+        lines, met = measure(stack, products)
+        ablation = without_variant_table(stack, products)
+    print(
+        f"\nHybrid search (in-process: {args.model}, FAISS flat, SQLite FTS5 lexical index, weighted "
+        f"fusion; {args.hybrid_depth} candidates per side), catalog seed {args.seed}, {args.n_products} "
+        f"products; {time.perf_counter() - started:.0f}s. Each cell: top-1 / precision@5.\n"
+    )
+    print("\n".join(lines))
+    print("\nThe spelling-variant table (index_service/analysis.py VARIANTS; typo tolerance remains):\n")
+    print("\n".join(ablation))
+    return 0 if met else 1
 
 
 if __name__ == "__main__":

@@ -90,7 +90,7 @@ def pair(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="session")
 def small_catalog(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """40 rendered products (csv: id,image,title,category,color,pattern,price)."""
+    """40 rendered products (csv: id,image,title,category,color,pattern,price,brand,sku,description)."""
     from clipsearch.apps.demo.catalog import generate_catalog
 
     return generate_catalog(tmp_path_factory.mktemp("catalog"), n_products=40, seed=7, image_size=64)

@@ -66,6 +66,9 @@ def test_csv_columns_and_rows(tmp_path: Path) -> None:
             "color",
             "pattern",
             "price",
+            "brand",
+            "sku",
+            "description",
         )
         rows = list(reader)
     assert len(rows) == 12
@@ -181,3 +184,20 @@ def test_default_cache_dir_follows_clipsearch_home(tmp_path: Path, monkeypatch: 
     monkeypatch.setenv("CLIPSEARCH_HOME", str(tmp_path))
     csv_path = ensure_demo_catalog(n_products=2, seed=0)
     assert csv_path.parent.parent == tmp_path
+
+
+def test_brands_skus_and_descriptions_are_deterministic_and_leave_the_rest_alone(tmp_path: Path) -> None:
+    products = make_products(400, seed=5)
+    assert make_products(400, seed=5) == products
+    assert len({p.sku for p in products}) == len(products)  # one SKU per product
+    assert len({p.brand for p in products}) == len(demo.BRANDS)
+    assert all(p.brand and p.sku and p.description for p in products)
+    for p in products[:50]:
+        assert (
+            p.color in p.description
+            and p.sku.split("-")[0] == "".join(c for c in p.brand.upper() if c.isalpha())[:3]
+        )
+    csv_path = generate_catalog(tmp_path, n_products=5, seed=5, image_size=32)
+    rows = list(read_catalog(csv_path))
+    assert [r.cells["sku"] for r in rows] == [p.sku for p in products[:5]]
+    assert [r.cells["description"] for r in rows] == [p.description for p in products[:5]]

@@ -22,7 +22,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 #: Bump when rendering or attributes change: cached catalogs of older versions are not reused.
-GENERATOR_VERSION = 1
+#: 2: brand, SKU and description columns (issue 17).
+GENERATOR_VERSION = 2
 
 #: Attribute order is part of the catalog definition; append, never reorder.
 CATEGORIES: tuple[str, ...] = (
@@ -87,6 +88,87 @@ _PRICE_RANGE = {  # (low, high) in whole currency units, per category
     "scarf": (10, 80),
 }
 
+#: Invented brands (none is a real company's name as far as we know); append, never reorder.
+BRANDS: tuple[str, ...] = (
+    "Northwind",
+    "Alder & Finch",
+    "Kestrel",
+    "Marlow Lane",
+    "Oakhaven",
+    "Velora",
+    "Brightwater",
+    "Copperline",
+    "Fennwick",
+    "Halden",
+    "Juniper Row",
+    "Lumenko",
+    "Mistral",
+    "Novara",
+    "Pellham",
+    "Quillon",
+    "Rowan Street",
+    "Saltmarsh",
+    "Tamsin",
+    "Umbra",
+    "Vantor",
+    "Wrenfield",
+    "Yarrow",
+    "Zephyrine",
+)
+_CATEGORY_CODE = {
+    "dress": "DR",
+    "t-shirt": "TS",
+    "trousers": "TR",
+    "shorts": "SH",
+    "skirt": "SK",
+    "sneaker": "SN",
+    "boot": "BT",
+    "handbag": "HB",
+    "hat": "HT",
+    "scarf": "SC",
+}
+#: What a shop's copywriter calls the product besides its category (synonyms and kinds).
+_NOUNS = {
+    "dress": ("dress", "dress", "frock", "sundress"),
+    "t-shirt": ("t-shirt", "tee", "top", "crew-neck tee"),
+    "trousers": ("trousers", "pants", "chinos", "slacks"),
+    "shorts": ("shorts", "bermudas", "short pants"),
+    "skirt": ("skirt", "midi skirt", "mini skirt"),
+    "sneaker": ("sneakers", "trainers", "running shoes", "low-top sneakers"),
+    "boot": ("boots", "ankle boots", "chelsea boots", "leather boots"),
+    "handbag": ("handbag", "purse", "tote", "shoulder bag"),
+    "hat": ("hat", "bucket hat", "fedora", "sun hat"),
+    "scarf": ("scarf", "wrap", "muffler", "shawl"),
+}
+_MATERIALS = {
+    "dress": ("cotton", "linen", "silk", "viscose"),
+    "t-shirt": ("cotton", "organic cotton", "jersey", "linen"),
+    "trousers": ("cotton twill", "wool", "linen", "corduroy"),
+    "shorts": ("cotton", "denim", "linen", "nylon"),
+    "skirt": ("cotton", "wool", "denim", "satin"),
+    "sneaker": ("canvas", "leather", "mesh", "suede"),
+    "boot": ("leather", "suede", "waxed leather", "rubber"),
+    "handbag": ("leather", "canvas", "vegan leather", "straw"),
+    "hat": ("wool felt", "straw", "cotton", "canvas"),
+    "scarf": ("wool", "cashmere", "silk", "merino"),
+}
+_PATTERN_PHRASE = {
+    "plain": ("in a solid colour", "in one solid shade", "with a clean, plain finish"),
+    "striped": ("with stripes", "with bold stripes", "with fine pinstripes"),
+    "dotted": ("with polka dots", "with a dotted print", "with small dots"),
+    "checked": ("with a check pattern", "with a checkered print", "in gingham checks"),
+}
+_OPENERS = ("Lightweight", "Everyday", "Classic", "Relaxed", "Tailored", "Soft", "Durable", "Easy-care")
+_CLOSERS = (
+    "Machine washable.",
+    "Made to last.",
+    "True to size.",
+    "A wardrobe staple.",
+    "Pairs with everything.",
+    "Ethically made.",
+    "Free returns.",
+)
+
 
 @dataclass(frozen=True)
 class Product:
@@ -99,6 +181,12 @@ class Product:
     #: Which catalog (seed) and position the product comes from; its pixels depend on these only.
     seed: int
     index: int
+    #: Invented brand, its SKU and a short description: the words a shopper may type that a
+    #: picture cannot show (hybrid search, docs/hybrid.md). Drawn from their own random stream,
+    #: so the attributes and pixels above are those of catalogs made before these existed.
+    brand: str = ""
+    sku: str = ""
+    description: str = ""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -126,6 +214,7 @@ def make_products(n_products: int, seed: int = 0) -> list[Product]:
         pattern = PATTERNS[int(rng.integers(len(PATTERNS)))]
         low, high = _PRICE_RANGE[category]
         price = float(rng.integers(low, high + 1)) - 0.01
+        brand, sku, description = _shop_text(category, color, pattern, seed, index)
         products.append(
             Product(
                 id=f"p{index:05d}",
@@ -136,9 +225,32 @@ def make_products(n_products: int, seed: int = 0) -> list[Product]:
                 price=round(price, 2),
                 seed=seed,
                 index=index,
+                brand=brand,
+                sku=sku,
+                description=description,
             )
         )
     return products
+
+
+def _shop_text(category: str, color: str, pattern: str, seed: int, index: int) -> tuple[str, str, str]:
+    """(brand, SKU, description) of product ``index``: its own random stream, unique SKUs per catalog.
+
+    The SKU is the brand's code, the category's code and a number that is a bijection of the
+    index modulo 10^6 (7919 is prime to 10), so no two products of a catalog share one.
+    """
+    rng = np.random.default_rng([seed, 3, index])
+    brand = BRANDS[int(rng.integers(len(BRANDS)))]
+    code = "".join(ch for ch in brand.upper() if ch.isalpha())[:3]
+    number = (index * 7919 + seed * 104_729) % 1_000_000
+    sku = f"{code}-{_CATEGORY_CODE[category]}-{number:06d}"
+    noun = _NOUNS[category][int(rng.integers(len(_NOUNS[category])))]
+    material = _MATERIALS[category][int(rng.integers(len(_MATERIALS[category])))]
+    opener = _OPENERS[int(rng.integers(len(_OPENERS)))]
+    phrase = _PATTERN_PHRASE[pattern][int(rng.integers(len(_PATTERN_PHRASE[pattern])))]
+    closer = _CLOSERS[int(rng.integers(len(_CLOSERS)))]
+    description = f"{opener} {material} {noun} in {color} {phrase}. {closer}"
+    return brand, sku, description
 
 
 def title_for(category: str, color: str, pattern: str) -> str:
@@ -511,7 +623,7 @@ def _draw_primitive(draw: ImageDraw.ImageDraw, kind: str, xy: list[float], box: 
 # ----------------------------------------------------------------------------------------------
 # Writing catalogs
 
-CSV_COLUMNS = ("id", "image", "title", "category", "color", "pattern", "price")
+CSV_COLUMNS = ("id", "image", "title", "category", "color", "pattern", "price", "brand", "sku", "description")
 _EXTENSIONS = {"jpeg": ".jpg", "png": ".png"}
 
 
@@ -551,6 +663,9 @@ def generate_catalog(
                     product.color,
                     product.pattern,
                     f"{product.price:.2f}",
+                    product.brand,
+                    product.sku,
+                    product.description,
                 )
             )
     return csv_path

@@ -158,6 +158,9 @@ def products_from_csv(csv_path: Path) -> list[Product]:
             price=float(r["price"]),
             seed=-1,
             index=i,
+            brand=r.get("brand", ""),
+            sku=r.get("sku", ""),
+            description=r.get("description", ""),
         )
         for i, r in enumerate(rows)
     ]
