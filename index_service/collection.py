@@ -32,7 +32,7 @@ from clipsearch.errors import (
     ResourceExhaustedError,
 )
 from clipsearch.schema import Field, FieldType, Schema, infer_from_values
-from index_service import cursors, filters, limits, quarantine, snapshots, topk
+from index_service import cursors, filters, hybrid, limits, quarantine, snapshots, topk
 from index_service.config import (
     MAX_CONTENT_KEY_BYTES,
     MAX_ID_BYTES,
@@ -48,7 +48,10 @@ from index_service.config import (
     WriteResult,
 )
 from index_service.filters import Filter, evaluate
+from index_service.hybrid import Pooled, SearchMode, TextQuery
 from index_service.kinds import IndexKind, index_labels
+from index_service.lexical import LexicalHit
+from index_service.lexical import SearchOptions as LexicalOptions
 from index_service.limits import DEFAULT_LIMITS, IndexLimits
 from index_service.rows import RowTable, encode_metadata
 from index_service.shard import Candidate, Shard
@@ -692,6 +695,157 @@ class Collection:
             return search_shard(self.shards[0])
         parts = list(self._pool.map(search_shard, self.shards))
         return [[c for part in parts for c in part[q]] for q in range(len(matrix))]
+
+    @property
+    def has_text_fields(self) -> bool:
+        """Whether its schema has text or keyword fields (a lexical index: keyword search)."""
+        return self.store.lexical is not None
+
+    def text_search(
+        self,
+        queries: Sequence[np.ndarray] | np.ndarray,
+        query: TextQuery,
+        k: int,
+        *,
+        offset: int = 0,
+        filter_: Filter | None = None,
+        params: SearchParams | None = None,
+        model_fingerprint: str = "",
+        group_size: int | None = None,
+    ) -> list[list[Hit]] | list[list[HitGroup]]:
+        """A keyword or hybrid search (index_service/hybrid.py): each query's page of ``k`` hits
+        (or products, with ``group_size``) after ``offset``, fused from both retrievals."""
+        params = params or SearchParams()
+        check_search(k, offset, len(query.texts), params, self.options.limits)
+        if group_size is not None:
+            check_group_size(group_size)
+        total = sum(shard.rows.live for shard in self.shards)
+        widths = group_widths(k + offset, group_size, total) if group_size is not None else iter([k + offset])
+        pages: list = []
+        for wanted in widths:
+            width = query.width(wanted)
+            pools = self.text_candidates(
+                queries, query, width, filter_=filter_, params=params, model_fingerprint=model_fingerprint
+            )
+            pages, short = hybrid.results(pools, query, k, offset, width, group_size)
+            if not short:
+                break
+        return pages
+
+    def text_candidates(
+        self,
+        queries: Sequence[np.ndarray] | np.ndarray,
+        query: TextQuery,
+        width: int,
+        *,
+        filter_: Filter | None = None,
+        params: SearchParams | None = None,
+        model_fingerprint: str = "",
+    ) -> list[list[Pooled]]:
+        """Each query's pool: the best ``width`` of each side under one filter, every candidate
+        scored by both sides where it can be (stage 1 of index_service/hybrid.py; the cluster
+        merges the pools of its shard groups)."""
+        self._check_open()
+        lexical = self.store.lexical
+        if lexical is None:
+            raise FailedPreconditionError(
+                f"collection {self.config.name!r} has no text or keyword fields for a keyword search: "
+                "declare some in its schema (docs/schema.md; `clipsearch collections add-fields`)"
+            )
+        unknown = sorted(set(query.field_weights) - set(lexical.fields.names))
+        if unknown:
+            raise InvalidArgumentError(
+                f"hybrid.field_weights[{unknown[0]}]: not a text or keyword field of collection "
+                f"{self.config.name!r} (those are: {', '.join(lexical.fields.names)})",
+                field=f"hybrid.field_weights[{unknown[0]}]",
+            )
+        if filter_ is not None:
+            self._check_filter(filter_)
+        vectors = query.mode == SearchMode.HYBRID
+        if vectors and len(queries) != len(query.texts):
+            raise InvalidArgumentError(
+                f"texts: a hybrid search needs one text per query vector ({len(queries)} queries, "
+                f"{len(query.texts)} texts)",
+                field="texts",
+            )
+        parts = (
+            self.candidates(
+                queries, width, filter_=filter_, params=params, model_fingerprint=model_fingerprint
+            )
+            if vectors
+            else [[] for _ in query.texts]
+        )
+        matrix = self._matrix(queries, "queries[{}]") if vectors else None
+        options = LexicalOptions(weights=dict(query.field_weights))
+        tests = [shard.membership(filter_) for shard in self.shards]
+
+        def allowed(labels: np.ndarray) -> np.ndarray:
+            keep = np.zeros(len(labels), dtype=bool)
+            for test in tests:
+                keep |= test(labels)
+            return keep
+
+        pools = []
+        for q, text in enumerate(query.texts):
+            found = self.store.lexical_search(text, width, allowed, options)
+            vector_side = topk.best(parts[q], width, score=itemgetter(0), id=itemgetter(1))
+            pools.append(
+                self._scored_pool(
+                    text, vector_side, found, matrix[q] if matrix is not None else None, options
+                )
+            )
+        return pools
+
+    def _scored_pool(
+        self,
+        text: str,
+        vector_side: list[Candidate],
+        keyword_side: list[LexicalHit],
+        query: np.ndarray | None,
+        options: LexicalOptions,
+    ) -> list[Pooled]:
+        """Both sides' candidates of one query, each scored by the other side too."""
+        keyword = {hit.id: hit for hit in keyword_side}
+        unscored = [c[1] for c in vector_side if c[1] not in keyword]
+        if unscored:
+            unscored_labels = list(self.store.labels_of(unscored).values())
+            keyword.update((hit.id, hit) for hit in self.store.lexical_scores(text, unscored_labels, options))
+        pool = [
+            Pooled(
+                item_id,
+                metadata,
+                group,
+                score,
+                keyword[item_id].score if item_id in keyword else None,
+                keyword[item_id].matched if item_id in keyword else (),
+                keyword[item_id].exact if item_id in keyword else (),
+            )
+            for score, item_id, metadata, group in vector_side
+        ]
+        in_vector = {c[1] for c in vector_side}
+        only = [hit for hit in keyword_side if hit.id not in in_vector]
+        if not only:
+            return pool
+        labels = np.asarray(sorted(hit.label for hit in only), dtype=np.int64)
+        items: dict[int, tuple[str, str, str]] = {}
+        for shard in self.shards:
+            items.update(shard.items(labels))
+        scores: dict[int, float] = {}
+        if query is not None:
+            found, vectors = self.store.vectors(labels, self.config.dimension)
+            if self.config.metric == Metric.L2:
+                values = -((vectors - query) ** 2).sum(axis=1)
+            else:
+                values = vectors @ query
+            scores = {int(label): float(value) for label, value in zip(found, values, strict=True)}
+        for hit in only:
+            if hit.label not in items:
+                continue  # deleted since the keyword side read it
+            item_id, metadata, group = items[hit.label]
+            pool.append(
+                Pooled(item_id, metadata, group, scores.get(hit.label), hit.score, hit.matched, hit.exact)
+            )
+        return pool
 
     def _vector_reader(self, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return self.store.vectors(labels, self.config.dimension)

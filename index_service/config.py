@@ -149,11 +149,29 @@ class StoredItem:
 
 
 @dataclass(frozen=True)
+class Explanation:
+    """Why a hit is where it is (keyword and hybrid searches; index_service/hybrid.py)."""
+
+    #: Each side's own score and 1-based rank; None where that side did not score the item.
+    vector_score: float | None = None
+    keyword_score: float | None = None
+    vector_rank: int | None = None
+    keyword_rank: int | None = None
+    fused_score: float = 0.0
+    #: Query words the item matched ("rde→red" where a typo was corrected).
+    matched_terms: tuple[str, ...] = ()
+    #: Keyword fields whose whole value the query names (a SKU).
+    exact_fields: tuple[str, ...] = ()
+    boosted: bool = False
+
+
+@dataclass(frozen=True)
 class Hit:
     id: str
     score: float
     metadata: dict[str, MetadataValue] = field(default_factory=dict)
     group: str = ""
+    explanation: Explanation | None = None
 
 
 @dataclass(frozen=True)

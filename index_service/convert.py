@@ -21,7 +21,7 @@ from clipsearch.wire import (
     vector_from_proto,
     vector_to_proto,
 )
-from index_service import filters, limits
+from index_service import filters, hybrid, limits
 from index_service.config import (
     CollectionConfig,
     CollectionInfo,
@@ -138,8 +138,58 @@ def item_to_proto(item: StoredItem) -> index_pb2.Item:
 
 
 def hit_to_proto(hit: Hit) -> index_pb2.Hit:
-    return index_pb2.Hit(
+    message = index_pb2.Hit(
         id=hit.id, score=hit.score, metadata=metadata_to_proto(hit.metadata), group=hit.group
+    )
+    e = hit.explanation
+    if e is not None:
+        x = message.explanation
+        x.fused_score = e.fused_score
+        x.matched_terms.extend(e.matched_terms)
+        x.exact_fields.extend(e.exact_fields)
+        x.boosted = e.boosted
+        if e.vector_score is not None:
+            x.vector_score = e.vector_score
+        if e.keyword_score is not None:
+            x.keyword_score = e.keyword_score
+        if e.vector_rank is not None:
+            x.vector_rank = e.vector_rank
+        if e.keyword_rank is not None:
+            x.keyword_rank = e.keyword_rank
+    return message
+
+
+def text_query_from_proto(request: index_pb2.SearchRequest) -> hybrid.TextQuery | None:
+    """The keyword part of a search (None: a vector search); errors name the request field."""
+    if request.mode in (index_pb2.SEARCH_MODE_UNSPECIFIED, index_pb2.SEARCH_MODE_VECTOR):
+        return None
+    if request.mode not in (index_pb2.SEARCH_MODE_KEYWORD, index_pb2.SEARCH_MODE_HYBRID):
+        raise InvalidArgumentError(f"mode: unknown search mode {request.mode}", field="mode")
+    h = request.hybrid
+    if h.fusion not in (
+        index_pb2.FUSION_METHOD_UNSPECIFIED,
+        index_pb2.FUSION_METHOD_WEIGHTED,
+        index_pb2.FUSION_METHOD_RRF,
+    ):
+        raise InvalidArgumentError(f"hybrid.fusion: unknown fusion method {h.fusion}", field="hybrid.fusion")
+    if len(h.field_weights) > limits.MAX_FILTER_TERMS:
+        raise InvalidArgumentError(
+            f"hybrid.field_weights: at most {limits.MAX_FILTER_TERMS} entries", field="hybrid.field_weights"
+        )
+    fusion = hybrid.fusion_params(
+        weighted=h.fusion != index_pb2.FUSION_METHOD_RRF,
+        vector_weight=h.vector_weight if h.HasField("vector_weight") else None,
+        keyword_weight=h.keyword_weight if h.HasField("keyword_weight") else None,
+        rank_constant=h.rank_constant if h.HasField("rank_constant") else None,
+        boost_exact=h.boost_exact if h.HasField("boost_exact") else None,
+    )
+    return hybrid.TextQuery(
+        mode=hybrid.SearchMode(request.mode),
+        texts=tuple(request.texts),
+        fusion=fusion,
+        depth=h.depth,
+        field_weights=dict(h.field_weights),
+        explain=request.explain,
     )
 
 
@@ -148,6 +198,15 @@ def groups_to_proto(groups: list[HitGroup]) -> index_pb2.QueryResult:
     return index_pb2.QueryResult(
         hits=[hit_to_proto(g.hits[0]) for g in groups],
         groups=[index_pb2.HitGroup(group=g.group, hits=[hit_to_proto(h) for h in g.hits]) for g in groups],
+    )
+
+
+def search_response(results: list, *, grouped: bool) -> index_pb2.SearchResponse:
+    """Each query's page: hits, or groups (products) with their best hit in ``hits`` too."""
+    if grouped:
+        return index_pb2.SearchResponse(results=[groups_to_proto(groups) for groups in results])
+    return index_pb2.SearchResponse(
+        results=[index_pb2.QueryResult(hits=[hit_to_proto(h) for h in hits]) for hits in results]
     )
 
 

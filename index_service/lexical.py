@@ -341,7 +341,8 @@ class LexicalIndex:
         weights = [0.0] + [float(options.weights.get(name, 1.0)) for name in self.fields.names]
         rank = f"bm25(lex_fts, {', '.join('?' * len(weights))})"
         frequency = _existing_terms(conn, sorted({t for group in groups for t in group}))
-        remaining = list(groups)
+        # A word no item holds (a number the catalog does not have) would empty every tier.
+        remaining = [group for group in groups if any(frequency.get(t, 0) for t in group)]
         scores: dict[int, float] = {}
         while remaining and len(scores) < k:
             every = " AND ".join("(" + " OR ".join(_quoted(t) for t in group) + ")" for group in remaining)
@@ -350,6 +351,13 @@ class LexicalIndex:
                 scores.setdefault(label, score)
             commonest = max(remaining, key=lambda group: sum(frequency.get(t, 0) for t in group))
             remaining.remove(commonest)
+        held = [t for t in sorted(frequency) if frequency[t]]
+        if len(scores) < k and len(held) > 1:
+            # Still short (a filter took the rarest word's items): items holding any query
+            # word, best first, read at most `max_scan` rows as every tier.
+            anything = " OR ".join(_quoted(t) for t in held)
+            for label, score in self._ranked(conn, rank, weights, anything, k, allowed, options).items():
+                scores.setdefault(label, score)
         missing = sorted(set(exact) - set(scores))
         for label in missing:
             scores[label] = 0.0

@@ -22,7 +22,7 @@ from clipsearch.errors import InvalidArgumentError, UnavailableError
 from clipsearch.server.status import map_errors
 from clipsearch.v1 import index_pb2, index_pb2_grpc
 from clipsearch.wire import fields_from_proto
-from index_service import backup, convert, filters
+from index_service import backup, convert, filters, hybrid
 from index_service.config import SearchParams
 from index_service.engine import Engine
 from index_service.metrics import IndexMetrics
@@ -184,17 +184,37 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
             queries = convert.queries_from_proto(list(request.queries))
             filter_ = _filter(request)
             params = SearchParams(ef_search=request.params.ef_search, nprobe=request.params.nprobe)
-            if request.HasField("group_by"):
+            group_size = (request.group_by.size or 1) if request.HasField("group_by") else None
+            text_query = convert.text_query_from_proto(request)
+            if text_query is not None and not (
+                text_query.mode == hybrid.SearchMode.HYBRID and not collection.has_text_fields
+            ):
+                found = collection.text_search(
+                    queries,
+                    text_query,
+                    request.k,
+                    offset=request.offset,
+                    filter_=filter_,
+                    params=params,
+                    model_fingerprint=request.model_fingerprint,
+                    group_size=group_size,
+                )
+                return convert.search_response(found, grouped=group_size is not None)
+            # A vector search (hybrid on a collection without text fields is one: docs/hybrid.md).
+            explain = request.explain
+            if group_size is not None:
                 grouped = collection.search_groups(
                     queries,
                     request.k,
-                    request.group_by.size or 1,
+                    group_size,
                     offset=request.offset,
                     filter_=filter_,
                     params=params,
                     model_fingerprint=request.model_fingerprint,
                 )
-                return index_pb2.SearchResponse(results=[convert.groups_to_proto(g) for g in grouped])
+                if explain:
+                    grouped = [hybrid.explained_groups(groups, request.offset) for groups in grouped]
+                return convert.search_response(grouped, grouped=True)
             results = collection.search(
                 queries,
                 request.k,
@@ -203,11 +223,9 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
                 params=params,
                 model_fingerprint=request.model_fingerprint,
             )
-            return index_pb2.SearchResponse(
-                results=[
-                    index_pb2.QueryResult(hits=[convert.hit_to_proto(h) for h in hits]) for hits in results
-                ]
-            )
+            if explain:
+                results = [hybrid.explained(hits, request.offset) for hits in results]
+            return convert.search_response(results, grouped=False)
 
         return await self._run("Search", work)
 

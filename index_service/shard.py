@@ -125,6 +125,36 @@ class Shard:
                 return rows.live
             return int((evaluate(filter_, rows) & rows.alive[: rows.n]).sum())
 
+    def membership(self, filter_: Filter | None) -> Callable[[np.ndarray], np.ndarray]:
+        """A test of labels: live here now and selected by ``filter_`` as it stands now (the
+        keyword side's filter, the same the vector side's selector applies)."""
+        selected = None
+        if filter_ is not None:
+            with self.lock.read():
+                rows = self.rows
+                selected = rows.labels[: rows.n][evaluate(filter_, rows) & rows.alive[: rows.n]]
+
+        def test(labels: np.ndarray) -> np.ndarray:
+            with self.lock.read():
+                keep = self.rows.rows_of(labels) >= 0
+            if selected is not None:
+                at = np.minimum(np.searchsorted(selected, labels), max(len(selected) - 1, 0))
+                keep &= selected[at] == labels if len(selected) else False
+            return keep
+
+        return test
+
+    def items(self, labels: np.ndarray) -> dict[int, tuple[str, str, str]]:
+        """label -> (id, metadata JSON, group) of the labels live here."""
+        with self.lock.read():
+            rows = self.rows
+            found = rows.rows_of(labels)
+            return {
+                int(label): (rows.ids[row], rows.metadata[row], rows.groups[row])
+                for label, row in zip(labels, found, strict=True)
+                if row >= 0
+            }
+
     def set_folded(self, folded: frozenset[str]) -> None:
         """Case-insensitive fields changed (the schema grew): recode the strings of those with data."""
         if folded == self.rows.folded:

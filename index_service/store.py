@@ -24,7 +24,7 @@ import struct
 import threading
 import uuid
 import zlib
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -35,6 +35,7 @@ import numpy as np
 from clipsearch.errors import DataLossError, InternalError, ResourceExhaustedError, UnavailableError
 from index_service import datadir
 from index_service.config import CollectionConfig
+from index_service.lexical import Allowed, LexicalFields, LexicalHit, LexicalIndex, SearchOptions, stored_rows
 
 SCHEMA_VERSION = "4"  # 2: per-row checksums; 3: content_key; 4: grp (older files are upgraded on open)
 PAGE_SIZE = 16384
@@ -172,6 +173,50 @@ class Store:
         self.uuid = meta.get("uuid", "")
         self.last_seq = int(meta.get("last_seq", 0))
         self.next_label = int(meta.get("next_label", 0))
+        #: BM25 over the schema's text and keyword fields, in this file (None: no such fields).
+        self.lexical: LexicalIndex | None = None
+        #: Settings and lexical index set inside the open write transaction, made the store's own
+        #: when it commits and dropped when it rolls back (memory never runs ahead of the file).
+        self._staged: tuple[CollectionConfig, LexicalIndex | None] | None = None
+        if self.config is not None:
+            self._open_lexical()
+
+    def _open_lexical(self) -> None:
+        """The lexical index of the schema's fields; rebuilt from the items when the file's
+        tables are missing, of other fields, or behind the store (a crash mid-rebuild, or a
+        file written by an older release)."""
+        fields = LexicalFields.from_schema(self.config.schema if self.config is not None else None)
+        if not fields.fields:
+            return
+        self.lexical = LexicalIndex(fields)
+        if (
+            LexicalIndex.installed(self._writer) == fields
+            and LexicalIndex.sequence(self._writer) == self.last_seq
+        ):
+            return
+        with self.transaction() as db:
+            self._rebuild_lexical(db)
+
+    def _rebuild_lexical(self, db: sqlite3.Connection) -> None:
+        assert self.lexical is not None
+        self.lexical.rebuild(db, stored_rows(db))
+        LexicalIndex.set_sequence(db, self.last_seq)
+
+    def _write_lexical(
+        self,
+        db: sqlite3.Connection,
+        seq: int,
+        *,
+        removed: Iterable[int] = (),
+        written: Sequence[tuple[int, str, str]] = (),
+    ) -> None:
+        """Inside a write transaction: the lexical rows of removed and (re)written items."""
+        lexical = self._lexical_now()
+        if lexical is None:
+            return
+        lexical.delete(db, removed)
+        lexical.write(db, written)
+        LexicalIndex.set_sequence(db, seq)
 
     @classmethod
     def create(cls, path: Path, config: CollectionConfig) -> Store:
@@ -224,8 +269,23 @@ class Store:
             db.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (SCHEMA_VERSION,))
 
     def set_config(self, db: sqlite3.Connection, config: CollectionConfig) -> None:
-        """Inside a write transaction: the collection's settings (its schema grew)."""
+        """Inside a write transaction: the collection's settings (its schema grew). New text or
+        keyword fields rebuild the lexical index in the same transaction. Both become this
+        store's (``config``, ``lexical``) when the transaction commits."""
         db.execute("UPDATE meta SET value = ? WHERE key = 'config'", (config.to_json(),))
+        current = self._lexical_now()
+        fields = LexicalFields.from_schema(config.schema)
+        lexical = current
+        if fields != (current.fields if current is not None else LexicalFields(())):
+            lexical = LexicalIndex(fields) if fields.fields else None
+            if lexical is not None:
+                lexical.rebuild(db, stored_rows(db))
+                LexicalIndex.set_sequence(db, self.last_seq)
+        self._staged = (config, lexical)
+
+    def _lexical_now(self) -> LexicalIndex | None:
+        """The lexical index the open transaction writes to (a staged one, else the store's)."""
+        return self._staged[1] if self._staged is not None else self.lexical
 
     def _reader(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
@@ -247,9 +307,12 @@ class Store:
     def transaction(self) -> Iterator[sqlite3.Connection]:
         db = self._writer
         db.execute("BEGIN IMMEDIATE")
+        self._staged = None
         try:
             yield db
             db.execute("COMMIT")
+            if self._staged is not None:
+                self.config, self.lexical = self._staged
             lost = self.file_problem()
             if lost is not None:  # SQLite wrote into a file that is no longer on disk
                 raise UnavailableError(
@@ -265,6 +328,8 @@ class Store:
             if isinstance(exc, sqlite3.Error):
                 raise InternalError(f"storage error: {exc}") from exc
             raise
+        finally:
+            self._staged = None
 
     def file_problem(self) -> str | None:
         """Whether the store file was removed or replaced since it was opened (None: it is intact)."""
@@ -324,6 +389,7 @@ class Store:
             return Change(self.last_seq, [], np.zeros(0, dtype=np.int64), [], 0)
         seq = self.last_seq + 1
         labels = np.arange(self.next_label, self.next_label + len(changed), dtype=np.int64)
+        config_before = self.config if config is not None else None
         with self.transaction() as db:
             if config is not None:
                 self.set_config(db, config)
@@ -351,9 +417,13 @@ class Store:
                 updates,
             )
             self._set_counters(db, seq, self.next_label + len(changed))
-        config_before = self.config if config is not None else None
-        if config is not None:
-            self.config = config
+            self._write_lexical(
+                db,
+                seq,
+                removed=[label for _, label in removed],
+                written=[(row[0], row[1], row[5]) for row in rows]
+                + [(label, ids[i], metadata[i]) for i, label in in_place],
+            )
         self.last_seq, self.next_label = seq, self.next_label + len(changed)
         return Change(
             seq,
@@ -389,8 +459,12 @@ class Store:
                 change.replaced,
             )
             self._set_counters(db, seq, self.next_label)
-        if change.config_before is not None:
-            self.config = change.config_before
+            self._write_lexical(
+                db,
+                seq,
+                removed=[int(label) for label in change.added_labels],
+                written=[(row[0], row[1], row[5]) for row in change.replaced],
+            )
         self.last_seq = seq
 
     def delete(self, ids: Sequence[str]) -> Change:
@@ -407,6 +481,7 @@ class Store:
         with self.transaction() as db:
             db.executemany("DELETE FROM items WHERE label = ?", [(label,) for _, label in found])
             self._set_counters(db, seq, self.next_label)
+            self._write_lexical(db, seq, removed=[label for _, label in found])
         self.last_seq = seq
         return Change(seq, found, np.zeros(0, dtype=np.int64), [], len(found))
 
@@ -431,14 +506,17 @@ class Store:
         seq = self.last_seq + 1
         updates = []
         changed = []
+        written = []
         for label, item_id, shard, _, vector_crc, key, group in rows:
             text = metadata_by_id[item_id]
             crc = row_checksum(label, item_id, shard, seq, text, vector_crc, key, group)
             updates.append((text, seq, crc, label))
             changed.append((shard, label, text))
+            written.append((label, item_id, text))
         with self.transaction() as db:
             db.executemany("UPDATE items SET metadata = ?, seq = ?, row_crc = ? WHERE label = ?", updates)
             self._set_counters(db, seq, self.next_label)
+            self._write_lexical(db, seq, written=written)
         self.last_seq = seq
         return MetadataChange(seq, changed)
 
@@ -466,6 +544,33 @@ class Store:
         """Up to ``limit`` rows with an id above ``after``, in id order, with their vectors."""
         rows = self._reader().execute(f"{_ROW_COLUMNS} WHERE id > ? ORDER BY id LIMIT ?", (after, limit))
         return [self._checked(row) for row in rows]
+
+    @_reading
+    def lexical_search(
+        self, text: str, k: int, allowed: Allowed | None, options: SearchOptions
+    ) -> list[LexicalHit]:
+        """The keyword side of a search (index_service/lexical.py), on a committed snapshot."""
+        if self.lexical is None:
+            return []
+        return self.lexical.search(self._reader(), text, k, allowed=allowed, options=options)
+
+    @_reading
+    def lexical_scores(self, text: str, labels: Sequence[int], options: SearchOptions) -> list[LexicalHit]:
+        """BM25 and matched words of given items for ``text`` (the vector side's candidates)."""
+        if self.lexical is None or not labels:
+            return []
+        return self.lexical.score_items(self._reader(), text, labels, options)
+
+    @_reading
+    def labels_of(self, ids: Sequence[str]) -> dict[str, int]:
+        db = self._reader()
+        return {
+            item_id: label
+            for chunk in _chunks(list(dict.fromkeys(ids)))
+            for item_id, label in db.execute(
+                f"SELECT id, label FROM items WHERE id IN ({_marks(chunk)})", chunk
+            )
+        }
 
     @_reading
     def existing(self, ids: Sequence[str]) -> list[str]:
@@ -536,7 +641,6 @@ class Store:
         config = replace(self.config, name=name)
         with self.transaction() as db:
             self.set_config(db, config)
-        self.config = config
 
     @_reading
     def vectors(self, labels: np.ndarray, dimension: int) -> tuple[np.ndarray, np.ndarray]:

@@ -19,7 +19,9 @@ _EXPORTS = {
     "SearchClient": "clipsearch.search_client",
     "Query": "clipsearch.query",
     "CollectionInfo": "clipsearch.types",
+    "Explanation": "clipsearch.types",
     "Hit": "clipsearch.types",
+    "HybridOptions": "clipsearch.types",
     "IngestFailure": "clipsearch.types",
     "IngestReport": "clipsearch.types",
     "Item": "clipsearch.types",
@@ -46,8 +48,10 @@ __all__ = [
     "DataLossError",
     "DeadlineExceededError",
     "EncoderClient",
+    "Explanation",
     "FailedPreconditionError",
     "Hit",
+    "HybridOptions",
     "IndexClient",
     "IngestFailure",
     "IngestReport",
@@ -98,4 +102,13 @@ if TYPE_CHECKING:
     from clipsearch.index_client import IndexClient
     from clipsearch.query import Query
     from clipsearch.search_client import SearchClient
-    from clipsearch.types import CollectionInfo, Hit, IngestFailure, IngestReport, Item, ModelInfo
+    from clipsearch.types import (
+        CollectionInfo,
+        Explanation,
+        Hit,
+        HybridOptions,
+        IngestFailure,
+        IngestReport,
+        Item,
+        ModelInfo,
+    )

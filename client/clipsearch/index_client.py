@@ -14,7 +14,16 @@ from clipsearch.channel import DEFAULT_INDEX_ADDRESS, INDEX_ENV, ChannelOptions
 from clipsearch.errors import InternalError, InvalidArgumentError
 from clipsearch.filters import FilterSpec, build_filter
 from clipsearch.schema import Field, Schema
-from clipsearch.types import METRICS_BY_NAME, Alias, CollectionInfo, Hit, Item, Page
+from clipsearch.types import (
+    METRICS_BY_NAME,
+    SEARCH_MODES,
+    Alias,
+    CollectionInfo,
+    Hit,
+    HybridOptions,
+    Item,
+    Page,
+)
 from clipsearch.v1 import index_pb2, index_pb2_grpc
 from clipsearch.wire import MetadataValue, metadata_to_proto, schema_to_proto, vectors_to_protos
 
@@ -295,10 +304,15 @@ class IndexClient(ServiceClient):
         """Hits for one query vector, best first. Keyword arguments as :meth:`search_batch`."""
         return self.search_batch(collection, np.asarray(vector, dtype=np.float32)[None, :], **kwargs)[0]
 
+    def keyword_search(self, collection: str, text: str, **kwargs) -> list[Hit]:
+        """Hits for the words of ``text`` alone (BM25 over the schema's text and keyword fields,
+        typo tolerant; no vector). Keyword arguments as :meth:`search_batch`."""
+        return self.search_batch(collection, None, texts=[text], mode="keyword", **kwargs)[0]
+
     def search_batch(
         self,
         collection: str,
-        vectors: np.ndarray,
+        vectors: np.ndarray | None,
         *,
         k: int = 10,
         offset: int = 0,
@@ -307,12 +321,19 @@ class IndexClient(ServiceClient):
         nprobe: int = 0,
         model_fingerprint: str = "",
         group_size: int | None = None,
+        mode: str = "vector",
+        texts: Sequence[str] = (),
+        hybrid: HybridOptions | None = None,
+        explain: bool = False,
         timeout_s: float | None = None,
     ) -> list[list[Hit]]:
         """Hits for each row of ``vectors``. ``filter`` takes the dict syntax of :mod:`clipsearch.filters`.
 
         With ``group_size``, the hits are ``k`` distinct products (groups), each its best item
-        with up to ``group_size`` of its items in ``Hit.group_hits``.
+        with up to ``group_size`` of its items in ``Hit.group_hits``. ``mode="hybrid"`` fuses
+        each vector's hits with the keyword hits of the text at the same position in ``texts``
+        (``hybrid`` tunes the fusion); ``mode="keyword"`` needs only ``texts``; ``explain``
+        fills ``Hit.explanation`` (docs/hybrid.md).
         """
         request = search_request(
             collection,
@@ -324,6 +345,10 @@ class IndexClient(ServiceClient):
             nprobe=nprobe,
             model_fingerprint=model_fingerprint,
             group_size=group_size,
+            mode=mode,
+            texts=texts,
+            hybrid=hybrid,
+            explain=explain,
         )
         with translate_errors(self):
             response = self._stub.Search(request, timeout=timeout_s or self.timeout_s)
@@ -403,7 +428,7 @@ def upsert_requests(
 
 def search_request(
     collection: str,
-    vectors: np.ndarray,
+    vectors: np.ndarray | None,
     *,
     k: int,
     offset: int,
@@ -412,16 +437,32 @@ def search_request(
     nprobe: int,
     model_fingerprint: str,
     group_size: int | None = None,
+    mode: str = "vector",
+    texts: Sequence[str] = (),
+    hybrid: HybridOptions | None = None,
+    explain: bool = False,
 ) -> index_pb2.SearchRequest:
+    if mode not in SEARCH_MODES:
+        raise InvalidArgumentError(f"mode must be one of {sorted(SEARCH_MODES)}, got {mode!r}", field="mode")
+    if isinstance(texts, str):
+        raise InvalidArgumentError("texts must be a list of strings, one per query", field="texts")
+    try:
+        hybrid_params = hybrid.to_proto() if hybrid is not None else None
+    except ValueError as error:
+        raise InvalidArgumentError(str(error), field="hybrid.fusion") from None
     return index_pb2.SearchRequest(
         collection=collection,
-        queries=vectors_to_protos(np.asarray(vectors, dtype=np.float32)),
+        queries=vectors_to_protos(np.asarray(vectors, dtype=np.float32)) if vectors is not None else [],
         k=k,
         offset=offset,
         filter=build_filter(filter),
         params=index_pb2.SearchParams(ef_search=ef_search, nprobe=nprobe),
         model_fingerprint=model_fingerprint,
         group_by=index_pb2.GroupBy(size=group_size) if group_size is not None else None,
+        mode=SEARCH_MODES[mode],
+        texts=list(texts),
+        hybrid=hybrid_params,
+        explain=explain,
     )
 
 
@@ -449,6 +490,7 @@ def delete_requests(
     dry_run: bool,
 ) -> Iterator[index_pb2.DeleteRequest]:
     """One request, or ids in pieces of IDS_PER_CALL (the groups and filter go with the first)."""
+    ids = id_list(ids, "ids")
     for first, piece in _id_pieces(ids):
         yield index_pb2.DeleteRequest(
             collection=collection,
@@ -469,6 +511,7 @@ def update_metadata_requests(
     dry_run: bool,
 ) -> Iterator[index_pb2.UpdateMetadataRequest]:
     """As :func:`delete_requests`: ids in pieces, groups and filter with the first."""
+    ids = id_list(ids, "ids")
     for first, piece in _id_pieces(ids):
         yield index_pb2.UpdateMetadataRequest(
             collection=collection,
@@ -479,6 +522,21 @@ def update_metadata_requests(
             unset=list(unset),
             dry_run=dry_run,
         )
+
+
+def id_list(ids: Sequence[str], field: str) -> list[str]:
+    """``ids`` as a list of strings; a lone string or a mapping is a caller's mistake, said plainly."""
+    if isinstance(ids, str | bytes | Mapping):
+        raise InvalidArgumentError(
+            f"{field} must be a list of id strings, got a {type(ids).__name__}", field=field
+        )
+    ids = list(ids)
+    for i, item_id in enumerate(ids):
+        if not isinstance(item_id, str):
+            raise InvalidArgumentError(
+                f"{field}[{i}] must be a string, got {type(item_id).__name__}", field=f"{field}[{i}]"
+            )
+    return ids
 
 
 def _id_pieces(ids: Sequence[str]) -> Iterator[tuple[bool, slice]]:

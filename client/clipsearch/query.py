@@ -93,6 +93,22 @@ def text_contents(parts: Sequence[QueryPart]) -> list[str]:
     return [cast(str, p.content) for p in parts]
 
 
+def query_words(query: Query) -> str:
+    """The words a keyword or hybrid search looks for: the query's texts with positive weight
+    (a negative part, "minus striped", is something the shopper does not want to match)."""
+    return " ".join(cast(str, p.content) for p in query.texts if p.weight > 0)
+
+
+def search_mode(mode: str, words: str) -> str:
+    """The mode a search runs in: ``auto`` is hybrid when the query has words (the index runs a
+    vector search on a collection without text fields), else vector."""
+    if mode == "auto":
+        return "hybrid" if words.strip() else "vector"
+    if mode in ("keyword", "hybrid") and not words.strip():
+        raise InvalidArgumentError(f"a {mode} search needs a text query", field="mode")
+    return mode
+
+
 def stored_vector(item: Item) -> np.ndarray:
     """The vector of an item fetched with ``include_vectors=True``; INTERNAL if the index left it out."""
     if item.vector is None:

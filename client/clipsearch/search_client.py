@@ -16,10 +16,19 @@ from clipsearch.images import ImageInput
 from clipsearch.index_client import IndexClient
 from clipsearch.ingest import ProgressCallback, ingest_catalog
 from clipsearch.ingest_options import IngestOptions, ingest_options
-from clipsearch.query import Deadline, Query, combine_parts, page_without, stored_vector, text_contents
+from clipsearch.query import (
+    Deadline,
+    Query,
+    combine_parts,
+    page_without,
+    query_words,
+    search_mode,
+    stored_vector,
+    text_contents,
+)
 from clipsearch.request_context import one_request_id
 from clipsearch.schema import Schema
-from clipsearch.types import CollectionInfo, Hit, IngestReport, ModelInfo
+from clipsearch.types import CollectionInfo, Hit, HybridOptions, IngestReport, ModelInfo
 
 
 class SearchClient:
@@ -103,6 +112,9 @@ class SearchClient:
         ef_search: int = 0,
         nprobe: int = 0,
         group_size: int | None = 1,
+        mode: str = "auto",
+        hybrid: HybridOptions | None = None,
+        explain: bool = False,
         timeout_s: float | None = None,
     ) -> list[Hit]:
         """Search by a text or a hybrid :class:`~clipsearch.query.Query` of weighted texts and images.
@@ -111,23 +123,40 @@ class SearchClient:
         group) comes once, as its best-matching item, with up to ``group_size`` of its items
         in ``Hit.group_hits``; ``group_size=None`` returns items instead. ``timeout_s`` bounds
         the whole call (encode + search); ``ef_search``/``nprobe`` tune HNSW/IVF collections.
+
+        ``mode``: ``"auto"`` (hybrid for a query with words: the CLIP match fused with the
+        words matched in the schema's text and keyword fields, so SKUs, brands and typos are
+        found; vector on a collection without such fields), ``"vector"``, ``"keyword"`` (no
+        encoder call) or ``"hybrid"``; ``hybrid`` tunes the fusion and ``explain`` fills
+        ``Hit.explanation`` (docs/hybrid.md).
         """
         deadline = Deadline(timeout_s or self.timeout_s)
         query = Query.text(query) if isinstance(query, str) else query
+        words = query_words(query)
+        mode = search_mode(mode, words)
+        options: dict[str, Any] = dict(
+            k=k,
+            filter=filter,
+            offset=offset,
+            ef_search=ef_search,
+            nprobe=nprobe,
+            group_size=group_size,
+            mode=mode,
+            texts=[words] if mode != "vector" else [],
+            hybrid=hybrid,
+            explain=explain,
+        )
         with one_request_id():
+            if mode == "keyword":
+                return self.index.search_batch(collection, None, timeout_s=deadline.remaining(), **options)[0]
             vector = self.embed_query(query, timeout_s=deadline.remaining())
             try:
                 return self.index.search(
                     collection,
                     vector,
-                    k=k,
-                    filter=filter,
-                    offset=offset,
-                    ef_search=ef_search,
-                    nprobe=nprobe,
                     model_fingerprint=self.encoder.last_fingerprint,
-                    group_size=group_size,
                     timeout_s=deadline.remaining(),
+                    **options,
                 )
             except FailedPreconditionError as error:
                 raise self._naming_our_model(error) from None

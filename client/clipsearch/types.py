@@ -25,6 +25,89 @@ METRIC_NAMES = {
 METRICS_BY_NAME = {name: value for value, name in METRIC_NAMES.items()}
 
 
+#: Search modes (``mode=`` of the search calls): by the query vector, by the query's words
+#: (BM25 over the schema's text and keyword fields, typo tolerant), or both fused.
+SEARCH_MODES = {
+    "vector": index_pb2.SEARCH_MODE_VECTOR,
+    "keyword": index_pb2.SEARCH_MODE_KEYWORD,
+    "hybrid": index_pb2.SEARCH_MODE_HYBRID,
+}
+FUSION_METHODS = {"weighted": index_pb2.FUSION_METHOD_WEIGHTED, "rrf": index_pb2.FUSION_METHOD_RRF}
+
+
+@dataclass(frozen=True)
+class HybridOptions:
+    """How a hybrid search fuses its two candidate lists (docs/hybrid.md); None: the server's default.
+
+    ``fusion``: ``"weighted"`` (each side's scores scaled to [0, 1], weighted and summed) or
+    ``"rrf"`` (reciprocal rank fusion). ``boost_exact``: items whose keyword field the query
+    names whole (a SKU) first. ``depth``: candidates per side (0: max(k + offset, 50)).
+    ``field_weights``: BM25 weight per text or keyword field.
+    """
+
+    fusion: str = "weighted"
+    vector_weight: float | None = None
+    keyword_weight: float | None = None
+    rank_constant: float | None = None
+    boost_exact: bool | None = None
+    depth: int = 0
+    field_weights: dict[str, float] = field(default_factory=dict)
+
+    def to_proto(self) -> index_pb2.HybridParams:
+        if self.fusion not in FUSION_METHODS:
+            raise ValueError(f"fusion must be one of {sorted(FUSION_METHODS)}, got {self.fusion!r}")
+        return index_pb2.HybridParams(
+            fusion=FUSION_METHODS[self.fusion],
+            vector_weight=self.vector_weight,
+            keyword_weight=self.keyword_weight,
+            rank_constant=self.rank_constant,
+            boost_exact=self.boost_exact,
+            depth=self.depth,
+            field_weights=self.field_weights,
+        )
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Why a hit is where it is (``explain=True``): each side's score and 1-based rank (None
+    where that side did not score it), the fused score, the query words matched (``rde→red``
+    for a corrected typo), keyword fields the query named whole, and whether it was boosted."""
+
+    vector_score: float | None
+    keyword_score: float | None
+    vector_rank: int | None
+    keyword_rank: int | None
+    fused_score: float
+    matched_terms: tuple[str, ...] = ()
+    exact_fields: tuple[str, ...] = ()
+    boosted: bool = False
+
+    @classmethod
+    def from_proto(cls, m: index_pb2.HitExplanation) -> Explanation:
+        return cls(
+            vector_score=m.vector_score if m.HasField("vector_score") else None,
+            keyword_score=m.keyword_score if m.HasField("keyword_score") else None,
+            vector_rank=m.vector_rank if m.HasField("vector_rank") else None,
+            keyword_rank=m.keyword_rank if m.HasField("keyword_rank") else None,
+            fused_score=m.fused_score,
+            matched_terms=tuple(m.matched_terms),
+            exact_fields=tuple(m.exact_fields),
+            boosted=m.boosted,
+        )
+
+    def to_proto(self) -> index_pb2.HitExplanation:
+        return index_pb2.HitExplanation(
+            vector_score=self.vector_score,
+            keyword_score=self.keyword_score,
+            vector_rank=self.vector_rank,
+            keyword_rank=self.keyword_rank,
+            fused_score=self.fused_score,
+            matched_terms=self.matched_terms,
+            exact_fields=self.exact_fields,
+            boosted=self.boosted,
+        )
+
+
 @dataclass(frozen=True)
 class ModelInfo:
     name: str
@@ -65,6 +148,8 @@ class Hit:
     metadata: dict[str, MetadataValue] = field(default_factory=dict)
     group: str = ""
     group_hits: tuple[Hit, ...] = ()
+    #: With ``explain=True``.
+    explanation: Explanation | None = None
 
     @property
     def product(self) -> str:
@@ -79,6 +164,9 @@ class Hit:
             metadata=metadata_from_proto(message.metadata),
             group=message.group,
             group_hits=group_hits,
+            explanation=Explanation.from_proto(message.explanation)
+            if message.HasField("explanation")
+            else None,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -87,11 +175,17 @@ class Hit:
             data["group"] = self.group
         if len(self.group_hits) > 1:  # one is this hit itself
             data["group_hits"] = [h.to_dict() for h in self.group_hits]
+        if self.explanation is not None:
+            data["explanation"] = asdict(self.explanation)
         return data
 
     def to_proto(self) -> index_pb2.Hit:
         return index_pb2.Hit(
-            id=self.id, score=self.score, metadata=metadata_to_proto(self.metadata), group=self.group
+            id=self.id,
+            score=self.score,
+            metadata=metadata_to_proto(self.metadata),
+            group=self.group,
+            explanation=self.explanation.to_proto() if self.explanation is not None else None,
         )
 
 

@@ -179,6 +179,45 @@ def test_lifecycle_verbs_through_the_cluster(cluster, standalone, data, tmp_path
         client.drop_collection("grouped")
 
 
+def test_keyword_and_hybrid_search_through_the_cluster(cluster, data):
+    """Pools of both shard groups, merged, fused once: SKUs first, filters inside both sides
+    (exactly k matching), products once, explanations; the same answers a standalone gives
+    where BM25 statistics cannot differ (a SKU, a filter's page size)."""
+    from clipsearch import IndexClient
+    from clipsearch.schema import Field, FieldType, Schema
+
+    _, vectors, queries = data
+    colors, kinds = ["red", "blue", "green", "black"], ["dress", "scarf", "hat"]
+    schema = Schema(
+        (Field("title", FieldType.TEXT), Field("sku", FieldType.KEYWORD), Field("n", FieldType.FLOAT))
+    )
+    ids = [f"t{i}" for i in range(600)]
+    metadata = [
+        {"title": f"{colors[i % 4]} {kinds[i % 3]}", "sku": f"SK-{i:05d}", "n": float(i)} for i in range(600)
+    ]
+    with IndexClient(cluster.address) as client:
+        client.create_collection("textual", dimension=DIM, num_shards=2, schema=schema)
+        client.upsert("textual", ids, vectors[:600], metadata, groups=[f"g{i // 2}" for i in range(600)])
+        [hit] = client.keyword_search("textual", "SK-00417", k=1, explain=True)
+        assert hit.id == "t417" and hit.explanation.boosted
+        hits = client.search("textual", queries[0], mode="hybrid", texts=["red dres"], k=20, explain=True)
+        assert [h.metadata["title"] for h in hits] == ["red dress"] * 20
+        assert all(h.explanation.keyword_score is not None for h in hits)
+        for where, k in [({"n": {"lt": 9}}, 12), ({"n": {"gte": 300}}, 40)]:
+            hits = client.search("textual", queries[1], mode="hybrid", texts=["black hat"], k=k, filter=where)
+            expected = min(k, sum(1 for m in metadata if _passes(m["n"], where["n"])))
+            assert len(hits) == expected and all(_passes(h.metadata["n"], where["n"]) for h in hits)
+        products = client.search(
+            "textual", queries[2], mode="hybrid", texts=["green scarf"], k=8, group_size=2
+        )
+        assert len({h.group for h in products}) == 8
+        client.drop_collection("textual")
+
+
+def _passes(value: float, bounds: dict) -> bool:
+    return all({"lt": value < b, "gte": value >= b}[op] for op, b in bounds.items())
+
+
 def test_losing_the_node_with_one_copy_of_every_group_fails_no_search(cluster, standalone, data):
     _, _, queries = data
     expected = [[h.id for h in hits] for hits in standalone.search(queries[:300], K)]

@@ -117,7 +117,9 @@ def test_delete_and_replace_update_terms_and_keys(db: sqlite3.Connection, lexica
     assert lexical.delete(db, [0, 99]) == 1  # an unknown label is ignored
     db.execute("COMMIT")
     assert ids(lexical.search(db, "kestrel", 5)) == ["c"]
-    assert lexical.search(db, "KES-DR-000001", 5) == []
+    # The deleted SKU is no exact match any more; words other items share still find them.
+    after = lexical.search(db, "KES-DR-000001", 5)
+    assert "a" not in ids(after) and not any(h.exact for h in after)
     assert db.execute("SELECT count(*) FROM lex_terms WHERE term = 'striped'").fetchone() == (0,)
     assert db.execute("SELECT count(*) FROM lex_deletes WHERE term = 'striped'").fetchone() == (0,)
 
@@ -126,6 +128,13 @@ def test_delete_and_replace_update_terms_and_keys(db: sqlite3.Connection, lexica
     db.execute("COMMIT")
     assert lexical.search(db, "scarf", 5) == [] and ids(lexical.search(db, "halden", 5)) == ["c"]
     assert db.execute("SELECT df FROM lex_terms WHERE term = 'kestrel'").fetchone() is None
+
+
+def test_a_word_no_item_holds_does_not_hide_the_others(db: sqlite3.Connection, lexical: LexicalIndex) -> None:
+    """A query word the catalog does not have (a size, a typo beyond correction) is dropped
+    first, not kept as the rarest word of every tier (which would find nothing)."""
+    found = lexical.search(db, "kestrel qqqqqqqqqq 987654", 5)
+    assert sorted(ids(found)) == ["a", "c"]
 
 
 def test_rebuild_equals_incremental_writes(tmp_path: Path, lexical: LexicalIndex) -> None:

@@ -19,6 +19,7 @@ from index_service.aliases import Alias
 from index_service.config import CollectionConfig, CollectionInfo, SearchParams, StoredItem
 from index_service.engine import Engine, EngineOptions
 from index_service.filters import Filter
+from index_service.hybrid import Pooled, TextQuery
 from index_service.shard import Candidate
 
 
@@ -135,6 +136,21 @@ class ShardCopy:
 
     def do_get(self, name: str, ids: list[str], include_vectors: bool) -> list[StoredItem]:
         return self.engine.collection(name).get(ids, include_vectors=include_vectors, missing_ok=True)
+
+    def do_text_search(
+        self,
+        name: str,
+        queries: Any,
+        query: TextQuery,
+        width: int,
+        filter_: Filter | None,
+        params: SearchParams,
+        fingerprint: str,
+    ) -> list[list[Pooled]]:
+        """This group's keyword/hybrid pools per query (stage 1 of index_service/hybrid.py)."""
+        return self.engine.collection(name, model_fingerprint=fingerprint).text_candidates(
+            queries, query, width, filter_=filter_, params=params, model_fingerprint=fingerprint
+        )
 
     def do_search(
         self,

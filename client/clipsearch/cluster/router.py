@@ -143,6 +143,14 @@ class ShardRouter:
         parts = [a for a in answers if not isinstance(a, GroupUnavailable)]
         return [[c for part in parts for c in part[q]] for q in range(len(queries))], len(parts)
 
+    async def text_candidates(
+        self, collection: str, queries: Any, query: Any, width: int, *options: Any
+    ) -> tuple[list[list[Any]], int]:
+        """(every answering group's keyword/hybrid pool per query, merged; groups answering)."""
+        answers = await self.read_all("text_search", collection, queries, query, width, *options)
+        parts = [a for a in answers if not isinstance(a, GroupUnavailable)]
+        return [[c for part in parts for c in part[q]] for q in range(len(query.texts))], len(parts)
+
     # -- writes ------------------------------------------------------------------------------
 
     async def write(self, group: int, method: str, *args: Any) -> Any:

@@ -17,7 +17,7 @@ from clipsearch.errors import InvalidArgumentError, UnavailableError, Unimplemen
 from clipsearch.server.status import map_errors
 from clipsearch.v1 import index_pb2
 from clipsearch.wire import fields_from_proto
-from index_service import convert, cursors
+from index_service import convert, cursors, hybrid
 from index_service.collection import (
     SCROLL_DEFAULT_LIMIT,
     check_found,
@@ -28,6 +28,8 @@ from index_service.collection import (
     pick_groups,
 )
 from index_service.config import CollectionInfo, SearchParams, ShardStats
+from index_service.hybrid import SearchMode, TextQuery
+from index_service.lexical import LexicalFields
 
 
 class ClusterIndexServicer:
@@ -246,25 +248,70 @@ class ClusterIndexServicer:
         queries = convert.queries_from_proto(list(request.queries))
         filter_ = _filter(request)
         params = SearchParams(ef_search=request.params.ef_search, nprobe=request.params.nprobe)
-        check_search(request.k, request.offset, len(queries), params)
+        text_query = convert.text_query_from_proto(request)
+        keyword = text_query is not None and text_query.mode == SearchMode.KEYWORD
+        check_search(request.k, request.offset, len(text_query.texts) if keyword else len(queries), params)
         min_coverage = request.min_coverage if request.HasField("min_coverage") else 1.0
         if not 0.0 <= min_coverage <= 1.0:
             raise InvalidArgumentError(
                 f"min_coverage must be in [0, 1], got {min_coverage}", field="min_coverage"
             )
+        if text_query is not None:
+            infos = await self._every_group("describe", request.collection)
+            fields = LexicalFields.from_schema(infos[0].config.schema).fields
+            if fields or text_query.mode == SearchMode.KEYWORD:
+                return await self._text_search(
+                    request, queries, text_query, filter_, params, min_coverage, infos
+                )
         if request.HasField("group_by"):
             return await self._search_groups(request, queries, filter_, params, min_coverage)
         outcome = await self.router.search(
             request.collection, queries, request.k, request.offset, filter_, params, request.model_fingerprint
         )
         self._check_coverage(outcome.answered, min_coverage)
-        return index_pb2.SearchResponse(
-            results=[
-                index_pb2.QueryResult(hits=[convert.hit_to_proto(h) for h in hits])
-                for hits in outcome.results
-            ],
-            coverage=index_pb2.Coverage(shards_answered=outcome.answered, shards_asked=outcome.asked),
+        results = outcome.results
+        if request.explain:
+            results = [hybrid.explained(hits, request.offset) for hits in results]
+        response = convert.search_response(results, grouped=False)
+        response.coverage.CopyFrom(
+            index_pb2.Coverage(shards_answered=outcome.answered, shards_asked=outcome.asked)
         )
+        return response
+
+    async def _text_search(
+        self,
+        request: Any,
+        queries: Any,
+        query: TextQuery,
+        filter_: Any,
+        params: SearchParams,
+        min_coverage: float,
+        infos: list[CollectionInfo],
+    ) -> Any:
+        """Keyword/hybrid: each group's pools, merged, then fused once (docs/hybrid.md: BM25's
+        statistics are each group's own, so scores of two groups compare approximately)."""
+        group_size = (request.group_by.size or 1) if request.HasField("group_by") else None
+        if group_size is not None:
+            check_group_size(group_size)
+        total = sum(info.item_count for info in infos)
+        wanted = request.k + request.offset
+        widths = group_widths(wanted, group_size, total) if group_size is not None else iter([wanted])
+        results: list = []
+        answered = 0
+        for needed in widths:
+            width = query.width(needed)
+            pools, answered = await self.router.text_candidates(
+                request.collection, queries, query, width, filter_, params, request.model_fingerprint
+            )
+            self._check_coverage(answered, min_coverage)
+            results, short = hybrid.results(pools, query, request.k, request.offset, width, group_size)
+            if not short:
+                break
+        response = convert.search_response(results, grouped=group_size is not None)
+        response.coverage.CopyFrom(
+            index_pb2.Coverage(shards_answered=answered, shards_asked=self.router.num_groups)
+        )
+        return response
 
     async def _search_groups(
         self, request: Any, queries: Any, filter_: Any, params: SearchParams, min_coverage: float
@@ -283,6 +330,8 @@ class ClusterIndexServicer:
             results, short = pick_groups(parts, request.k, request.offset, size)
             if not short:
                 break
+        if request.explain:
+            results = [hybrid.explained_groups(groups, request.offset) for groups in results]
         return index_pb2.SearchResponse(
             results=[convert.groups_to_proto(groups) for groups in results],
             coverage=index_pb2.Coverage(shards_answered=answered, shards_asked=self.router.num_groups),

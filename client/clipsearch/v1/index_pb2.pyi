@@ -24,6 +24,19 @@ class FieldType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     FIELD_TYPE_FLOAT: _ClassVar[FieldType]
     FIELD_TYPE_BOOLEAN: _ClassVar[FieldType]
     FIELD_TYPE_KEYWORDS: _ClassVar[FieldType]
+
+class SearchMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SEARCH_MODE_UNSPECIFIED: _ClassVar[SearchMode]
+    SEARCH_MODE_VECTOR: _ClassVar[SearchMode]
+    SEARCH_MODE_KEYWORD: _ClassVar[SearchMode]
+    SEARCH_MODE_HYBRID: _ClassVar[SearchMode]
+
+class FusionMethod(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    FUSION_METHOD_UNSPECIFIED: _ClassVar[FusionMethod]
+    FUSION_METHOD_WEIGHTED: _ClassVar[FusionMethod]
+    FUSION_METHOD_RRF: _ClassVar[FusionMethod]
 METRIC_UNSPECIFIED: Metric
 METRIC_COSINE: Metric
 METRIC_INNER_PRODUCT: Metric
@@ -35,6 +48,13 @@ FIELD_TYPE_INTEGER: FieldType
 FIELD_TYPE_FLOAT: FieldType
 FIELD_TYPE_BOOLEAN: FieldType
 FIELD_TYPE_KEYWORDS: FieldType
+SEARCH_MODE_UNSPECIFIED: SearchMode
+SEARCH_MODE_VECTOR: SearchMode
+SEARCH_MODE_KEYWORD: SearchMode
+SEARCH_MODE_HYBRID: SearchMode
+FUSION_METHOD_UNSPECIFIED: FusionMethod
+FUSION_METHOD_WEIGHTED: FusionMethod
+FUSION_METHOD_RRF: FusionMethod
 
 class CollectionConfig(_message.Message):
     __slots__ = ("name", "dimension", "metric", "num_shards", "index_spec", "model_fingerprint", "model_name", "schema", "model_pretrained")
@@ -301,7 +321,7 @@ class SearchParams(_message.Message):
     def __init__(self, ef_search: _Optional[int] = ..., nprobe: _Optional[int] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
-    __slots__ = ("collection", "queries", "k", "offset", "filter", "params", "model_fingerprint", "min_coverage", "group_by")
+    __slots__ = ("collection", "queries", "k", "offset", "filter", "params", "model_fingerprint", "min_coverage", "group_by", "mode", "texts", "hybrid", "explain")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     QUERIES_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
@@ -311,6 +331,10 @@ class SearchRequest(_message.Message):
     MODEL_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     MIN_COVERAGE_FIELD_NUMBER: _ClassVar[int]
     GROUP_BY_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    TEXTS_FIELD_NUMBER: _ClassVar[int]
+    HYBRID_FIELD_NUMBER: _ClassVar[int]
+    EXPLAIN_FIELD_NUMBER: _ClassVar[int]
     collection: str
     queries: _containers.RepeatedCompositeFieldContainer[_types_pb2.Vector]
     k: int
@@ -320,7 +344,56 @@ class SearchRequest(_message.Message):
     model_fingerprint: str
     min_coverage: float
     group_by: GroupBy
-    def __init__(self, collection: _Optional[str] = ..., queries: _Optional[_Iterable[_Union[_types_pb2.Vector, _Mapping]]] = ..., k: _Optional[int] = ..., offset: _Optional[int] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., params: _Optional[_Union[SearchParams, _Mapping]] = ..., model_fingerprint: _Optional[str] = ..., min_coverage: _Optional[float] = ..., group_by: _Optional[_Union[GroupBy, _Mapping]] = ...) -> None: ...
+    mode: SearchMode
+    texts: _containers.RepeatedScalarFieldContainer[str]
+    hybrid: HybridParams
+    explain: bool
+    def __init__(self, collection: _Optional[str] = ..., queries: _Optional[_Iterable[_Union[_types_pb2.Vector, _Mapping]]] = ..., k: _Optional[int] = ..., offset: _Optional[int] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., params: _Optional[_Union[SearchParams, _Mapping]] = ..., model_fingerprint: _Optional[str] = ..., min_coverage: _Optional[float] = ..., group_by: _Optional[_Union[GroupBy, _Mapping]] = ..., mode: _Optional[_Union[SearchMode, str]] = ..., texts: _Optional[_Iterable[str]] = ..., hybrid: _Optional[_Union[HybridParams, _Mapping]] = ..., explain: _Optional[bool] = ...) -> None: ...
+
+class HybridParams(_message.Message):
+    __slots__ = ("fusion", "vector_weight", "keyword_weight", "rank_constant", "boost_exact", "depth", "field_weights")
+    class FieldWeightsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    FUSION_FIELD_NUMBER: _ClassVar[int]
+    VECTOR_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    KEYWORD_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    RANK_CONSTANT_FIELD_NUMBER: _ClassVar[int]
+    BOOST_EXACT_FIELD_NUMBER: _ClassVar[int]
+    DEPTH_FIELD_NUMBER: _ClassVar[int]
+    FIELD_WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    fusion: FusionMethod
+    vector_weight: float
+    keyword_weight: float
+    rank_constant: float
+    boost_exact: bool
+    depth: int
+    field_weights: _containers.ScalarMap[str, float]
+    def __init__(self, fusion: _Optional[_Union[FusionMethod, str]] = ..., vector_weight: _Optional[float] = ..., keyword_weight: _Optional[float] = ..., rank_constant: _Optional[float] = ..., boost_exact: _Optional[bool] = ..., depth: _Optional[int] = ..., field_weights: _Optional[_Mapping[str, float]] = ...) -> None: ...
+
+class HitExplanation(_message.Message):
+    __slots__ = ("vector_score", "keyword_score", "vector_rank", "keyword_rank", "fused_score", "matched_terms", "exact_fields", "boosted")
+    VECTOR_SCORE_FIELD_NUMBER: _ClassVar[int]
+    KEYWORD_SCORE_FIELD_NUMBER: _ClassVar[int]
+    VECTOR_RANK_FIELD_NUMBER: _ClassVar[int]
+    KEYWORD_RANK_FIELD_NUMBER: _ClassVar[int]
+    FUSED_SCORE_FIELD_NUMBER: _ClassVar[int]
+    MATCHED_TERMS_FIELD_NUMBER: _ClassVar[int]
+    EXACT_FIELDS_FIELD_NUMBER: _ClassVar[int]
+    BOOSTED_FIELD_NUMBER: _ClassVar[int]
+    vector_score: float
+    keyword_score: float
+    vector_rank: int
+    keyword_rank: int
+    fused_score: float
+    matched_terms: _containers.RepeatedScalarFieldContainer[str]
+    exact_fields: _containers.RepeatedScalarFieldContainer[str]
+    boosted: bool
+    def __init__(self, vector_score: _Optional[float] = ..., keyword_score: _Optional[float] = ..., vector_rank: _Optional[int] = ..., keyword_rank: _Optional[int] = ..., fused_score: _Optional[float] = ..., matched_terms: _Optional[_Iterable[str]] = ..., exact_fields: _Optional[_Iterable[str]] = ..., boosted: _Optional[bool] = ...) -> None: ...
 
 class GroupBy(_message.Message):
     __slots__ = ("size",)
@@ -329,7 +402,7 @@ class GroupBy(_message.Message):
     def __init__(self, size: _Optional[int] = ...) -> None: ...
 
 class Hit(_message.Message):
-    __slots__ = ("id", "score", "metadata", "group")
+    __slots__ = ("id", "score", "metadata", "group", "explanation")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -341,11 +414,13 @@ class Hit(_message.Message):
     SCORE_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
     GROUP_FIELD_NUMBER: _ClassVar[int]
+    EXPLANATION_FIELD_NUMBER: _ClassVar[int]
     id: str
     score: float
     metadata: _containers.MessageMap[str, _types_pb2.MetadataValue]
     group: str
-    def __init__(self, id: _Optional[str] = ..., score: _Optional[float] = ..., metadata: _Optional[_Mapping[str, _types_pb2.MetadataValue]] = ..., group: _Optional[str] = ...) -> None: ...
+    explanation: HitExplanation
+    def __init__(self, id: _Optional[str] = ..., score: _Optional[float] = ..., metadata: _Optional[_Mapping[str, _types_pb2.MetadataValue]] = ..., group: _Optional[str] = ..., explanation: _Optional[_Union[HitExplanation, _Mapping]] = ...) -> None: ...
 
 class QueryResult(_message.Message):
     __slots__ = ("hits", "groups")
