@@ -16,7 +16,10 @@ let searchGeneration = 0; // answers to superseded searches are dropped
 
 // -- filters from the schema -----------------------------------------------------------------
 
+const ACRONYMS = new Set(["sku", "id", "ean", "upc", "gtin", "isbn", "mpn"]);
+
 function label(name) {
+  if (ACRONYMS.has(name.toLowerCase())) return name.toUpperCase();
   const words = name.replace(/[_-]+/g, " ");
   return words.charAt(0).toUpperCase() + words.slice(1);
 }
