@@ -187,9 +187,13 @@ class SearchClient:
         k: int = 10,
         filter: FilterSpec | None = None,
         offset: int = 0,
+        group_size: int = 1,
         timeout_s: float | None = None,
     ) -> list[Hit]:
-        """Products closest to a stored item (its own product excluded). NOT_FOUND for an unknown id."""
+        """Products closest to a stored item (its own product excluded). NOT_FOUND for an unknown id.
+
+        Each hit holds up to ``group_size`` of its product's items in ``Hit.group_hits``, as :meth:`search`.
+        """
         deadline = Deadline(timeout_s or self.timeout_s)
         with one_request_id():
             [item] = self.index.get(collection, [item_id], include_vectors=True)
@@ -199,7 +203,7 @@ class SearchClient:
                 vector,
                 k=offset + k + 1,
                 filter=filter,
-                group_size=1,
+                group_size=group_size,
                 timeout_s=deadline.remaining(),
             )
         return page_without(hits, item.group or item.id, offset, k)

@@ -201,3 +201,19 @@ def test_brands_skus_and_descriptions_are_deterministic_and_leave_the_rest_alone
     rows = list(read_catalog(csv_path))
     assert [r.cells["sku"] for r in rows] == [p.sku for p in products[:5]]
     assert [r.cells["description"] for r in rows] == [p.description for p in products[:5]]
+
+
+def test_shop_catalog_adds_photos_and_tags_without_changing_the_first(tmp_path: Path) -> None:
+    shop = generate_catalog(
+        tmp_path / "shop", n_products=6, seed=1, image_size=32, images_per_product=3, tags=True
+    )
+    plain = generate_catalog(tmp_path / "plain", n_products=6, seed=1, image_size=32)
+    rows = list(read_catalog(shop))
+    assert [len(row.images) for row in rows] == [1, 2, 3, 1, 2, 3]
+    pictures = [(shop.parent / image).read_bytes() for row in rows for image in row.images]
+    assert len(set(pictures)) == len(pictures)  # every photo differs
+    for row in rows:  # the first photo is the plain catalog's picture
+        assert (shop.parent / row.images[0]).read_bytes() == (plain.parent / row.images[0]).read_bytes()
+        tags = row.cells["tags"].split("|")
+        assert tags[0] in {"summer", "winter", "all-season"} and len(set(tags)) == len(tags)
+    assert demo.SHOP_SCHEMA["price"] == {"type": "float", "currency": "USD"}

@@ -186,6 +186,8 @@ def test_searches_return_products_with_their_items(gateway, pair) -> None:
     items = search_pb2.SearchOptions(collection="gateway_groups", k=2, ungrouped=True)
     plain = stub.SearchText(search_pb2.SearchTextRequest(text="a red dress", options=items), timeout=10)
     assert [h.id for h in plain.hits] == ["dress", "dress#2"] and not plain.groups
+    like_hat = stub.MoreLikeThis(search_pb2.MoreLikeThisRequest(id="hat", options=options), timeout=10)
+    assert [[h.id for h in g.hits] for g in like_hat.groups] == [["dress", "dress#2"]]
     too_big = search_pb2.SearchOptions(collection="gateway_groups", group_size=101)
     with pytest.raises(grpc.RpcError) as refused:
         stub.SearchText(search_pb2.SearchTextRequest(text="x", options=too_big), timeout=10)

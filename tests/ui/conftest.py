@@ -1,7 +1,8 @@
 """The search page in real headless Chromium, over the real services on loopback.
 
 The encoder serves the trained demo model (so "a red dress" must find red dresses), the index
-a fresh data dir holding the demo catalog, and the page runs in uvicorn in a thread. Chromium
+a fresh data dir holding the demo catalog as a shop's (1 to 3 photos per product, tags, prices
+in USD), and the page runs in uvicorn in a thread. Chromium
 is Debian's (/usr/bin/chromium), driven by Playwright; Playwright's own browser download is
 never used. Without Chromium or Playwright the browser tests skip locally, and fail when the
 CI environment variable is set. Screenshots go to test-artifacts/ui/.
@@ -16,7 +17,17 @@ from pathlib import Path
 
 import pytest
 from harness import ServerThread
-from ui_harness import CATALOG_PRODUCTS, CHECKPOINT, CHROMIUM, CHROMIUM_FLAGS, COLLECTION, PageServer, missing
+from ui_harness import (
+    CATALOG_ITEMS,
+    CATALOG_PRODUCTS,
+    CHECKPOINT,
+    CHROMIUM,
+    CHROMIUM_FLAGS,
+    COLLECTION,
+    TIMEOUT_MS,
+    PageServer,
+    missing,
+)
 
 from clipsearch import SearchClient
 from clipsearch.apps.ui.settings import UISettings
@@ -31,14 +42,16 @@ class Services:
 
 @pytest.fixture(scope="session")
 def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
-    from clipsearch.apps.demo.catalog import ensure_demo_catalog
+    from clipsearch.apps.demo.catalog import SHOP_SCHEMA, ensure_demo_catalog
     from encoder_service.server import create_server as create_encoder
     from encoder_service.settings import EncoderSettings
     from index_service.server import create_server as create_index
     from index_service.settings import IndexSettings
 
     assert CHECKPOINT.is_file(), f"missing {CHECKPOINT}: python -m clipsearch.apps.demo.training.train_demo"
-    catalog = ensure_demo_catalog(tmp_path_factory.mktemp("home"), n_products=CATALOG_PRODUCTS)
+    catalog = ensure_demo_catalog(
+        tmp_path_factory.mktemp("home"), n_products=CATALOG_PRODUCTS, images_per_product=3, tags=True
+    )
     encoder_settings = EncoderSettings(port=0, model="clipsearch-demo")  # its shipped checkpoint
     index_settings = IndexSettings(port=0, data_dir=tmp_path_factory.mktemp("index-data"))
     with (
@@ -46,9 +59,9 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
         ServerThread(lambda: create_index(index_settings), name="index") as index,
     ):
         with SearchClient(encoder.address, index.address) as client:
-            client.create_collection(COLLECTION, num_shards=2)
+            client.create_collection(COLLECTION, num_shards=2, schema=SHOP_SCHEMA)
             report = client.ingest(catalog, collection=COLLECTION)
-        assert report.ingested == CATALOG_PRODUCTS and not report.failed
+        assert report.ingested == CATALOG_ITEMS and not report.failed
         yield Services(encoder.address, index.address, catalog)
 
 
@@ -84,6 +97,7 @@ def tab(browser):
     """A fresh browser context and page per test; console errors are collected in ``tab.errors``."""
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)  # generous: the machine running the suite may be busy
     page.errors = []
     page.on("pageerror", lambda error: page.errors.append(str(error)))
     yield page

@@ -12,8 +12,10 @@ import pytest
 from ui_harness import COLLECTION, PageServer
 
 from clipsearch import SearchClient
-from clipsearch.apps.ui.page import PageError, SearchPage, SearchParams, hit_to_json, sniff_image_type
+from clipsearch.apps.ui.page import PageError, SearchPage, hit_to_json, sniff_image_type
+from clipsearch.apps.ui.params import ParamError, SearchParams, filter_fields
 from clipsearch.apps.ui.settings import UISettings
+from clipsearch.schema import Schema
 from clipsearch.types import Hit
 
 pytestmark = pytest.mark.functional
@@ -21,15 +23,64 @@ pytestmark = pytest.mark.functional
 # -- parameters (no services) -------------------------------------------------------------------
 
 
-def test_params_become_an_sdk_filter() -> None:
-    params = SearchParams.parse(
-        {"k": "20", "category": " dress ", "min_price": "10", "max_price": "49.5"}, max_k=100
-    )
-    assert params.k == 20
-    assert params.filter() == {"category": "dress", "price": {"gte": 10.0, "lte": 49.5}}
+SHOP = Schema.from_dict(
+    {
+        "brand": {"type": "keyword", "case_insensitive": True},
+        "category": "keyword",
+        "description": "text",
+        "image": "keyword",
+        "in_stock": "boolean",
+        "k": "keyword",
+        "price": {"type": "float", "currency": "USD"},
+        "rating": "integer",
+        "tags": "keywords",
+    }
+)
+
+
+def test_params_become_an_sdk_filter_from_the_schema() -> None:
+    query = {
+        "k": "20",
+        "page": "3",
+        "category": " dress ",
+        "brand": ["Kestrel", "Velora", "Kestrel"],
+        "tags": ["sale"],
+        "in_stock": "TRUE",
+        "min_price": "10",
+        "max_price": "49.5",
+        "max_rating": "4",
+        "description": "silk",  # text fields are searched, not filtered
+        "image": "/etc/passwd",  # hidden fields are never filters
+        "unknown": "x",  # a field that is gone: ignored
+    }
+    params = SearchParams.parse(query, max_k=100, schema=SHOP)
+    assert (params.k, params.page, params.offset, params.mode) == (20, 3, 40, "auto")
+    assert params.filter() == {
+        "brand": {"in": ["Kestrel", "Velora"]},
+        "category": "dress",
+        "tags": {"in": ["sale"]},
+        "in_stock": True,
+        "price": {"gte": 10.0, "lte": 49.5},
+        "rating": {"lte": 4.0},
+    }
     assert SearchParams.parse({"max_price": "30"}, max_k=100).filter() == {"price": {"lte": 30.0}}
     assert SearchParams.parse({"k": "", "category": "  "}, max_k=100) == SearchParams()
     assert SearchParams().filter() is None
+
+
+def test_filters_offered_follow_the_schema() -> None:
+    fields = [f.to_json() for f in filter_fields(SHOP)]
+    assert [(f["name"], f["kind"]) for f in fields] == [
+        ("brand", "keyword"),
+        ("category", "keyword"),
+        ("tags", "keywords"),
+        ("in_stock", "boolean"),
+        ("price", "range"),  # money first among the ranges
+        ("rating", "range"),
+    ]
+    assert fields[4]["currency"] == "USD" and fields[5]["integer"]
+    # A collection made before schemas keeps the page's old filters.
+    assert [f.name for f in filter_fields(None)] == ["category", "price"]
 
 
 @pytest.mark.parametrize(
@@ -38,34 +89,48 @@ def test_params_become_an_sdk_filter() -> None:
         ({"k": "0"}, "k must be between 1 and 100, got 0."),
         ({"k": "101"}, "k must be between 1 and 100, got 101."),
         ({"k": "ten"}, "k must be a number, got 'ten'."),
+        ({"page": "0"}, "page must be between 1 and 100, got 0."),
+        ({"mode": "hybrid"}, "mode must be one of auto; got 'hybrid'."),
         ({"min_price": "cheap"}, "min_price must be a number, got 'cheap'."),
         ({"max_price": "nan"}, "max_price must be a finite number, got 'nan'."),
         ({"min_price": "-1"}, "Min price must not be negative."),
         ({"min_price": "50", "max_price": "20"}, "Min price (50) is above max price (20)."),
+        ({"in_stock": "maybe"}, "in_stock must be true or false, got 'maybe'."),
     ],
 )
 def test_bad_params_are_refused_with_a_sentence(query: dict, message: str) -> None:
-    with pytest.raises(PageError) as caught:
-        SearchParams.parse(query, max_k=100)
-    assert caught.value.status == 400 and caught.value.message == message
+    with pytest.raises(ParamError) as caught:
+        SearchParams.parse(query, max_k=100, schema=SHOP)
+    assert str(caught.value) == message
 
 
-def test_hits_leave_server_paths_and_bookkeeping_out() -> None:
+def test_hits_are_products_with_their_pictures_and_no_server_paths() -> None:
     hit = Hit(
         "p1", 0.5, {"title": "Red dress", "image": "/data/p1.jpg", "content_sha256": "ab", "price": 9.99}
     )
     assert hit_to_json(hit) == {
         "id": "p1",
+        "product": "p1",
         "score": 0.5,
         "title": "Red dress",
         "image_url": "/api/image?id=p1",
         "has_image": True,
+        "images": [{"id": "p1", "url": "/api/image?id=p1", "score": 0.5}],
         "metadata": {"price": 9.99},
     }
     assert hit_to_json(Hit("p2", 0.1, {}))["title"] == "p2"
     url = hit_to_json(Hit("p 3", 0.1, {"image": "https://cdn.example.com/a.jpg"}))
     assert url["image_url"] == "https://cdn.example.com/a.jpg"
     assert hit_to_json(Hit("p 4", 0.1, {"image": "images/a.jpg"}))["image_url"] == "/api/image?id=p%204"
+    # A product found by its text vector shows its photos, best-matching first.
+    items = (
+        Hit("p5#text", 0.9, {"title": "Hat"}, group="p5"),
+        Hit("p5#2", 0.7, {"title": "Hat", "image": "b.jpg"}, group="p5"),
+        Hit("p5", 0.6, {"title": "Hat", "image": "a.jpg"}, group="p5"),
+    )
+    product = hit_to_json(Hit("p5#text", 0.9, {"title": "Hat"}, group="p5", group_hits=items))
+    assert product["product"] == "p5" and product["image_url"] == "/api/image?id=p5%232"
+    assert [image["id"] for image in product["images"]] == ["p5#2", "p5"]
 
 
 def test_image_types_are_sniffed_from_bytes() -> None:

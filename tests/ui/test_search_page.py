@@ -8,32 +8,20 @@ import subprocess
 import sys
 
 import pytest
-from ui_harness import COLLECTION, screenshot
+from ui_harness import (
+    CATEGORY,
+    COLLECTION,
+    LOADED,
+    MAX_PRICE,
+    MIN_PRICE,
+    TIMEOUT_MS,
+    screenshot,
+    settle,
+)
 
 from clipsearch.apps.ui.probe import wait_until_answering
 
 pytestmark = pytest.mark.functional
-
-#: How many result images have finished loading with real pixels.
-LOADED = "() => [...document.querySelectorAll('#results .card img')].filter(i => i.naturalWidth > 0).length"
-#: True once every result image has finished loading (or failed to).
-ALL_SETTLED = "() => [...document.querySelectorAll('#results .card img')].every(i => i.complete)"
-CARDS = """cards => cards.map(card => {
-    const metadata = {};
-    const terms = card.querySelectorAll('dt');
-    card.querySelectorAll('dd').forEach((dd, i) => { metadata[terms[i].textContent] = dd.textContent; });
-    return {id: card.dataset.id, title: card.querySelector('h3').textContent, metadata};
-})"""
-TIMEOUT_MS = 60_000
-
-
-def settle(tab) -> list[dict]:
-    """Waits for the answer and its images; the result cards (id, title, metadata)."""
-    tab.wait_for_selector(
-        '#results[data-state="done"], #results[data-state="error"]', state="attached", timeout=TIMEOUT_MS
-    )
-    tab.wait_for_function(ALL_SETTLED, timeout=TIMEOUT_MS)
-    return tab.eval_on_selector_all("#results .card", CARDS)
 
 
 def search_text(tab, page_url: str, text: str) -> list[dict]:
@@ -98,8 +86,9 @@ def test_more_like_this_from_a_result(tab, page_url) -> None:
 
 def test_filters_and_k(tab, page_url) -> None:
     tab.goto(page_url)
-    tab.fill("#category", "dress")
-    tab.fill("#max-price", "100")
+    tab.wait_for_selector("body[data-ready]", state="attached")
+    tab.fill(CATEGORY, "dress")
+    tab.fill(MAX_PRICE, "100")
     tab.select_option("#k", "5")
     tab.fill("#text", "a red dress")
     tab.click("#text-search")
@@ -113,14 +102,14 @@ def test_filters_and_k(tab, page_url) -> None:
     assert 5 < len(cards) <= 20
     assert all(c["metadata"]["category"] == "dress" and float(c["metadata"]["price"]) <= 100 for c in cards)
 
-    tab.fill("#min-price", "200")
-    tab.dispatch_event("#min-price", "change")
+    tab.fill(MIN_PRICE, "200")
+    tab.dispatch_event(MIN_PRICE, "change")
     tab.wait_for_function(
         "() => document.querySelectorAll('#results .card').length === 0", timeout=TIMEOUT_MS
     )
     assert tab.inner_text("#message") == "Min price (200) is above max price (100)."
-    tab.fill("#max-price", "")
-    tab.dispatch_event("#max-price", "change")
+    tab.fill(MAX_PRICE, "")
+    tab.dispatch_event(MAX_PRICE, "change")
     tab.wait_for_selector("#summary:has-text('No products match')", timeout=TIMEOUT_MS)
     assert tab.errors == []
 

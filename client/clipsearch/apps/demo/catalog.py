@@ -475,9 +475,14 @@ _SHAPES: dict[str, tuple[_Shape, _Shape]] = {
 }
 
 
-def render_product(product: Product, image_size: int = 128) -> Image.Image:
-    """The product's picture: an RGB image of ``image_size`` pixels a side."""
-    return _render(product, image_size)[0]
+def render_product(product: Product, image_size: int = 128, view: int = 0) -> Image.Image:
+    """The product's picture: an RGB image of ``image_size`` pixels a side.
+
+    ``view`` 1, 2... are more photos of the same product (same category, color and pattern,
+    another placement, shade and backdrop), as a shop shows several; view 0 is the catalog's
+    first picture and does not depend on the others.
+    """
+    return _render(product, image_size, view)[0]
 
 
 def render_cutout(product: Product, image_size: int = 128) -> Image.Image:
@@ -491,9 +496,10 @@ def render_cutout(product: Product, image_size: int = 128) -> Image.Image:
     return cutout
 
 
-def _render(product: Product, size: int) -> tuple[Image.Image, Image.Image]:
+def _render(product: Product, size: int, view: int = 0) -> tuple[Image.Image, Image.Image]:
     """(the RGB picture, an L mask that is 255 on every pixel the product's drawing touched)."""
-    rng = np.random.default_rng([product.seed, 2, product.index])
+    key = [product.seed, 2, product.index] + ([view] if view else [])
+    rng = np.random.default_rng(key)
     image = _background(rng, size)
 
     # Where the product sits: a box of 60-92% of the image, shifted, sometimes mirrored.
@@ -624,7 +630,37 @@ def _draw_primitive(draw: ImageDraw.ImageDraw, kind: str, xy: list[float], box: 
 # Writing catalogs
 
 CSV_COLUMNS = ("id", "image", "title", "category", "color", "pattern", "price", "brand", "sku", "description")
+#: The declared schema of a catalog with tags: prices are US dollars, tags a list field
+#: (a tag cell holding one tag would otherwise be inferred as a keyword).
+SHOP_SCHEMA = {"price": {"type": "float", "currency": "USD"}, "tags": "keywords"}
+#: Tags by season (from the category) and a few a shop adds by hand; append, never reorder.
+_SEASON = {
+    "dress": "summer",
+    "t-shirt": "summer",
+    "shorts": "summer",
+    "skirt": "summer",
+    "hat": "summer",
+    "sneaker": "all-season",
+    "handbag": "all-season",
+    "trousers": "winter",
+    "boot": "winter",
+    "scarf": "winter",
+}
+_SHOP_TAGS = ("new", "sale", "bestseller", "eco")
 _EXTENSIONS = {"jpeg": ".jpg", "png": ".png"}
+
+
+def image_count(product: Product, images_per_product: int) -> int:
+    """How many photos the product has in a catalog of up to ``images_per_product`` per product:
+    1, 2, ... ``images_per_product`` in turn, so a catalog mixes products of one and of several."""
+    return 1 + product.index % max(1, images_per_product)
+
+
+def tags_for(product: Product) -> list[str]:
+    """The product's tags: its season, and zero to two shop tags drawn from its own stream."""
+    rng = np.random.default_rng([product.seed, 5, product.index])
+    extra = rng.permutation(len(_SHOP_TAGS))[: int(rng.integers(3))]
+    return [_SEASON[product.category], *(_SHOP_TAGS[int(i)] for i in sorted(extra))]
 
 
 def generate_catalog(
@@ -634,10 +670,16 @@ def generate_catalog(
     seed: int = 0,
     image_size: int = 128,
     image_format: str = "jpeg",
+    images_per_product: int = 1,
+    tags: bool = False,
 ) -> Path:
     """Renders ``n_products`` images into ``out_dir/images`` and writes ``out_dir/catalog.csv``.
 
-    Returns the CSV path. Its ``image`` column holds paths relative to the CSV.
+    Returns the CSV path. Its ``image`` column holds paths relative to the CSV. With
+    ``images_per_product`` above 1, products have 1, 2, ... that many photos in turn (see
+    :func:`image_count`), the further ones in an ``images`` column (``a.jpg|b.jpg``); with
+    ``tags``, a ``tags`` column (``summer|sale``; ingest it with :data:`SHOP_SCHEMA`). The
+    defaults write the catalog every other test and the demo model were made with.
     """
     if image_format not in _EXTENSIONS:
         raise ValueError(f"image_format must be one of {sorted(_EXTENSIONS)}, got {image_format!r}")
@@ -646,18 +688,26 @@ def generate_catalog(
     csv_path = out_dir / "catalog.csv"
     with csv_path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(CSV_COLUMNS)
+        extra_columns = (("images",) if images_per_product > 1 else ()) + (("tags",) if tags else ())
+        writer.writerow(CSV_COLUMNS + extra_columns)
         for product in make_products(n_products, seed):
-            relative = f"images/{product.id}{_EXTENSIONS[image_format]}"
-            image = render_product(product, image_size)
-            if image_format == "jpeg":
-                image.save(out_dir / relative, format="JPEG", quality=90)
-            else:
-                image.save(out_dir / relative, format="PNG")
+            paths = []
+            for view in range(image_count(product, images_per_product)):
+                suffix = f"-{view + 1}" if view else ""
+                relative = f"images/{product.id}{suffix}{_EXTENSIONS[image_format]}"
+                image = render_product(product, image_size, view)
+                if image_format == "jpeg":
+                    image.save(out_dir / relative, format="JPEG", quality=90)
+                else:
+                    image.save(out_dir / relative, format="PNG")
+                paths.append(relative)
+            extras = (["|".join(paths[1:])] if images_per_product > 1 else []) + (
+                ["|".join(tags_for(product))] if tags else []
+            )
             writer.writerow(
                 (
                     product.id,
-                    relative,
+                    paths[0],
                     product.title,
                     product.category,
                     product.color,
@@ -666,6 +716,7 @@ def generate_catalog(
                     product.brand,
                     product.sku,
                     product.description,
+                    *extras,
                 )
             )
     return csv_path
@@ -677,7 +728,14 @@ def default_cache_dir() -> Path:
     return Path(home) if home else Path.home() / ".cache" / "clipsearch"
 
 
-def ensure_demo_catalog(cache_dir: Path | None = None, *, n_products: int = 300, seed: int = 0) -> Path:
+def ensure_demo_catalog(
+    cache_dir: Path | None = None,
+    *,
+    n_products: int = 300,
+    seed: int = 0,
+    images_per_product: int = 1,
+    tags: bool = False,
+) -> Path:
     """The demo catalog's CSV path, generating the catalog on first use.
 
     The catalog lives in ``cache_dir/demo-catalog-v{version}-n{n}-s{seed}``. It is rendered into
@@ -685,14 +743,17 @@ def ensure_demo_catalog(cache_dir: Path | None = None, *, n_products: int = 300,
     run never leaves a partial catalog behind that a later call would reuse.
     """
     base = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    target = base / f"demo-catalog-v{GENERATOR_VERSION}-n{n_products}-s{seed}"
+    variant = (f"-i{images_per_product}" if images_per_product > 1 else "") + ("-tags" if tags else "")
+    target = base / f"demo-catalog-v{GENERATOR_VERSION}-n{n_products}-s{seed}{variant}"
     csv_path = target / "catalog.csv"
     if csv_path.is_file():
         return csv_path
     base.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=base))
     try:
-        generate_catalog(staging, n_products=n_products, seed=seed)
+        generate_catalog(
+            staging, n_products=n_products, seed=seed, images_per_product=images_per_product, tags=tags
+        )
         try:
             staging.rename(target)
         except OSError:

@@ -35,16 +35,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--index-port", type=int, default=50052)
     parser.add_argument("--ui-port", type=int, default=8501, help="port of the search page")
     parser.add_argument("--products", type=int, default=300)
+    parser.add_argument(
+        "--shop",
+        action="store_true",
+        help="the catalog as a shop's: 1 to 3 photos per product, tags, prices in USD "
+        "(use a fresh --state-dir: an existing demo collection keeps its schema)",
+    )
     parser.add_argument("--stop", action="store_true", help="stop the services a previous run started")
     args = parser.parse_args(argv)
     state = args.state_dir.resolve()
     if args.stop:
         return stop_services(state)
 
-    from clipsearch.apps.demo.catalog import ensure_demo_catalog
+    from clipsearch.apps.demo.catalog import SHOP_SCHEMA, ensure_demo_catalog
 
-    print(f"[1/4] demo catalog ({args.products} products)")
-    catalog = ensure_demo_catalog(state / "catalog", n_products=args.products)
+    print(f"[1/4] demo catalog ({args.products} products{', as a shop' if args.shop else ''})")
+    catalog = ensure_demo_catalog(
+        state / "catalog", n_products=args.products, images_per_product=3 if args.shop else 1, tags=args.shop
+    )
     print(f"      {catalog}")
 
     print("[2/4] starting the encoder and index services")
@@ -55,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
 
     with SearchClient(encoder, index) as client:
         print(f"[3/4] ingesting into collection '{COLLECTION}' (model {client.model.name})")
-        client.create_collection(COLLECTION, num_shards=2, exist_ok=True)
+        schema = SHOP_SCHEMA if args.shop else None
+        client.create_collection(COLLECTION, num_shards=2, schema=schema, exist_ok=True)
         report = client.ingest(catalog, collection=COLLECTION)
         print(f"      {report.ingested} ingested, {len(report.failed)} failed, {report.seconds:.1f}s")
         for failure in report.failed[:5]:

@@ -61,7 +61,8 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
         if not request.id:
             raise InvalidArgumentError("id: must not be empty", field="id")
         options = _options(request.options, context)
-        options.pop("ef_search"), options.pop("nprobe"), options.pop("group_size")
+        options.pop("ef_search"), options.pop("nprobe")
+        options["group_size"] = options["group_size"] or 1  # its hits are always products
         hits = await self._client.more_like_this(request.id, **options)
         return search_pb2.MoreLikeThisResponse(hits=_protos(hits), groups=_groups(hits))
 

@@ -7,7 +7,8 @@
     GET  /api/search/similar?id=   more like this product
     GET  /api/image?id=            a product's image (only products stored in the collection)
 
-Searches take ``k``, ``category``, ``min_price`` and ``max_price`` as query parameters.
+Searches take ``k``, ``page``, ``mode`` and one parameter per filter of the collection's
+schema (:mod:`clipsearch.apps.ui.params`); they answer products, each with its pictures.
 Every failure is JSON ``{"error": message}``; tracebacks stay in the server log.
 """
 
@@ -27,7 +28,8 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from clipsearch.apps.ui.page import PageError, SearchPage, SearchParams
+from clipsearch.apps.ui.page import PageError, Results, SearchPage
+from clipsearch.apps.ui.params import SearchParams
 from clipsearch.apps.ui.settings import UISettings
 
 STATIC_DIR = resources.files("clipsearch.apps.ui") / "static"
@@ -62,19 +64,16 @@ def create_app(settings: UISettings, page: SearchPage | None = None) -> Starlett
         return JSONResponse(await run_in_threadpool(page.status))
 
     async def search_text(request: Request) -> Response:
-        params = _params(request, settings)
         text = request.query_params.get("q", "")
-        return await _search(page.search_text, text, params)
+        return await _search(page, request, page.search_text, text)
 
     async def search_image(request: Request) -> Response:
-        params = _params(request, settings)
         data = await _read_body(request, settings.max_upload_bytes, page.too_large_message())
-        return await _search(page.search_image, data, params)
+        return await _search(page, request, page.search_image, data)
 
     async def similar(request: Request) -> Response:
-        params = _params(request, settings)
         item_id = request.query_params.get("id", "")
-        return await _search(page.more_like_this, item_id, params)
+        return await _search(page, request, page.more_like_this, item_id)
 
     async def image(request: Request) -> Response:
         item_id = request.query_params.get("id", "")
@@ -100,15 +99,21 @@ def create_app(settings: UISettings, page: SearchPage | None = None) -> Starlett
     return app
 
 
-def _params(request: Request, settings: UISettings) -> SearchParams:
-    return SearchParams.parse(request.query_params, max_k=settings.max_k)
-
-
-async def _search(operation: Callable[[Any, SearchParams], list[dict]], query: Any, params: SearchParams):
+async def _search(
+    page: SearchPage, request: Request, operation: Callable[[Any, SearchParams], Results], query: Any
+) -> Response:
     started = time.perf_counter()
-    hits = await run_in_threadpool(operation, query, params)
-    took_ms = round((time.perf_counter() - started) * 1000, 1)
-    return JSONResponse({"hits": hits, "took_ms": took_ms})
+    params = await run_in_threadpool(page.params, request.query_params)
+    results = await run_in_threadpool(operation, query, params)
+    answer: dict[str, Any] = {
+        "hits": results.hits,
+        "has_more": results.has_more,
+        "page": params.page,
+        "took_ms": round((time.perf_counter() - started) * 1000, 1),
+    }
+    if results.source is not None:
+        answer["source"] = results.source
+    return JSONResponse(answer)
 
 
 async def _read_body(request: Request, limit: int, too_large: str) -> bytes:

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
+import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from clipsearch.apps.ui.params import SEARCH_MODES, ParamError, SearchParams, filter_fields
 from clipsearch.apps.ui.settings import UISettings
 from clipsearch.errors import (
     ClipsearchError,
@@ -31,6 +33,7 @@ from clipsearch.errors import (
     UnavailableError,
 )
 from clipsearch.image_sources import is_url
+from clipsearch.schema import Schema
 from clipsearch.search_client import SearchClient
 from clipsearch.types import Hit
 
@@ -38,6 +41,10 @@ log = logging.getLogger(__name__)
 
 #: Seconds a status probe may take (the page header and the "which service is down" check).
 PROBE_TIMEOUT_S = 3.0
+#: Seconds the collection's schema (the filters' types) is reused before it is asked again.
+SCHEMA_TTL_S = 30.0
+#: Pictures per product a result shows (its best-matching items, as the search returns them).
+IMAGES_PER_PRODUCT = 6
 #: Metadata key holding the product image's location as the catalog wrote it (see clipsearch.catalog).
 IMAGE_KEY = "image"
 #: Metadata the page does not show: the image location, and the resume hash of releases before
@@ -61,75 +68,31 @@ class PageError(Exception):
         self.message = message
 
 
-@dataclass(frozen=True)
-class SearchParams:
-    """The options every search takes: k and the metadata filters (category, price range)."""
-
-    k: int = 10
-    category: str | None = None
-    min_price: float | None = None
-    max_price: float | None = None
-
-    @classmethod
-    def parse(cls, query: Mapping[str, str], *, max_k: int) -> SearchParams:
-        """From request parameters ``k``, ``category``, ``min_price``, ``max_price``; PageError(400)."""
-        k = _number(query, "k", int) if query.get("k", "").strip() else cls.k
-        if not 1 <= k <= max_k:
-            raise PageError(400, f"k must be between 1 and {max_k}, got {k}.")
-        min_price = _number(query, "min_price", float)
-        max_price = _number(query, "max_price", float)
-        for name, value in (("Min price", min_price), ("Max price", max_price)):
-            if value is not None and value < 0:
-                raise PageError(400, f"{name} must not be negative.")
-        if min_price is not None and max_price is not None and min_price > max_price:
-            raise PageError(400, f"Min price ({min_price:g}) is above max price ({max_price:g}).")
-        category = query.get("category", "").strip() or None
-        return cls(k=k, category=category, min_price=min_price, max_price=max_price)
-
-    def filter(self) -> dict[str, Any] | None:
-        """The SDK filter (``clipsearch.filters`` syntax), None when nothing is filtered."""
-        spec: dict[str, Any] = {}
-        if self.category:
-            spec["category"] = self.category
-        price = {
-            bound: value
-            for bound, value in (("gte", self.min_price), ("lte", self.max_price))
-            if value is not None
-        }
-        if price:
-            spec["price"] = price
-        return spec or None
-
-
-def _number(query: Mapping[str, str], name: str, kind: type[int] | type[float]) -> Any:
-    text = query.get(name, "").strip()
-    if not text:
-        return None
-    try:
-        value = kind(text)
-    except ValueError:
-        raise PageError(400, f"{name} must be a number, got {text!r}.") from None
-    if not math.isfinite(value):
-        raise PageError(400, f"{name} must be a finite number, got {text!r}.")
-    return value
-
-
 def hit_to_json(hit: Hit) -> dict[str, Any]:
-    """A hit as the page shows it: an image URL is shown as it is; a file path stays on the server
-    (the page serves it at ``/api/image?id=``)."""
+    """A product hit as the page shows it: its pictures (best-matching first), title, score and
+    metadata. An image URL is shown as it is; a file path stays on the server (the page serves
+    it at ``/api/image?id=``, by item id)."""
     metadata = {key: hit.metadata[key] for key in sorted(hit.metadata) if key not in _HIDDEN_KEYS}
-    location = hit.metadata.get(IMAGE_KEY)
-    url = None
-    if isinstance(location, str) and location:
-        url = location if is_url(location) else f"/api/image?id={quote(hit.id, safe='')}"
+    images = [image for image in map(_image_json, hit.group_hits or (hit,)) if image is not None]
     return {
         "id": hit.id,
+        "product": hit.product,
         "score": hit.score,
-        "title": str(metadata.pop("title", hit.id)),
-        "image_url": url,
-        "has_image": url is not None,
+        "title": str(metadata.pop("title", hit.product)),
+        "image_url": images[0]["url"] if images else None,
+        "has_image": bool(images),
+        "images": images,
         "metadata": metadata,
     }
+
+
+def _image_json(item: Hit) -> dict[str, Any] | None:
+    """One picture of a product: its item id, where the browser gets it, and its score."""
+    location = item.metadata.get(IMAGE_KEY)
+    if not isinstance(location, str) or not location:
+        return None  # a text vector (``<id>#text``) or an item without a picture
+    url = location if is_url(location) else f"/api/image?id={quote(item.id, safe='')}"
+    return {"id": item.id, "url": url, "score": item.score}
 
 
 def sniff_image_type(head: bytes) -> str | None:
@@ -142,6 +105,16 @@ def sniff_image_type(head: bytes) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class Results:
+    """One page of a search: the products as the browser gets them, whether more follow, and
+    (more like this) the product the search started from."""
+
+    hits: list[dict[str, Any]]
+    has_more: bool
+    source: dict[str, Any] | None = None
+
+
 class SearchPage:
     """The page's operations over one collection; thread-safe (gRPC channels are)."""
 
@@ -150,6 +123,8 @@ class SearchPage:
         self.collection = settings.collection
         self.client = SearchClient(settings.encoder, settings.index, timeout_s=settings.timeout_s)
         self._probe = SearchClient(settings.encoder, settings.index, timeout_s=PROBE_TIMEOUT_S)
+        self._schema: tuple[float, Schema | None] | None = None
+        self._schema_lock = threading.Lock()
 
     @property
     def addresses(self) -> dict[str, str]:
@@ -157,28 +132,66 @@ class SearchPage:
 
     # -- searches ----------------------------------------------------------------------------
 
-    def search_text(self, text: str, params: SearchParams) -> list[dict[str, Any]]:
+    def params(self, query: Mapping[str, Any]) -> SearchParams:
+        """The request's parameters checked against the collection's schema; PageError(400)."""
+        try:
+            return SearchParams.parse(query, max_k=self.settings.max_k, schema=self.schema())
+        except ParamError as error:
+            raise PageError(400, str(error)) from None
+
+    def search_text(self, text: str, params: SearchParams) -> Results:
         text = text.strip()
         if not text:
             raise PageError(400, "Type a description to search for, e.g. “a red dress”.")
         return self._search(self.client.search_text, text, params)
 
-    def search_image(self, data: bytes, params: SearchParams) -> list[dict[str, Any]]:
+    def search_image(self, data: bytes, params: SearchParams) -> Results:
         if not data:
             raise PageError(400, "Choose an image file to search with.")
         if len(data) > self.settings.max_upload_bytes:
             raise PageError(413, self.too_large_message())
         return self._search(self.client.search_image, data, params)
 
-    def more_like_this(self, item_id: str, params: SearchParams) -> list[dict[str, Any]]:
+    def more_like_this(self, item_id: str, params: SearchParams) -> Results:
+        """Products like this item's; ``source`` is its product as a hit (for the query panel)."""
         if not item_id:
             raise PageError(400, "Which product? The request names no id.")
-        return self._search(self.client.more_like_this, item_id, params)
-
-    def _search(self, search: Callable[..., list[Hit]], query: Any, params: SearchParams) -> list[dict]:
         with self._translate_errors():
-            hits = search(query, collection=self.collection, k=params.k, filter=params.filter())
-        return [hit_to_json(hit) for hit in hits]
+            found = self.client.index.get(self.collection, [item_id], missing_ok=True)
+        if not found:
+            raise PageError(404, f"No product {item_id!r} in collection {self.collection!r}.")
+        item = found[0]
+        results = self._search(self.client.more_like_this, item_id, params)
+        source = Hit(item.id, 1.0, item.metadata, group=item.group)
+        return Results(results.hits, results.has_more, hit_to_json(source))
+
+    def _search(self, search: Callable[..., list[Hit]], query: Any, params: SearchParams) -> Results:
+        # One product more than the page shows says whether there is a next page.
+        with self._translate_errors():
+            hits = search(
+                query,
+                collection=self.collection,
+                k=params.k + 1,
+                offset=params.offset,
+                filter=params.filter(),
+                group_size=IMAGES_PER_PRODUCT,
+            )
+        return Results([hit_to_json(hit) for hit in hits[: params.k]], len(hits) > params.k)
+
+    def schema(self) -> Schema | None:
+        """The collection's schema (None: made before schemas), asked at most every SCHEMA_TTL_S."""
+        with self._schema_lock:
+            cached = self._schema
+            if cached is not None and time.monotonic() - cached[0] < SCHEMA_TTL_S:
+                return cached[1]
+        with self._translate_errors():
+            schema = self.client.index.describe_collection(self.collection).schema
+        self._remember_schema(schema)
+        return schema
+
+    def _remember_schema(self, schema: Schema | None) -> None:
+        with self._schema_lock:
+            self._schema = (time.monotonic(), schema)
 
     def too_large_message(self) -> str:
         limit_mib = self.settings.max_upload_bytes / (1024 * 1024)
@@ -235,10 +248,20 @@ class SearchPage:
         try:
             info = self._probe.index.describe_collection(self.collection)
             index.update(ok=True, items=info.item_count, model=info.model_name)
+            self._remember_schema(info.schema)
+            filters = [f.to_json() for f in filter_fields(info.schema)]
         except ClipsearchError as error:
             index["message"] = self._service_message("index", error)
+            filters = []
         limits = {"max_upload_bytes": self.settings.max_upload_bytes, "max_k": self.settings.max_k}
-        return {"collection": self.collection, "encoder": encoder, "index": index, "limits": limits}
+        return {
+            "collection": self.collection,
+            "encoder": encoder,
+            "index": index,
+            "limits": limits,
+            "filters": filters,
+            "modes": list(SEARCH_MODES),
+        }
 
     def _service_message(self, service: str, error: ClipsearchError) -> str:
         address = self.addresses[service]
