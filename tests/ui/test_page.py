@@ -90,7 +90,7 @@ def test_filters_offered_follow_the_schema() -> None:
         ({"k": "101"}, "k must be between 1 and 100, got 101."),
         ({"k": "ten"}, "k must be a number, got 'ten'."),
         ({"page": "0"}, "page must be between 1 and 100, got 0."),
-        ({"mode": "hybrid"}, "mode must be one of auto; got 'hybrid'."),
+        ({"mode": "semantic"}, "mode must be one of auto, hybrid, vector, keyword; got 'semantic'."),
         ({"min_price": "cheap"}, "min_price must be a number, got 'cheap'."),
         ({"max_price": "nan"}, "max_price must be a finite number, got 'nan'."),
         ({"min_price": "-1"}, "Min price must not be negative."),
@@ -117,6 +117,7 @@ def test_hits_are_products_with_their_pictures_and_no_server_paths() -> None:
         "has_image": True,
         "images": [{"id": "p1", "url": "/api/image?id=p1", "score": 0.5}],
         "metadata": {"price": 9.99},
+        "matched": [],
     }
     assert hit_to_json(Hit("p2", 0.1, {}))["title"] == "p2"
     url = hit_to_json(Hit("p 3", 0.1, {"image": "https://cdn.example.com/a.jpg"}))

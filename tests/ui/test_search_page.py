@@ -26,6 +26,9 @@ pytestmark = pytest.mark.functional
 
 def search_text(tab, page_url: str, text: str) -> list[dict]:
     tab.goto(page_url)
+    # The page's script is listening (before it is, a busy machine's click submits the form
+    # natively and the search never runs).
+    tab.wait_for_selector('body[data-ready="true"]', state="attached", timeout=TIMEOUT_MS)
     tab.fill("#text", text)
     tab.click("#text-search")
     return settle(tab)
@@ -171,3 +174,15 @@ def test_link_with_a_query_runs_it(tab, page_url) -> None:
     tab.goto(page_url + "/?q=a+red+dress&k=5")
     cards = settle(tab)
     assert len(cards) == 5 and tab.input_value("#text") == "a red dress"
+
+
+def test_typos_and_skus_find_their_products_by_default(tab, page_url, services) -> None:
+    """The page's default mode (auto) is hybrid on a collection with text fields: a typo and a
+    SKU, which the CLIP model alone cannot match, find their products, with the words shown."""
+    cards = search_text(tab, page_url, "rde dres")
+    top = [(card["metadata"]["category"], card["metadata"]["color"]) for card in cards[:3]]
+    assert top == [("dress", "red")] * 3, top
+    assert "rde→red" in tab.inner_text("#results .card .matched")
+    row = catalog_rows(services)[57]
+    assert search_text(tab, page_url, row["sku"])[0]["id"] == row["id"]
+    assert tab.errors == []

@@ -83,6 +83,8 @@ def hit_to_json(hit: Hit) -> dict[str, Any]:
         "has_image": bool(images),
         "images": images,
         "metadata": metadata,
+        # The query words the product matched (a text search: "rde→red" for a corrected typo).
+        "matched": list(hit.explanation.matched_terms) if hit.explanation is not None else [],
     }
 
 
@@ -143,7 +145,7 @@ class SearchPage:
         text = text.strip()
         if not text:
             raise PageError(400, "Type a description to search for, e.g. “a red dress”.")
-        return self._search(self.client.search_text, text, params)
+        return self._search(self.client.search_text, text, params, mode=params.mode, explain=True)
 
     def search_image(self, data: bytes, params: SearchParams) -> Results:
         if not data:
@@ -165,7 +167,9 @@ class SearchPage:
         source = Hit(item.id, 1.0, item.metadata, group=item.group)
         return Results(results.hits, results.has_more, hit_to_json(source))
 
-    def _search(self, search: Callable[..., list[Hit]], query: Any, params: SearchParams) -> Results:
+    def _search(
+        self, search: Callable[..., list[Hit]], query: Any, params: SearchParams, **options: Any
+    ) -> Results:
         # One product more than the page shows says whether there is a next page.
         with self._translate_errors():
             hits = search(
@@ -175,6 +179,7 @@ class SearchPage:
                 offset=params.offset,
                 filter=params.filter(),
                 group_size=IMAGES_PER_PRODUCT,
+                **options,
             )
         return Results([hit_to_json(hit) for hit in hits[: params.k]], len(hits) > params.k)
 

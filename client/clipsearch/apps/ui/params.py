@@ -25,10 +25,10 @@ from clipsearch.schema import FieldType, Schema
 
 #: Request parameters that are never filters.
 RESERVED = frozenset({"q", "k", "id", "page", "mode"})
-#: The search modes the page offers; "auto" is what the services do without being told. The
-#: gateway's modes (vector, keyword, hybrid) join here when the SDK's searches take a mode:
-#: the page shows its mode selector as soon as there is more than one.
-SEARCH_MODES: tuple[str, ...] = ("auto",)
+#: The search modes a text search offers (SearchClient.search's ``mode``): "auto" is hybrid
+#: (the picture match fused with the words of the titles, brands and SKUs) on a collection
+#: with text fields, else by the picture alone. Picture searches are by the picture.
+SEARCH_MODES: tuple[str, ...] = ("auto", "hybrid", "vector", "keyword")
 #: Fields never offered as filters: the image's location and old resume bookkeeping.
 HIDDEN_FIELDS = frozenset({"image", "content_sha256"})
 #: A collection made before schemas gets the filters the page always had.

@@ -297,6 +297,10 @@ function card(hit) {
   if (price) line.append(control("span", { className: "price", textContent: formatValue(price.name, hit.metadata[price.name]) }));
   line.append(control("span", { className: "score", textContent: "score " + hit.score.toFixed(3) }));
   body.append(title, line);
+  if (hit.matched && hit.matched.length) {
+    // The words the product matched (hybrid search): "rde→red" shows a corrected typo.
+    body.append(control("p", { className: "matched", textContent: "matches " + hit.matched.join(", ") }));
+  }
 
   const tagFields = filterFields.filter((f) => f.kind === "keywords" && Array.isArray(hit.metadata[f.name]));
   if (tagFields.length) {
