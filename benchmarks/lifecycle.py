@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Catalog lifecycle under load (docs/benchmarks.md, "Catalog lifecycle").
 
-    python benchmarks/lifecycle.py swap [--items 100000] [--clients 8] [--swaps 5] [--quick]
+    python benchmarks/lifecycle.py swap [--items 100000] [--clients 8] [--swaps 9] [--quick]
     python benchmarks/lifecycle.py backup [--items 1000000] [--quick]
 
 ``swap``: CLIENTS closed-loop searchers on an alias while a new collection is bulk-ingested
@@ -304,8 +304,8 @@ def main() -> int:
     parser.add_argument("--sample", type=int, default=200, help="backup: batches sampled (10 items each)")
     parser.add_argument("--clients", type=int, default=8, help="swap: concurrent searchers")
     parser.add_argument("--k", type=int, default=10)
-    parser.add_argument("--swaps", type=int, default=5, help="swap: alias switches (odd: ends on the new)")
-    parser.add_argument("--swap-interval-s", type=float, default=1.0)
+    parser.add_argument("--swaps", type=int, default=9, help="swap: alias switches (odd: ends on the new)")
+    parser.add_argument("--swap-interval-s", type=float, default=2.0)
     parser.add_argument("--phase-s", type=float, default=0.0, help="swap: before/after phases (10 s)")
     args = parser.parse_args()
     if args.run == "swap" and args.swaps % 2 == 0:
