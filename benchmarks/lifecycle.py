@@ -78,13 +78,16 @@ def percentile(latencies: list[float], q: float) -> float:
 # -- swap --------------------------------------------------------------------------------------
 
 
-def searchers(address: str, alias: str, k: int, log: list[list[tuple[float, float, str]]]) -> Callable:
+def searchers(
+    address: str, alias: str, k: int, log: list[list[tuple[float, float, str]]], clients: list[IndexClient]
+) -> Callable:
     """A closed_loop call factory: each call searches ``alias`` and logs (sent, done, outcome);
     the outcome is the collection that answered (the id's prefix), "short" or "failed: ..."."""
     queries = np.random.default_rng(7).standard_normal((64, DIM)).astype(np.float32)
 
     def make_call(index: int) -> Callable[[int], None]:
         client = IndexClient(address)
+        clients.append(client)
         mine: list[tuple[float, float, str]] = []
         log.append(mine)
 
@@ -105,6 +108,7 @@ def searchers(address: str, alias: str, k: int, log: list[list[tuple[float, floa
 def run_swap(args: argparse.Namespace) -> int:
     items = args.items or (10_000 if args.quick else 100_000)
     phase_s = args.phase_s or (3.0 if args.quick else 10.0)
+    interval_s = args.swap_interval_s or (0.5 if args.quick else 2.0)
     size = args.batch
     work = Path(tempfile.mkdtemp(prefix="clipsearch-lifecycle-swap-"))
     print(f"# swap: {items:,} x {DIM}-d per collection, {args.clients} searchers, k={args.k}, {machine()}")
@@ -118,7 +122,7 @@ def run_swap(args: argparse.Namespace) -> int:
         fill(admin, "v1", range(n), size, args.writers)
         admin.set_alias("catalog", "v1")
         marks: dict[str, float] = {}
-        done, failure = threading.Event(), []
+        done, failure, ingest_rate = threading.Event(), [], []
 
         def orchestrate() -> None:
             try:
@@ -127,11 +131,11 @@ def run_swap(args: argparse.Namespace) -> int:
                 time.sleep(phase_s)
                 marks["ingest"] = time.perf_counter()
                 admin.create_collection("v2", DIM, index_spec=args.index)
-                marks["ingest rate"] = fill(admin, "v2", range(n, 2 * n), size, args.writers)
+                ingest_rate.append(fill(admin, "v2", range(n, 2 * n), size, args.writers))
                 marks["swap"] = time.perf_counter()
                 for i in range(args.swaps):
                     admin.set_alias("catalog", "v2" if i % 2 == 0 else "v1")
-                    time.sleep(args.swap_interval_s)
+                    time.sleep(interval_s)
                 marks["after"] = time.perf_counter()
                 admin.drop_collection("v1")  # the old collection goes while the searches go on
                 time.sleep(phase_s)
@@ -142,18 +146,23 @@ def run_swap(args: argparse.Namespace) -> int:
                 done.set()
 
         log: list[list[tuple[float, float, str]]] = []
+        clients: list[IndexClient] = []
         orchestrator = threading.Thread(target=orchestrate)
         orchestrator.start()
-        closed_loop(searchers(address, "catalog", args.k, log), args.clients, float("inf"), 0.0, until=done)
+        make_call = searchers(address, "catalog", args.k, log, clients)
+        closed_loop(make_call, args.clients, float("inf"), 0.0, until=done)
         orchestrator.join()
+        for client in clients:
+            client.close()
         if failure:
             raise failure[0]
     shutil.rmtree(work, ignore_errors=True)
-    return report_swap(log, marks, n, size, args.swaps)
+    print(f"# bulk ingest of v2 ({n * size:,} items) beside the searches: {ingest_rate[0]:,.0f} items/s")
+    return report_swap(log, marks, n, args.swaps)
 
 
 def report_swap(
-    log: list[list[tuple[float, float, str]]], marks: dict[str, float], n: int, size: int, swaps: int
+    log: list[list[tuple[float, float, str]]], marks: dict[str, float], n: int, swaps: int
 ) -> int:
     phases = [("before", "before", "ingest"), ("during the ingest", "ingest", "swap")]
     phases += [(f"during {swaps} switches", "swap", "after"), ("after (old dropped)", "after", "end")]
@@ -184,9 +193,6 @@ def report_swap(
             f"| {percentile(latencies, 99):.1f} | {by['v1']:,} / {by['v2']:,} |"
         )
     print()
-    print(
-        f"bulk ingest of v2 ({n * size:,} items) under the search load: {marks['ingest rate']:,.0f} items/s"
-    )
     print(f"searches during the ingest and the switches: {during:,}; failed in all: {failed_total}")
     for reason, count in reasons.most_common(5):
         print(f"  {count} x {reason}")
@@ -305,7 +311,7 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=8, help="swap: concurrent searchers")
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--swaps", type=int, default=9, help="swap: alias switches (odd: ends on the new)")
-    parser.add_argument("--swap-interval-s", type=float, default=2.0)
+    parser.add_argument("--swap-interval-s", type=float, default=0.0, help="swap: between switches (2 s)")
     parser.add_argument("--phase-s", type=float, default=0.0, help="swap: before/after phases (10 s)")
     args = parser.parse_args()
     if args.run == "swap" and args.swaps % 2 == 0:
