@@ -63,6 +63,16 @@ def fill(client: IndexClient, collection: str, batches: range, size: int, writer
     return len(batches) * size / (time.perf_counter() - started)
 
 
+def clean(work: Path) -> None:
+    """Removes the data and archives of a run; the servers' logs stay (their path is printed)."""
+    for path in work.iterdir():
+        if path.is_dir() and path.name != "logs":
+            shutil.rmtree(path)
+        elif path.is_file():
+            path.unlink()
+    print(f"# server logs in {work / 'logs'}")
+
+
 def load() -> str:
     return " / ".join(f"{v:.2f}" for v in os.getloadavg())
 
@@ -156,7 +166,7 @@ def run_swap(args: argparse.Namespace) -> int:
             client.close()
         if failure:
             raise failure[0]
-    shutil.rmtree(work, ignore_errors=True)
+    clean(work)
     print(f"# bulk ingest of v2 ({n * size:,} items) beside the searches: {ingest_rate[0]:,.0f} items/s")
     return report_swap(log, marks, n, args.swaps)
 
@@ -263,7 +273,7 @@ def run_backup(args: argparse.Namespace) -> int:
                 flush=True,
             )
             compare(live, there, info.item_count, before, size, args.sample)
-    shutil.rmtree(work, ignore_errors=True)
+    clean(work)
     print(f"# load average at the end: {load()}")
     return 0
 

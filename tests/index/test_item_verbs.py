@@ -369,6 +369,12 @@ BAD_INPUT: list[tuple[str, Callable[[IndexClient, SimpleNamespace], object], Sta
     ("Get / unknown alias", lambda c, x: c.get("no_such_alias", ["p0"]), NOT_FOUND, "collection"),
     ("Search / unknown alias", lambda c, x: c.search("no_such_alias", QUERY, k=1), NOT_FOUND, "collection"),
     (
+        "Search grouped / unknown alias",
+        lambda c, x: c.search("no_such_alias", QUERY, k=1, group_size=2),
+        NOT_FOUND,
+        "collection",
+    ),
+    (
         "Search / unknown field",
         lambda c, x: c.search("verbs_front", QUERY, k=1, filter=UNKNOWN_FIELD),
         INVALID,
