@@ -5,7 +5,8 @@ comes first (connections, first batches), then the measured window. Throughput i
 work done inside the window (each call counted for the part of its lifetime inside it,
 see ``share``) over the window's length; latencies are those of the calls that finish
 inside it. No call starts after the window; those still in flight are waited for, so the
-next measurement starts on an idle server.
+next measurement starts on an idle server. ``until``, when given, also closes the window once
+it is set: for runs whose length other work decides (``seconds`` is then an upper bound).
 """
 
 from __future__ import annotations
@@ -19,7 +20,13 @@ from collections.abc import Callable
 CallFactory = Callable[[int], Callable[[int], object]]
 
 
-def closed_loop(make_call: CallFactory, callers: int, seconds: float, warmup_s: float) -> dict:
+def closed_loop(
+    make_call: CallFactory,
+    callers: int,
+    seconds: float,
+    warmup_s: float,
+    until: threading.Event | None = None,
+) -> dict:
     calls: list[list[tuple[float, float]]] = [[] for _ in range(callers)]  # (sent, done) per thread
     errors: list[str] = []
     window: dict[str, float] = {}
@@ -42,7 +49,7 @@ def closed_loop(make_call: CallFactory, callers: int, seconds: float, warmup_s: 
         except threading.BrokenBarrierError:
             return
         mine, number, stop = calls[index], index, window["stop"]
-        while (sent := time.perf_counter()) < stop:
+        while (sent := time.perf_counter()) < stop and not (until is not None and until.is_set()):
             try:
                 call(number)
             except Exception:

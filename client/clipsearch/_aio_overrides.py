@@ -21,7 +21,7 @@ from clipsearch._calls import AsyncServiceClient, translate_errors
 from clipsearch.encoder_client import outcome_from_proto, stream_requests
 from clipsearch.errors import ClipsearchError
 from clipsearch.filters import FilterSpec
-from clipsearch.index_client import BACKUP_TIMEOUT_S, finish_backup
+from clipsearch.index_client import BACKUP_TIMEOUT_S, finish_backup, partial_file
 from clipsearch.types import IngestReport, Item, ModelInfo, Page
 from clipsearch.v1 import encoder_pb2, index_pb2
 
@@ -71,9 +71,8 @@ class IndexClient(AsyncServiceClient):
     async def backup(self, path: str | Path, *, collection: str = "", timeout_s: float | None = None) -> int:
         """Writes a consistent backup archive to ``path`` (see the sync client); its size in bytes."""
         target = Path(path)
-        partial = target.with_name(target.name + ".part")
         size = 0
-        with translate_errors(self), open(partial, "wb") as handle:
+        with partial_file(target) as (partial, handle), translate_errors(self):
             request = index_pb2.BackupRequest(collection=collection)
             async for response in self._stub.Backup(request, timeout=timeout_s or BACKUP_TIMEOUT_S):
                 handle.write(response.data)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 import grpc
 import numpy as np
@@ -278,9 +280,8 @@ class IndexClient(ServiceClient):
         aliases, to ``path`` while writes go on; returns its size in bytes. The file appears
         only once it is complete."""
         target = Path(path)
-        partial = target.with_name(target.name + ".part")
         size = 0
-        with translate_errors(self), open(partial, "wb") as handle:
+        with partial_file(target) as (partial, handle), translate_errors(self):
             request = index_pb2.BackupRequest(collection=collection)
             for response in self._stub.Backup(request, timeout=timeout_s or BACKUP_TIMEOUT_S):
                 handle.write(response.data)
@@ -546,6 +547,18 @@ def _id_pieces(ids: Sequence[str]) -> Iterator[tuple[bool, slice]]:
         yield n == 0, piece
 
 
+@contextlib.contextmanager
+def partial_file(target: Path) -> Iterator[tuple[Path, BinaryIO]]:
+    """``target``.part, open for writing; removed if the block fails (a failed backup leaves no file)."""
+    partial = target.with_name(target.name + ".part")
+    try:
+        with open(partial, "wb") as handle:
+            yield partial, handle
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+
+
 def finish_backup(partial: Path, target: Path, size: int, address: str) -> int:
     """Renames a complete backup into place (an empty one is an error: an archive holds its manifest)."""
     if size == 0:
@@ -556,8 +569,13 @@ def finish_backup(partial: Path, target: Path, size: int, address: str) -> int:
 
 
 def restore_requests(path: Path, rename: str) -> Iterator[index_pb2.RestoreRequest]:
-    """The archive in 1 MiB messages; ``rename`` on the first."""
-    with open(path, "rb") as handle:
+    """The archive in 1 MiB messages; ``rename`` on the first. The file is opened here, so a
+    missing one raises FileNotFoundError before the call (inside it, gRPC reports UNKNOWN)."""
+    return _restore_messages(open(path, "rb"), rename)
+
+
+def _restore_messages(handle: BinaryIO, rename: str) -> Iterator[index_pb2.RestoreRequest]:
+    with handle:
         first = True
         while True:
             data = handle.read(1 << 20)

@@ -136,6 +136,7 @@ def test_lifecycle_verbs_through_the_cluster(cluster, standalone, data, tmp_path
     """Count, scroll, metadata updates, deletes, grouped search and aliases across shard groups
     answer as the standalone index does; Backup is UNIMPLEMENTED with the documented reason."""
     from clipsearch import IndexClient, UnimplementedError
+    from clipsearch.errors import ClipsearchError, StatusCode
     from index_service.filters import Range
 
     _, vectors, queries = data
@@ -175,6 +176,33 @@ def test_lifecycle_verbs_through_the_cluster(cluster, standalone, data, tmp_path
         assert [(a.alias, a.collection) for a in client.list_aliases()] == [("front", "grouped")]
         with pytest.raises(UnimplementedError, match="data directory"):
             client.backup(tmp_path / "cluster.tar")
+        # Bad input gets the standalone index's precise statuses, naming the field.
+        foreign = client.scroll("products", limit=1).next_cursor
+        bad_input = [
+            (lambda: client.count("no_such_alias"), StatusCode.NOT_FOUND, "collection"),
+            (lambda: client.scroll("front", cursor=foreign), StatusCode.INVALID_ARGUMENT, "cursor"),
+            (
+                lambda: client.count("front", filter={"colour": "red"}),
+                StatusCode.INVALID_ARGUMENT,
+                "filter.condition.field",
+            ),
+            (
+                lambda: client.delete("front", filter={"colour": "red"}),
+                StatusCode.INVALID_ARGUMENT,
+                "filter.condition.field",
+            ),
+            (
+                lambda: client.update_metadata("no_such_alias", ["a"], set={"n": 1.0}),
+                StatusCode.NOT_FOUND,
+                "collection",
+            ),
+            (lambda: client.set_alias("front2", "no_such_collection"), StatusCode.NOT_FOUND, "collection"),
+            (lambda: client.delete_alias("no_such_alias"), StatusCode.NOT_FOUND, "alias"),
+        ]
+        for call, code, field in bad_input:
+            with pytest.raises(ClipsearchError) as error:
+                call()
+            assert (error.value.code, error.value.field) == (code, field), error.value.message
         client.delete_alias("front")
         client.drop_collection("grouped")
 

@@ -3,6 +3,9 @@ group, grouped search, aliases, backup and restore, with their errors."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 from harness import ServerThread
@@ -10,9 +13,11 @@ from harness import ServerThread
 from clipsearch import IndexClient
 from clipsearch.errors import (
     AlreadyExistsError,
+    ClipsearchError,
     FailedPreconditionError,
     InvalidArgumentError,
     NotFoundError,
+    StatusCode,
 )
 from clipsearch.schema import Field, FieldType, Schema
 
@@ -304,15 +309,166 @@ def test_backup_of_everything_keeps_aliases(client, shop, tmp_path, tmp_path_fac
     client.delete_alias("everything_front")
 
 
-def test_unknown_collection_everywhere_is_not_found(client) -> None:
-    query = _vectors(1, 1)[0]
-    calls = [
-        lambda: client.count("ghost"),
-        lambda: client.scroll("ghost"),
-        lambda: client.update_metadata("ghost", ["a"], set={"x": 1.0}),
-        lambda: client.delete("ghost", filter={"x": 1.0}),
-        lambda: client.search("ghost", query, k=1, group_size=1),
-    ]
-    for call in calls:
-        with pytest.raises(NotFoundError):
-            call()
+@pytest.fixture(scope="module")
+def settled(server, tmp_path_factory):
+    """Collections, an alias, cursors and archives that the bad-input cases below leave as they are."""
+    tmp = tmp_path_factory.mktemp("verbs")
+    with IndexClient(server.address) as client:
+        client.create_collection("verbs_a", D, schema=SCHEMA)
+        client.upsert("verbs_a", ["p0", "p1"], _vectors(2, 1), [{"price": 1.0}, {"price": 2.0}])
+        client.create_collection("verbs_b", D)
+        client.upsert("verbs_b", ["a", "b"], _vectors(2, 2))
+        client.set_alias("verbs_front", "verbs_b")
+        before_switch = client.scroll("verbs_front", limit=1).next_cursor  # it pages verbs_b
+        client.set_alias("verbs_front", "verbs_a")
+        client.backup(tmp / "a.tar", collection="verbs_a")
+        (tmp / "garbage.tar").write_bytes(b"not a tar archive" * 100)
+        yield SimpleNamespace(
+            tmp=tmp,
+            foreign=client.scroll("verbs_b", limit=1).next_cursor,
+            before_switch=before_switch,
+            archive=tmp / "a.tar",
+            garbage=tmp / "garbage.tar",
+        )
+        client.delete_alias("verbs_front")
+        client.drop_collection("verbs_a")
+        client.drop_collection("verbs_b")
+
+
+NOT_FOUND, INVALID, EXISTS = StatusCode.NOT_FOUND, StatusCode.INVALID_ARGUMENT, StatusCode.ALREADY_EXISTS
+UNKNOWN_FIELD = {"colour": "red"}
+QUERY = np.ones(D, np.float32)
+#: (verb / what is wrong, the call, the status code, the field it names) for every lifecycle verb.
+BAD_INPUT: list[tuple[str, Callable[[IndexClient, SimpleNamespace], object], StatusCode, str]] = [
+    ("Count / unknown alias", lambda c, x: c.count("no_such_alias"), NOT_FOUND, "collection"),
+    (
+        "Count / unknown field",
+        lambda c, x: c.count("verbs_front", filter=UNKNOWN_FIELD),
+        INVALID,
+        "filter.condition.field",
+    ),
+    ("Scroll / unknown alias", lambda c, x: c.scroll("no_such_alias"), NOT_FOUND, "collection"),
+    (
+        "Scroll / unknown field",
+        lambda c, x: c.scroll("verbs_front", filter=UNKNOWN_FIELD),
+        INVALID,
+        "filter.condition.field",
+    ),
+    (
+        "Scroll / cursor of another collection",
+        lambda c, x: c.scroll("verbs_a", cursor=x.foreign),
+        INVALID,
+        "cursor",
+    ),
+    (
+        "Scroll / cursor from before an alias switch",
+        lambda c, x: c.scroll("verbs_front", cursor=x.before_switch),
+        INVALID,
+        "cursor",
+    ),
+    ("Get / unknown alias", lambda c, x: c.get("no_such_alias", ["p0"]), NOT_FOUND, "collection"),
+    ("Search / unknown alias", lambda c, x: c.search("no_such_alias", QUERY, k=1), NOT_FOUND, "collection"),
+    (
+        "Search grouped / unknown alias",
+        lambda c, x: c.search("no_such_alias", QUERY, k=1, group_size=2),
+        NOT_FOUND,
+        "collection",
+    ),
+    (
+        "Search / unknown field",
+        lambda c, x: c.search("verbs_front", QUERY, k=1, filter=UNKNOWN_FIELD),
+        INVALID,
+        "filter.condition.field",
+    ),
+    (
+        "UpdateMetadata / unknown alias",
+        lambda c, x: c.update_metadata("no_such_alias", ["p0"], set={"price": 3.0}),
+        NOT_FOUND,
+        "collection",
+    ),
+    (
+        "UpdateMetadata / unknown field in filter",
+        lambda c, x: c.update_metadata("verbs_front", filter=UNKNOWN_FIELD, set={"price": 3.0}),
+        INVALID,
+        "filter.condition.field",
+    ),
+    (
+        "UpdateMetadata / unknown field set",
+        lambda c, x: c.update_metadata("verbs_front", ["p0"], set=UNKNOWN_FIELD),
+        INVALID,
+        "set.colour",
+    ),
+    (
+        "Delete / unknown alias",
+        lambda c, x: c.delete("no_such_alias", filter={"price": {"lt": 5}}),
+        NOT_FOUND,
+        "collection",
+    ),
+    (
+        "Delete / unknown field",
+        lambda c, x: c.delete("verbs_front", filter=UNKNOWN_FIELD),
+        INVALID,
+        "filter.condition.field",
+    ),
+    (
+        "Delete / unknown field, dry run",
+        lambda c, x: c.delete("verbs_front", filter=UNKNOWN_FIELD, dry_run=True),
+        INVALID,
+        "filter.condition.field",
+    ),
+    (
+        "SetAlias / unknown collection",
+        lambda c, x: c.set_alias("verbs_new", "no_such_collection"),
+        NOT_FOUND,
+        "collection",
+    ),
+    ("SetAlias / at an alias", lambda c, x: c.set_alias("verbs_new", "verbs_front"), NOT_FOUND, "collection"),
+    ("SetAlias / a collection's name", lambda c, x: c.set_alias("verbs_b", "verbs_a"), INVALID, "alias"),
+    ("SetAlias / malformed name", lambda c, x: c.set_alias("no spaces", "verbs_a"), INVALID, "alias"),
+    ("DeleteAlias / unknown alias", lambda c, x: c.delete_alias("no_such_alias"), NOT_FOUND, "alias"),
+    ("DeleteAlias / malformed name", lambda c, x: c.delete_alias("no spaces"), INVALID, "alias"),
+    (
+        "Backup / unknown alias",
+        lambda c, x: c.backup(x.tmp / "ghost.tar", collection="no_such_alias"),
+        NOT_FOUND,
+        "collection",
+    ),
+    (
+        "Backup / malformed name",
+        lambda c, x: c.backup(x.tmp / "ghost.tar", collection="no spaces"),
+        INVALID,
+        "collection",
+    ),
+    ("Restore / not an archive", lambda c, x: c.restore(x.garbage, rename="verbs_c"), INVALID, "data"),
+    ("Restore / malformed rename", lambda c, x: c.restore(x.archive, rename="no spaces"), INVALID, "rename"),
+    (
+        "Restore / over an alias",
+        lambda c, x: c.restore(x.archive, rename="verbs_front"),
+        EXISTS,
+        "collection",
+    ),
+    ("Restore / over a collection", lambda c, x: c.restore(x.archive), EXISTS, "collection"),
+]
+
+
+@pytest.mark.parametrize(
+    ("call", "code", "field"), [case[1:] for case in BAD_INPUT], ids=[c[0] for c in BAD_INPUT]
+)
+def test_bad_input_gets_a_precise_status_and_changes_nothing(client, settled, call, code, field) -> None:
+    def state() -> tuple:
+        items = {
+            name: [(i.id, i.metadata) for i in client.iter_items(name)] for name in ("verbs_a", "verbs_b")
+        }
+        return [c.name for c in client.list_collections()], client.list_aliases(), items
+
+    before = state()
+    with pytest.raises(ClipsearchError) as error:
+        call(client, settled)
+    assert (error.value.code, error.value.field) == (code, field), error.value.message
+    assert state() == before
+    assert not list(settled.tmp.glob("ghost.tar*")), "a failed backup leaves no file"
+
+
+def test_restore_of_a_missing_file_fails_before_any_call(client, tmp_path) -> None:
+    with pytest.raises(FileNotFoundError):
+        client.restore(tmp_path / "no-such.tar")

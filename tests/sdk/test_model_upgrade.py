@@ -1,8 +1,9 @@
 """The model-upgrade flow with an alias, under a concurrent search load: new collection with the
 new model, ingest, swap the alias, move the clients, drop the old collection. No search fails.
 
-Short version; ``python benchmarks/lifecycle.py swap`` runs it longer and reports the searches
-served during the swap (docs/benchmarks.md).
+Short version; ``python benchmarks/lifecycle.py swap`` runs the swap longer on the index alone
+(vector searches from 8 clients while a 100k collection is ingested and the alias switched 9
+times) and reports the searches served and failed during it (docs/benchmarks.md).
 """
 
 from __future__ import annotations
