@@ -249,8 +249,10 @@ class ClusterIndexServicer:
         filter_ = _filter(request)
         params = SearchParams(ef_search=request.params.ef_search, nprobe=request.params.nprobe)
         text_query = convert.text_query_from_proto(request)
-        keyword = text_query is not None and text_query.mode == SearchMode.KEYWORD
-        check_search(request.k, request.offset, len(text_query.texts) if keyword else len(queries), params)
+        searched = (
+            len(text_query.texts) if text_query and text_query.mode == SearchMode.KEYWORD else len(queries)
+        )
+        check_search(request.k, request.offset, searched, params)
         min_coverage = request.min_coverage if request.HasField("min_coverage") else 1.0
         if not 0.0 <= min_coverage <= 1.0:
             raise InvalidArgumentError(
