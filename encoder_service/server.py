@@ -27,7 +27,9 @@ class EncoderServer(ManagedServer):
     """A ManagedServer that owns the encoder core; ``core`` and ``metrics`` are for tests and ops."""
 
     def __init__(self, settings: EncoderSettings):
-        self.servicer = EncoderServicer(None, stream_window=settings.stream_window)
+        self.servicer = EncoderServicer(
+            None, stream_window=settings.stream_window, require_stream_acks=settings.require_stream_acks
+        )
         super().__init__(
             options_from_settings(settings), [ServiceBinding(add_to_server, self.servicer, SERVICE_NAME)]
         )

@@ -21,7 +21,7 @@ import numpy as np
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError
 
-from clipsearch.errors import ClipsearchError, InvalidArgumentError, UnavailableError
+from clipsearch.errors import ClipsearchError, FailedPreconditionError, InvalidArgumentError, UnavailableError
 from clipsearch.server.status import map_errors
 from clipsearch.types import ModelInfo
 from clipsearch.v1 import encoder_pb2, encoder_pb2_grpc
@@ -31,6 +31,8 @@ from encoder_service.core import ImageInput, Input, TextInput
 SERVICE_NAME = "clipsearch.v1.EncoderService"
 #: Longest EmbedStream chunk_id (it is echoed in the chunk's response).
 MAX_CHUNK_ID_BYTES = 256
+#: Largest EmbedStreamRequest.read_window: chunks one acknowledging stream may have in flight.
+MAX_READ_WINDOW = 64
 
 
 def _lenient_messages() -> tuple[Any, Any]:
@@ -51,6 +53,8 @@ def _lenient_messages() -> tuple[Any, Any]:
     stream_request = proto.message_type.add(name="EmbedStreamRequest")
     stream_request.field.add(name="chunk_id", number=1, type=f.TYPE_BYTES, label=f.LABEL_OPTIONAL)
     stream_request.field.add(name="inputs", number=2, **inputs)
+    stream_request.field.add(name="read_window", number=3, type=f.TYPE_UINT32, label=f.LABEL_OPTIONAL)
+    stream_request.field.add(name="responses_read", number=4, type=f.TYPE_UINT64, label=f.LABEL_OPTIONAL)
     pool = descriptor_pool.DescriptorPool()
     pool.Add(proto)
     return (
@@ -126,9 +130,13 @@ class ServicerCore(Protocol):
 class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
     """``core`` is None until the model is loaded; calls before that get UNAVAILABLE."""
 
-    def __init__(self, core: ServicerCore | None, *, stream_window: int = 4):
+    def __init__(
+        self, core: ServicerCore | None, *, stream_window: int = 4, require_stream_acks: bool = False
+    ):
         self._core = core
         self.stream_window = stream_window
+        #: Refuse EmbedStreams that do not acknowledge what they read (read_window 0).
+        self.require_stream_acks = require_stream_acks
         #: Set by the server when it begins to stop: streams read no more chunks and end.
         self.draining: asyncio.Event | None = None
 
@@ -169,13 +177,17 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
         slots = asyncio.Semaphore(self.stream_window)
         pending: asyncio.Queue[asyncio.Future | None] = asyncio.Queue()
         cut_short = False
+        credit: _ReadCredit | None = None  # set when the caller acknowledges what it reads
+        written = 0
 
         async def read() -> None:
-            nonlocal cut_short
+            nonlocal cut_short, credit
             try:
                 iterator = request_iterator.__aiter__()
+                first = True
                 while True:
-                    await slots.acquire()
+                    if credit is None:
+                        await slots.acquire()
                     try:
                         chunk = await self._next_unless_draining(iterator)
                     except StopAsyncIteration:
@@ -183,6 +195,13 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
                     if chunk is None:
                         cut_short = True
                         return
+                    if first:
+                        first = False
+                        credit = self._credit_for(chunk)
+                        if credit is not None:
+                            slots.release()
+                    if credit is not None and not credit.admit(chunk, written):
+                        continue  # an acknowledgement alone
                     pending.put_nowait(asyncio.ensure_future(self._chunk(chunk, deadline)))
             finally:
                 pending.put_nowait(None)
@@ -193,8 +212,10 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
             while (task := await pending.get()) is not None:
                 response = await task
                 last = response.chunk_id
+                written += 1  # before the write: the caller may acknowledge it at once
                 yield response
-                slots.release()  # after the write: the transport took the response
+                if credit is None:
+                    slots.release()  # after the write: the transport took the response
             await reader
             if cut_short:
                 after = f"after chunk {last!r}" if last is not None else "from the first chunk"
@@ -208,6 +229,22 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
                 leftover = pending.get_nowait()
                 if leftover is not None:
                     leftover.cancel()
+
+    def _credit_for(self, first: Any) -> _ReadCredit | None:
+        """The stream's read credit from its first message (None: it does not acknowledge)."""
+        window = 0 if isinstance(first, _Malformed) else int(first.read_window)
+        if window > MAX_READ_WINDOW:
+            raise InvalidArgumentError(
+                f"read_window: at most {MAX_READ_WINDOW} chunks, got {window}", field="read_window"
+            )
+        if window == 0 and self.require_stream_acks:
+            raise FailedPreconditionError(
+                "read_window: this encoder serves only EmbedStreams that acknowledge the responses "
+                "they read (--require-stream-acks): set read_window on the first message and "
+                "responses_read on the next (the clipsearch SDK does)",
+                field="read_window",
+            )
+        return _ReadCredit(window) if window else None
 
     async def _next_unless_draining(self, iterator: Any) -> Any:
         """The next chunk; None once the server is stopping (even while waiting for the caller)."""
@@ -251,6 +288,42 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
         self, request: encoder_pb2.GetModelInfoRequest, context: grpc.aio.ServicerContext
     ) -> encoder_pb2.GetModelInfoResponse:
         return encoder_pb2.GetModelInfoResponse(model=encoder_pb2.ModelInfo(**asdict(self.core.identity)))
+
+
+class _ReadCredit:
+    """An acknowledging stream's bound: chunks are worked on only while fewer than ``window``
+    are beyond the responses the caller says it has read. A caller that stops reading stops
+    its stream's work after ``window`` chunks, whatever the transport buffers."""
+
+    def __init__(self, window: int):
+        self.window = window
+        self.started = 0
+        self.acknowledged = 0
+
+    def admit(self, message: Any, written: int) -> bool:
+        """Takes the message's acknowledgement; whether it is a chunk to work on (it may be
+        an acknowledgement alone). A chunk beyond the window is refused: the caller broke
+        the protocol (waiting would deadlock: its acknowledgements queue behind the chunk)."""
+        if isinstance(message, _Malformed):
+            return True  # refused as a malformed chunk, in its turn
+        read = int(message.responses_read)
+        if read > written:
+            raise InvalidArgumentError(
+                f"responses_read: {read} acknowledged, but {written} responses were sent",
+                field="responses_read",
+            )
+        self.acknowledged = max(self.acknowledged, read)
+        if not message.inputs and not message.chunk_id:
+            return False
+        if self.started - self.acknowledged >= self.window:
+            raise FailedPreconditionError(
+                f"chunk {self.started}: sent with {self.started - self.acknowledged} responses "
+                f"unacknowledged, and read_window is {self.window}: send a chunk only after "
+                "acknowledging enough responses (responses_read)",
+                field="responses_read",
+            )
+        self.started += 1
+        return True
 
 
 def _retrieved(task: asyncio.Future) -> None:

@@ -73,7 +73,17 @@ class EncoderSettings(GrpcServerSettings):
     max_text_bytes: int = option(
         16 * 1024, "longest text, UTF-8 bytes (longer is refused, not truncated)", parse=int_in(1, 2**31 - 1)
     )
-    stream_window: int = option(4, "EmbedStream chunks worked on at once", parse=int_in(1, 1024))
+    stream_window: int = option(
+        4,
+        "EmbedStream chunks worked on at once (streams that do not acknowledge reads)",
+        parse=int_in(1, 1024),
+    )
+    require_stream_acks: bool = option(
+        False,
+        "refuse EmbedStreams that do not acknowledge the responses they read (read_window 0): "
+        "a caller that stops reading then stops its stream's work within its window",
+        switch=True,
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()

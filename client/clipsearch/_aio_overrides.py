@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from clipsearch._calls import AsyncServiceClient, translate_errors
-from clipsearch.encoder_client import outcome_from_proto, stream_requests
+from clipsearch.encoder_client import STREAM_READ_WINDOW, ReadCredit, outcome_from_proto, stream_request
 from clipsearch.errors import ClipsearchError
 from clipsearch.filters import FilterSpec
 from clipsearch.index_client import BACKUP_TIMEOUT_S, finish_backup, partial_file
@@ -31,15 +31,42 @@ class EncoderClient(AsyncServiceClient):  # the base only types this module; the
     last_fingerprint: str
 
     async def embed_stream(
-        self, chunks: Iterable[Sequence[encoder_pb2.EmbedInput]], *, timeout_s: float | None = None
+        self,
+        chunks: Iterable[Sequence[encoder_pb2.EmbedInput]],
+        *,
+        timeout_s: float | None = None,
+        read_window: int = STREAM_READ_WINDOW,
     ) -> AsyncIterator[list[np.ndarray | ClipsearchError]]:
-        """Bulk encoding over one flow-controlled ``EmbedStream``: an async iterator of chunks' outcomes."""
-        with translate_errors(self):
-            async for response in self._stub.EmbedStream(stream_requests(chunks), timeout=timeout_s):
-                self.last_fingerprint = response.model_fingerprint
-                yield [
-                    outcome_from_proto(result, f"inputs[{i}]") for i, result in enumerate(response.results)
-                ]
+        """Bulk encoding over one flow-controlled ``EmbedStream``: an async iterator of chunks'
+        outcomes. At most ``read_window`` chunks are sent beyond those the caller has taken."""
+        ReadCredit(read_window)  # checks the window as the sync client does
+        read = 0
+        ended = False
+        room = asyncio.Event()
+
+        async def requests() -> AsyncIterator[encoder_pb2.EmbedStreamRequest]:
+            for number, chunk in enumerate(chunks):
+                while number - read >= read_window and not ended:
+                    room.clear()
+                    await room.wait()
+                if ended:
+                    return
+                yield stream_request(number, chunk, read, read_window)
+
+        try:
+            with translate_errors(self):
+                async for response in self._stub.EmbedStream(requests(), timeout=timeout_s):
+                    self.last_fingerprint = response.model_fingerprint
+                    outcomes = [
+                        outcome_from_proto(result, f"inputs[{i}]")
+                        for i, result in enumerate(response.results)
+                    ]
+                    read += 1
+                    room.set()
+                    yield outcomes
+        finally:
+            ended = True
+            room.set()
 
 
 class IndexClient(AsyncServiceClient):

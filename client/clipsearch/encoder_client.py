@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 
 import grpc
@@ -14,6 +15,10 @@ from clipsearch.images import ImageInput, image_bytes
 from clipsearch.types import ModelInfo
 from clipsearch.v1 import encoder_pb2, encoder_pb2_grpc
 from clipsearch.wire import vector_from_proto, vectors_from_protos
+
+#: Chunks an EmbedStream sends beyond the responses its caller has taken (the server's
+#: default --stream-window; at most 64, EmbedStreamRequest.read_window).
+STREAM_READ_WINDOW = 4
 
 
 class EncoderClient(ServiceClient):
@@ -54,29 +59,42 @@ class EncoderClient(ServiceClient):
         return self.embed(image_inputs(images), timeout_s=timeout_s)
 
     def embed_stream(
-        self, chunks: Iterable[Sequence[encoder_pb2.EmbedInput]], *, timeout_s: float | None = None
+        self,
+        chunks: Iterable[Sequence[encoder_pb2.EmbedInput]],
+        *,
+        timeout_s: float | None = None,
+        read_window: int = STREAM_READ_WINDOW,
     ) -> Iterator[list[np.ndarray | ClipsearchError]]:
         """Bulk encoding over one flow-controlled ``EmbedStream``.
 
         Yields, per chunk and in order, one vector or one error per input: a bad input
         fails only itself. ``chunks`` is consumed as the server makes room, so a large
         catalog never sits in memory. No deadline unless ``timeout_s`` is given (a bulk
-        stream lasts as long as the catalog).
+        stream lasts as long as the catalog). The stream acknowledges what the caller has
+        taken from this iterator: at most ``read_window`` chunks are sent (and worked on)
+        beyond it, so a caller that stops reading stops the server's work for it too.
         """
-        requests = stream_requests(chunks)
+        reads = ReadCredit(read_window)
+        requests = stream_requests(chunks, reads)
         # The call starts here, not at the first next(): gRPC's thread starts pulling
         # `chunks` at once, which a caller may be waiting on.
         with translate_errors(self):
             responses = self._stub.EmbedStream(requests, timeout=timeout_s)
-        return self._outcomes(responses)
+        return self._outcomes(responses, reads)
 
-    def _outcomes(self, responses: Iterable[encoder_pb2.EmbedStreamResponse]):
-        with translate_errors(self):
-            for response in responses:
-                self.last_fingerprint = response.model_fingerprint
-                yield [
-                    outcome_from_proto(result, f"inputs[{i}]") for i, result in enumerate(response.results)
-                ]
+    def _outcomes(self, responses: Iterable[encoder_pb2.EmbedStreamResponse], reads: ReadCredit):
+        try:
+            with translate_errors(self):
+                for response in responses:
+                    self.last_fingerprint = response.model_fingerprint
+                    outcomes = [
+                        outcome_from_proto(result, f"inputs[{i}]")
+                        for i, result in enumerate(response.results)
+                    ]
+                    reads.taken()
+                    yield outcomes
+        finally:
+            reads.close()
 
     def embed(
         self, inputs: Sequence[encoder_pb2.EmbedInput], *, timeout_s: float | None = None
@@ -103,12 +121,56 @@ def outcome_from_proto(result: encoder_pb2.EmbedResult, field: str) -> np.ndarra
     return error_for(StatusCode.of(result.error.code), result.error.message, field=field)
 
 
+class ReadCredit:
+    """How many responses the caller has taken, and room for the next chunk: the request
+    side waits while ``window`` chunks are beyond them (the stream's end releases it)."""
+
+    def __init__(self, window: int):
+        if not 1 <= window <= 64:
+            raise ValueError(f"read_window must be in [1, 64], got {window}")
+        self.window = window
+        self.read = 0
+        self.closed = False
+        self._changed = threading.Condition()
+
+    def taken(self) -> None:
+        with self._changed:
+            self.read += 1
+            self._changed.notify_all()
+
+    def close(self) -> None:
+        with self._changed:
+            self.closed = True
+            self._changed.notify_all()
+
+    def wait_for_room(self, sent: int) -> int | None:
+        """Responses read once chunk number ``sent`` may go; None once the stream ended."""
+        with self._changed:
+            self._changed.wait_for(lambda: self.closed or sent - self.read < self.window)
+            return None if self.closed else self.read
+
+
 def stream_requests(
-    chunks: Iterable[Sequence[encoder_pb2.EmbedInput]],
+    chunks: Iterable[Sequence[encoder_pb2.EmbedInput]], reads: ReadCredit
 ) -> Iterator[encoder_pb2.EmbedStreamRequest]:
-    """One ``EmbedStream`` message per chunk, numbered (built as the stream asks for them)."""
+    """One ``EmbedStream`` message per chunk, numbered, each sent once there is room in the
+    read window and carrying how many responses the caller has taken."""
     for number, chunk in enumerate(chunks):
-        yield encoder_pb2.EmbedStreamRequest(chunk_id=str(number), inputs=list(chunk))
+        read = reads.wait_for_room(number)
+        if read is None:
+            return
+        yield stream_request(number, chunk, read, reads.window)
+
+
+def stream_request(
+    number: int, chunk: Sequence[encoder_pb2.EmbedInput], read: int, window: int
+) -> encoder_pb2.EmbedStreamRequest:
+    return encoder_pb2.EmbedStreamRequest(
+        chunk_id=str(number),
+        inputs=list(chunk),
+        read_window=window if number == 0 else 0,
+        responses_read=read,
+    )
 
 
 def text_inputs(texts: Sequence[str]) -> list[encoder_pb2.EmbedInput]:

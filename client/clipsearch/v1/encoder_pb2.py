@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from clipsearch.v1 import types_pb2 as clipsearch_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x63lipsearch/v1/encoder.proto\x12\rclipsearch.v1\x1a\x19\x63lipsearch/v1/types.proto\"8\n\nEmbedInput\x12\x0e\n\x04text\x18\x01 \x01(\tH\x00\x12\x0f\n\x05image\x18\x02 \x01(\x0cH\x00\x42\t\n\x07\x63ontent\"9\n\x0c\x45mbedRequest\x12)\n\x06inputs\x18\x01 \x03(\x0b\x32\x19.clipsearch.v1.EmbedInput\"U\n\rEmbedResponse\x12)\n\nembeddings\x18\x01 \x03(\x0b\x32\x15.clipsearch.v1.Vector\x12\x19\n\x11model_fingerprint\x18\x02 \x01(\t\"Q\n\x12\x45mbedStreamRequest\x12\x10\n\x08\x63hunk_id\x18\x01 \x01(\t\x12)\n\x06inputs\x18\x02 \x03(\x0b\x32\x19.clipsearch.v1.EmbedInput\"o\n\x0b\x45mbedResult\x12*\n\tembedding\x18\x01 \x01(\x0b\x32\x15.clipsearch.v1.VectorH\x00\x12)\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x18.clipsearch.v1.ItemErrorH\x00\x42\t\n\x07outcome\"*\n\tItemError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"o\n\x13\x45mbedStreamResponse\x12\x10\n\x08\x63hunk_id\x18\x01 \x01(\t\x12+\n\x07results\x18\x02 \x03(\x0b\x32\x1a.clipsearch.v1.EmbedResult\x12\x19\n\x11model_fingerprint\x18\x03 \x01(\t\"\x15\n\x13GetModelInfoRequest\"?\n\x14GetModelInfoResponse\x12\'\n\x05model\x18\x01 \x01(\x0b\x32\x18.clipsearch.v1.ModelInfo\"\xbb\x01\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\npretrained\x18\x02 \x01(\t\x12\x13\n\x0b\x66ingerprint\x18\x03 \x01(\t\x12\x15\n\rembedding_dim\x18\x04 \x01(\x05\x12\x12\n\nimage_size\x18\x05 \x01(\x05\x12\x16\n\x0e\x63ontext_length\x18\x06 \x01(\x05\x12\x0e\n\x06\x64\x65vice\x18\x07 \x01(\t\x12\r\n\x05\x64type\x18\x08 \x01(\t\x12\x15\n\rpreprocessing\x18\t \x01(\t2\x87\x02\n\x0e\x45ncoderService\x12\x42\n\x05\x45mbed\x12\x1b.clipsearch.v1.EmbedRequest\x1a\x1c.clipsearch.v1.EmbedResponse\x12X\n\x0b\x45mbedStream\x12!.clipsearch.v1.EmbedStreamRequest\x1a\".clipsearch.v1.EmbedStreamResponse(\x01\x30\x01\x12W\n\x0cGetModelInfo\x12\".clipsearch.v1.GetModelInfoRequest\x1a#.clipsearch.v1.GetModelInfoResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x63lipsearch/v1/encoder.proto\x12\rclipsearch.v1\x1a\x19\x63lipsearch/v1/types.proto\"8\n\nEmbedInput\x12\x0e\n\x04text\x18\x01 \x01(\tH\x00\x12\x0f\n\x05image\x18\x02 \x01(\x0cH\x00\x42\t\n\x07\x63ontent\"9\n\x0c\x45mbedRequest\x12)\n\x06inputs\x18\x01 \x03(\x0b\x32\x19.clipsearch.v1.EmbedInput\"U\n\rEmbedResponse\x12)\n\nembeddings\x18\x01 \x03(\x0b\x32\x15.clipsearch.v1.Vector\x12\x19\n\x11model_fingerprint\x18\x02 \x01(\t\"~\n\x12\x45mbedStreamRequest\x12\x10\n\x08\x63hunk_id\x18\x01 \x01(\t\x12)\n\x06inputs\x18\x02 \x03(\x0b\x32\x19.clipsearch.v1.EmbedInput\x12\x13\n\x0bread_window\x18\x03 \x01(\r\x12\x16\n\x0eresponses_read\x18\x04 \x01(\x04\"o\n\x0b\x45mbedResult\x12*\n\tembedding\x18\x01 \x01(\x0b\x32\x15.clipsearch.v1.VectorH\x00\x12)\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x18.clipsearch.v1.ItemErrorH\x00\x42\t\n\x07outcome\"*\n\tItemError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"o\n\x13\x45mbedStreamResponse\x12\x10\n\x08\x63hunk_id\x18\x01 \x01(\t\x12+\n\x07results\x18\x02 \x03(\x0b\x32\x1a.clipsearch.v1.EmbedResult\x12\x19\n\x11model_fingerprint\x18\x03 \x01(\t\"\x15\n\x13GetModelInfoRequest\"?\n\x14GetModelInfoResponse\x12\'\n\x05model\x18\x01 \x01(\x0b\x32\x18.clipsearch.v1.ModelInfo\"\xbb\x01\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\npretrained\x18\x02 \x01(\t\x12\x13\n\x0b\x66ingerprint\x18\x03 \x01(\t\x12\x15\n\rembedding_dim\x18\x04 \x01(\x05\x12\x12\n\nimage_size\x18\x05 \x01(\x05\x12\x16\n\x0e\x63ontext_length\x18\x06 \x01(\x05\x12\x0e\n\x06\x64\x65vice\x18\x07 \x01(\t\x12\r\n\x05\x64type\x18\x08 \x01(\t\x12\x15\n\rpreprocessing\x18\t \x01(\t2\x87\x02\n\x0e\x45ncoderService\x12\x42\n\x05\x45mbed\x12\x1b.clipsearch.v1.EmbedRequest\x1a\x1c.clipsearch.v1.EmbedResponse\x12X\n\x0b\x45mbedStream\x12!.clipsearch.v1.EmbedStreamRequest\x1a\".clipsearch.v1.EmbedStreamResponse(\x01\x30\x01\x12W\n\x0cGetModelInfo\x12\".clipsearch.v1.GetModelInfoRequest\x1a#.clipsearch.v1.GetModelInfoResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,19 +39,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EMBEDRESPONSE']._serialized_start=190
   _globals['_EMBEDRESPONSE']._serialized_end=275
   _globals['_EMBEDSTREAMREQUEST']._serialized_start=277
-  _globals['_EMBEDSTREAMREQUEST']._serialized_end=358
-  _globals['_EMBEDRESULT']._serialized_start=360
-  _globals['_EMBEDRESULT']._serialized_end=471
-  _globals['_ITEMERROR']._serialized_start=473
-  _globals['_ITEMERROR']._serialized_end=515
-  _globals['_EMBEDSTREAMRESPONSE']._serialized_start=517
-  _globals['_EMBEDSTREAMRESPONSE']._serialized_end=628
-  _globals['_GETMODELINFOREQUEST']._serialized_start=630
-  _globals['_GETMODELINFOREQUEST']._serialized_end=651
-  _globals['_GETMODELINFORESPONSE']._serialized_start=653
-  _globals['_GETMODELINFORESPONSE']._serialized_end=716
-  _globals['_MODELINFO']._serialized_start=719
-  _globals['_MODELINFO']._serialized_end=906
-  _globals['_ENCODERSERVICE']._serialized_start=909
-  _globals['_ENCODERSERVICE']._serialized_end=1172
+  _globals['_EMBEDSTREAMREQUEST']._serialized_end=403
+  _globals['_EMBEDRESULT']._serialized_start=405
+  _globals['_EMBEDRESULT']._serialized_end=516
+  _globals['_ITEMERROR']._serialized_start=518
+  _globals['_ITEMERROR']._serialized_end=560
+  _globals['_EMBEDSTREAMRESPONSE']._serialized_start=562
+  _globals['_EMBEDSTREAMRESPONSE']._serialized_end=673
+  _globals['_GETMODELINFOREQUEST']._serialized_start=675
+  _globals['_GETMODELINFOREQUEST']._serialized_end=696
+  _globals['_GETMODELINFORESPONSE']._serialized_start=698
+  _globals['_GETMODELINFORESPONSE']._serialized_end=761
+  _globals['_MODELINFO']._serialized_start=764
+  _globals['_MODELINFO']._serialized_end=951
+  _globals['_ENCODERSERVICE']._serialized_start=954
+  _globals['_ENCODERSERVICE']._serialized_end=1217
 # @@protoc_insertion_point(module_scope)

@@ -30,12 +30,16 @@ class EmbedResponse(_message.Message):
     def __init__(self, embeddings: _Optional[_Iterable[_Union[_types_pb2.Vector, _Mapping]]] = ..., model_fingerprint: _Optional[str] = ...) -> None: ...
 
 class EmbedStreamRequest(_message.Message):
-    __slots__ = ("chunk_id", "inputs")
+    __slots__ = ("chunk_id", "inputs", "read_window", "responses_read")
     CHUNK_ID_FIELD_NUMBER: _ClassVar[int]
     INPUTS_FIELD_NUMBER: _ClassVar[int]
+    READ_WINDOW_FIELD_NUMBER: _ClassVar[int]
+    RESPONSES_READ_FIELD_NUMBER: _ClassVar[int]
     chunk_id: str
     inputs: _containers.RepeatedCompositeFieldContainer[EmbedInput]
-    def __init__(self, chunk_id: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[EmbedInput, _Mapping]]] = ...) -> None: ...
+    read_window: int
+    responses_read: int
+    def __init__(self, chunk_id: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[EmbedInput, _Mapping]]] = ..., read_window: _Optional[int] = ..., responses_read: _Optional[int] = ...) -> None: ...
 
 class EmbedResult(_message.Message):
     __slots__ = ("embedding", "error")
