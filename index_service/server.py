@@ -22,6 +22,7 @@ from index_service.collection import CollectionOptions
 from index_service.engine import DataDirLockedError, Engine, EngineOptions
 from index_service.limits import IndexLimits
 from index_service.metrics import IndexMetrics
+from index_service.search_batcher import SearchBatcher
 from index_service.servicer import IndexServicer
 from index_service.settings import IndexSettings
 
@@ -41,6 +42,8 @@ class IndexServer(ManagedServer):
             initargs=(settings.omp_threads,),
         )
         self.servicer = IndexServicer(self.executor)
+        if settings.search_batch:
+            self.servicer.search_batcher = SearchBatcher(settings.search_batch)
         binding = ServiceBinding(
             index_pb2_grpc.add_IndexServiceServicer_to_server, self.servicer, SERVICE_NAME
         )

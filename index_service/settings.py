@@ -32,6 +32,12 @@ class IndexSettings(GrpcServerSettings):
     omp_threads: int = option(
         1, "OpenMP threads inside one FAISS call (1: parallel across shards and calls)", parse=int_in(1, 1024)
     )
+    search_batch: int = option(
+        64,
+        "concurrent one-query searches of the same shape run as one multi-query search, this many "
+        "at most (0: each alone)",
+        parse=int_in(0, 1024),
+    )
     snapshot_min_ops: int = option(
         50_000, "writes that trigger a snapshot of a shard", parse=int_in(1, 2**62)
     )
