@@ -7,9 +7,9 @@ of the same collection with one vector each; :class:`SearchBatcher` merges those
 request with many query vectors (FAISS searches a batch of queries in one call) and splits
 its answer back, query by query.
 
-No timer: a call whose shape has no batch in flight goes at once, so a lone caller never
-waits for company; calls that arrive while a batch of their shape runs wait for it and go
-together as the next one. Two calls share a batch only if their requests are equal in
+No timer: a call whose shape has fewer than ``parallel`` batches in flight goes at once, so
+a lone caller never waits for company; calls that arrive while that many batches of their
+shape run wait, and go together as the next one. Two calls share a batch only if their requests are equal in
 every field but ``queries`` (collection, fingerprint, k, offset, filter, params, and any
 field added later), and the merged request goes through the very same handler code as a
 single one, so a batched call's hits are the ones it would get alone (tests/index/
@@ -38,7 +38,8 @@ class _Shape:
     """Calls of one request shape: those waiting for the next batch, and whether one runs."""
 
     waiting: list[tuple[Any, asyncio.Future]] = field(default_factory=list)
-    running: bool = False
+    #: Batches of this shape running now (at most the batcher's ``parallel``).
+    running: int = 0
 
 
 @dataclass
@@ -52,10 +53,13 @@ class BatchStats:
 
 
 class SearchBatcher:
-    def __init__(self, max_batch: int = DEFAULT_MAX_BATCH):
-        if max_batch < 1:
-            raise ValueError("max_batch must be at least 1")
+    def __init__(self, max_batch: int = DEFAULT_MAX_BATCH, parallel: int = 2):
+        if max_batch < 1 or parallel < 1:
+            raise ValueError("max_batch and parallel must be at least 1")
         self.max_batch = max_batch
+        #: Batches of one shape run at once at most: one FAISS call runs on one core (with
+        #: --omp-threads 1), so one batch at a time would leave the other cores idle.
+        self.parallel = parallel
         self._shapes: dict[bytes, _Shape] = {}
         self._tasks: set[asyncio.Task] = set()
         self.stats = BatchStats()
@@ -73,8 +77,8 @@ class SearchBatcher:
             shape = self._shapes[key] = _Shape()
         future: asyncio.Future = asyncio.get_running_loop().create_future()
         shape.waiting.append((request, future))
-        if not shape.running:
-            shape.running = True
+        if shape.running < self.parallel:
+            shape.running += 1
             task = asyncio.ensure_future(self._drain(key, shape, run))
             self._tasks.add(task)  # held until done: the loop keeps only weak references
             task.add_done_callback(self._tasks.discard)
@@ -89,11 +93,12 @@ class SearchBatcher:
                 if batch:
                     await self._run_batch(batch, run)
         finally:
-            shape.running = False
-            if self._shapes.get(key) is shape:
-                del self._shapes[key]
-            for _, future in shape.waiting:  # only left when this task itself was cancelled
-                future.cancel()
+            shape.running -= 1
+            if not shape.running:
+                if self._shapes.get(key) is shape:
+                    del self._shapes[key]
+                for _, future in shape.waiting:  # only left when this task itself was cancelled
+                    future.cancel()
 
     async def _run_batch(self, batch: list[tuple[Any, asyncio.Future]], run: Runner) -> None:
         self.stats.batches += 1

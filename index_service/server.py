@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -43,7 +44,8 @@ class IndexServer(ManagedServer):
         )
         self.servicer = IndexServicer(self.executor)
         if settings.search_batch:
-            self.servicer.search_batcher = SearchBatcher(settings.search_batch)
+            parallel = settings.search_batch_parallel or max(1, os.cpu_count() or 1)
+            self.servicer.search_batcher = SearchBatcher(settings.search_batch, parallel)
         binding = ServiceBinding(
             index_pb2_grpc.add_IndexServiceServicer_to_server, self.servicer, SERVICE_NAME
         )

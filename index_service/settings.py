@@ -38,6 +38,12 @@ class IndexSettings(GrpcServerSettings):
         "at most (0: each alone)",
         parse=int_in(0, 1024),
     )
+    search_batch_parallel: int = option(
+        0,
+        "merged searches of one shape running at once (0: one per core; each FAISS call uses "
+        "--omp-threads threads)",
+        parse=int_in(0, 1024),
+    )
     snapshot_min_ops: int = option(
         50_000, "writes that trigger a snapshot of a shard", parse=int_in(1, 2**62)
     )

@@ -56,7 +56,9 @@ class SearchGate:
 
 
 @pytest.fixture
-def filled(server):
+def filled(server_with):
+    # One merged search of a shape at a time: the gate then holds every other call in the queue.
+    server = server_with(search_batch_parallel=1)
     stub = server.stub
     stub.CreateCollection(
         index_pb2.CreateCollectionRequest(config=index_pb2.CollectionConfig(name="shop", dimension=DIM)),
@@ -169,6 +171,32 @@ def test_multi_query_and_grouped_requests_still_work(filled) -> None:
     assert len(filled.stub.Search(two, timeout=30).results) == 2
     grouped = request(rng.standard_normal(DIM), k=2, group_by=index_pb2.GroupBy(size=1))
     assert len(filled.stub.Search(grouped, timeout=30).results) == 1
+
+
+def test_batches_of_one_shape_run_side_by_side_up_to_the_limit(server_with) -> None:
+    server = server_with(search_batch_parallel=2)
+    stub = server.stub
+    stub.CreateCollection(
+        index_pb2.CreateCollectionRequest(config=index_pb2.CollectionConfig(name="shop", dimension=DIM)),
+        timeout=30,
+    )
+    rng = np.random.default_rng(5)
+    items = [index_pb2.Item(id=f"p{i}", vector=vector_to_proto(rng.standard_normal(DIM))) for i in range(50)]
+    stub.Upsert(index_pb2.UpsertRequest(collection="shop", items=items), timeout=30)
+    requests = [request(rng.standard_normal(DIM)) for _ in range(6)]
+    alone = [hits(stub.Search(r, timeout=30)) for r in requests]
+    collection = server.thread.server.engine.collection("shop")
+    gate = SearchGate(collection)
+    try:
+        futures = [stub.Search.future(requests[0], timeout=60), stub.Search.future(requests[1], timeout=60)]
+        wait_until(lambda: len(gate.sizes) == 2)  # both went at once, side by side
+        futures += [stub.Search.future(r, timeout=60) for r in requests[2:]]
+        wait_until(lambda: queued(server) == 4)
+        gate.opened.set()
+        assert [hits(f.result()) for f in futures] == alone
+    finally:
+        gate.close()
+    assert gate.sizes[:2] == [1, 1] and sum(gate.sizes) == 6
 
 
 def test_batching_can_be_turned_off(server_with) -> None:
