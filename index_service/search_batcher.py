@@ -75,14 +75,29 @@ class SearchBatcher:
         shape = self._shapes.get(key)
         if shape is None:
             shape = self._shapes[key] = _Shape()
+        if shape.running < self.parallel and not shape.waiting:
+            # Room and nobody queued: this call runs at once, in its own task (no hop).
+            shape.running += 1
+            self.stats.batches += 1
+            self.stats.calls += 1
+            try:
+                return await run(request)
+            finally:
+                shape.running -= 1
+                self._after_batch(key, shape, run)
         future: asyncio.Future = asyncio.get_running_loop().create_future()
         shape.waiting.append((request, future))
-        if shape.running < self.parallel:
+        return await future
+
+    def _after_batch(self, key: bytes, shape: _Shape, run: Runner) -> None:
+        """A batch ended: calls queued meanwhile get a task that runs them; an idle shape goes."""
+        if shape.waiting and shape.running < self.parallel:
             shape.running += 1
             task = asyncio.ensure_future(self._drain(key, shape, run))
             self._tasks.add(task)  # held until done: the loop keeps only weak references
             task.add_done_callback(self._tasks.discard)
-        return await future
+        elif not shape.running and not shape.waiting and self._shapes.get(key) is shape:
+            del self._shapes[key]
 
     async def _drain(self, key: bytes, shape: _Shape, run: Runner) -> None:
         """Runs the shape's waiting calls, a batch at a time, until none is left."""
@@ -95,10 +110,10 @@ class SearchBatcher:
         finally:
             shape.running -= 1
             if not shape.running:
-                if self._shapes.get(key) is shape:
-                    del self._shapes[key]
                 for _, future in shape.waiting:  # only left when this task itself was cancelled
                     future.cancel()
+                shape.waiting = []
+            self._after_batch(key, shape, run)
 
     async def _run_batch(self, batch: list[tuple[Any, asyncio.Future]], run: Runner) -> None:
         self.stats.batches += 1
