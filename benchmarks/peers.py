@@ -266,9 +266,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--queries", type=int, help="index queries, cycled (default 300, quick 100)")
     parser.add_argument(
         "--milvus-mode",
-        choices=("db", "server", "both"),
-        help="Milvus Lite on a .db in the client's process, as its own server process, or both "
+        choices=("db", "server", "both", "none"),
+        help="Milvus Lite on a .db in the client's process, as its own server process, both, or none "
         "(default both, quick db)",
+    )
+    parser.add_argument(
+        "--unbatched",
+        action="store_true",
+        help="index: also our server with --search-batch 0 (each search alone), interleaved",
     )
     parser.add_argument(
         "--threads",
@@ -291,7 +296,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.queries = args.queries or (100 if quick else 300)
     args.only = args.only or (list(QUICK_CELLS) if quick else list(WORKLOADS))
     mode = args.milvus_mode or ("db" if quick else "both")
-    args.milvus_modes = ["db", "server"] if mode == "both" else [mode]
+    args.milvus_modes = {"both": ["db", "server"], "none": []}.get(mode, [mode])
     index_clients = [int(c) for c in args.index_clients.split(",")]
     args.cells = {}
     for workload in args.only:
