@@ -31,8 +31,8 @@ from clipsearch import IndexClient
 from index_service import snapshots
 
 MILVUS_SIDES = {"db": "milvus-lite (.db)", "server": "milvus-lite server"}
-#: --unbatched: the same server with --search-batch 0 (every search alone), for before/after.
-UNBATCHED = "clipsearch --search-batch 0"
+#: --batched: the same server with --search-batch 64 (concurrent searches merged; off by default).
+BATCHED = "clipsearch --search-batch 64"
 WORKLOADS = {
     "hnsw": {"collection": "hnsw", "filter": False},
     "flat-filter": {"collection": "flat", "filter": True},
@@ -79,8 +79,8 @@ def index_sides(n: int, args, logs: Path, milvus_python: Path) -> Iterator[dict]
         for name in ("hnsw", "flat")
     }
     facts["clipsearch load s"] = time.perf_counter() - started
-    if args.unbatched:  # a second server needs a data directory of its own (each locks its own)
-        shutil.copytree(data_dir, logs / "clipsearch-index-unbatched")
+    if args.batched:  # a second server needs a data directory of its own (each locks its own)
+        shutil.copytree(data_dir, logs / "clipsearch-index-batched")
     with contextlib.ExitStack() as stack:
         address = stack.enter_context(
             serve("index", "--data-dir", str(data_dir), "--omp-threads", "1", log_dir=logs)
@@ -94,20 +94,20 @@ def index_sides(n: int, args, logs: Path, milvus_python: Path) -> Iterator[dict]
                 logs / "worker-index-ours.log",
             )
         }
-        if args.unbatched:
-            unbatched = stack.enter_context(
+        if args.batched:
+            batched = stack.enter_context(
                 serve(
                     "index",
-                    *("--data-dir", str(logs / "clipsearch-index-unbatched"), "--omp-threads", "1"),
-                    *("--search-batch", "0"),
+                    *("--data-dir", str(logs / "clipsearch-index-batched"), "--omp-threads", "1"),
+                    *("--search-batch", "64"),
                     log_dir=logs,
                 )
             )
-            specs[UNBATCHED] = (
+            specs[BATCHED] = (
                 project_python(),
                 "clipsearch-index",
-                {**queries, "address": unbatched},
-                logs / "worker-index-unbatched.log",
+                {**queries, "address": batched},
+                logs / "worker-index-batched.log",
             )
         for mode in args.milvus_modes:
             folder = logs / f"milvus-{mode}"
@@ -163,8 +163,8 @@ def index_sides(n: int, args, logs: Path, milvus_python: Path) -> Iterator[dict]
             "own snapshot, omp 1, searched by the same number of threads"
         )
         servers = {"clipsearch": group_of_port(int(address.rsplit(":", 1)[1]))}
-        if args.unbatched:
-            servers[UNBATCHED] = group_of_port(int(unbatched.rsplit(":", 1)[1]))
+        if args.batched:
+            servers[BATCHED] = group_of_port(int(batched.rsplit(":", 1)[1]))
         if "server" in args.milvus_modes:
             servers[MILVUS_SIDES["server"]] = server.pid  # the .db and in-process sides have no server
         yield {"workers": by_side, "facts": facts, "servers": servers}

@@ -271,9 +271,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "(default both, quick db)",
     )
     parser.add_argument(
-        "--unbatched",
+        "--batched",
         action="store_true",
-        help="index: also our server with --search-batch 0 (each search alone), interleaved",
+        help="index: also our server with --search-batch 64 (concurrent searches merged), interleaved",
     )
     parser.add_argument(
         "--threads",

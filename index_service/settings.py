@@ -33,9 +33,9 @@ class IndexSettings(GrpcServerSettings):
         1, "OpenMP threads inside one FAISS call (1: parallel across shards and calls)", parse=int_in(1, 1024)
     )
     search_batch: int = option(
-        64,
+        0,
         "concurrent one-query searches of the same shape run as one multi-query search, this many "
-        "at most (0: each alone)",
+        "at most (0: off, each alone; see docs/index.md before turning it on)",
         parse=int_in(0, 1024),
     )
     search_batch_parallel: int = option(

@@ -58,7 +58,7 @@ class SearchGate:
 @pytest.fixture
 def filled(server_with):
     # One merged search of a shape at a time: the gate then holds every other call in the queue.
-    server = server_with(search_batch_parallel=1)
+    server = server_with(search_batch=64, search_batch_parallel=1)
     stub = server.stub
     stub.CreateCollection(
         index_pb2.CreateCollectionRequest(config=index_pb2.CollectionConfig(name="shop", dimension=DIM)),
@@ -174,7 +174,7 @@ def test_multi_query_and_grouped_requests_still_work(filled) -> None:
 
 
 def test_batches_of_one_shape_run_side_by_side_up_to_the_limit(server_with) -> None:
-    server = server_with(search_batch_parallel=2)
+    server = server_with(search_batch=64, search_batch_parallel=2)
     stub = server.stub
     stub.CreateCollection(
         index_pb2.CreateCollectionRequest(config=index_pb2.CollectionConfig(name="shop", dimension=DIM)),
@@ -199,6 +199,5 @@ def test_batches_of_one_shape_run_side_by_side_up_to_the_limit(server_with) -> N
     assert gate.sizes[:2] == [1, 1] and sum(gate.sizes) == 6
 
 
-def test_batching_can_be_turned_off(server_with) -> None:
-    server = server_with(search_batch=0)
+def test_batching_is_off_by_default(server) -> None:
     assert server.thread.server.servicer.search_batcher is None
