@@ -57,6 +57,7 @@ def write_inputs(model: str, folder: Path) -> Path:
 def encoder_sides(model: str, pretrained: str, args, logs: Path, pytriton_python: Path) -> Iterator[dict]:
     """Yields {"workers": {side: Worker}, "facts": {...}} with all three servers up and checked."""
     settings = EncoderSettings()
+    batch = cpu_max_batch()
     inputs = write_inputs(model, logs / f"inputs-{model}")
     common = ["--model", model, "--pretrained", pretrained, "--threads", str(args.threads)]
     configs = ["--model-configs", str(MODEL_CONFIGS)]
@@ -66,7 +67,7 @@ def encoder_sides(model: str, pretrained: str, args, logs: Path, pytriton_python
     with (
         process(
             [str(pytriton_python), "-u", "_pytriton_encoder.py", *common, *configs]
-            + ["--max-batch-size", str(settings.max_batch_size), "--max-wait-ms", str(settings.max_wait_ms)]
+            + ["--max-batch-size", str(batch), "--max-wait-ms", str(settings.max_wait_ms)]
             + [
                 f"--{name}-port={port}"
                 for name, port in zip(("grpc", "http", "metrics"), triton_ports, strict=True)
@@ -78,7 +79,8 @@ def encoder_sides(model: str, pretrained: str, args, logs: Path, pytriton_python
             [project_python(), "-u", "_naive_encoder.py", "--port", str(naive_port), *common, *configs],
             logs / f"naive-{model}.log",
         ) as naive,
-        serve("encoder", *common, "--device", "cpu", log_dir=logs) as ours,
+        # The query cache off: these 128 texts repeat every round, and the peers have no cache.
+        serve("encoder", *common, "--device", "cpu", "--query-cache-mib", "0", log_dir=logs) as ours,
     ):
         wait_for_log(naive, logs / f"naive-{model}.log", "serving on")
         sdk = {"inputs": str(inputs), "channels": args.sdk_channels}
@@ -107,11 +109,11 @@ def encoder_sides(model: str, pretrained: str, args, logs: Path, pytriton_python
             facts["startup_s"] = time.perf_counter() - started
             facts["settings"] = (
                 f"{model} ({Path(pretrained).name}), CPU, fp32, torch threads {args.threads} everywhere; "
-                "clipsearch: `clipsearch serve encoder` defaults "
-                f"(--max-batch-size {settings.max_batch_size} "
-                f"--max-wait-ms {settings.max_wait_ms:g}, {settings.decode_workers} decode workers); "
+                "clipsearch: `clipsearch serve encoder` defaults but --query-cache-mib 0 "
+                f"(max batch {batch}, --max-wait-ms {settings.max_wait_ms:g}, --threads {args.threads}) "
+                f"and {settings.decode_workers} decode workers (0: by device); "
                 f"pytriton: 1 model instance, DynamicBatcher(max_queue_delay_microseconds="
-                f"{round(settings.max_wait_ms * 1000)}), max_batch_size {settings.max_batch_size}, one "
+                f"{round(settings.max_wait_ms * 1000)}), max_batch_size {batch}, one "
                 "ModelClient (gRPC) per caller thread; naive grpcio: grpc.server(ThreadPoolExecutor()) = "
                 "min(32, cores + 4) calls at once, 1 forward pass per call; clipsearch and naive are called "
                 f"through clipsearch.EncoderClient, {args.sdk_channels} (--sdk-channels)"
@@ -146,6 +148,15 @@ def _in_process(model: str, pretrained: str, threads: int):
     from _clip_model import ClipModel
 
     return ClipModel(model, pretrained, threads, MODEL_CONFIGS)
+
+
+def cpu_max_batch() -> int:
+    """The encoder's max batch on the CPU: ``--max-batch-size`` 0 means "by device"."""
+    import torch
+
+    from encoder_service.factory import device_defaults
+
+    return EncoderSettings().max_batch_size or device_defaults(torch.device("cpu")).max_batch_size
 
 
 def ceiling(model: str, pretrained: str, kind: str, batch: int, seconds: float, threads: int) -> float:

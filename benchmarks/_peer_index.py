@@ -16,6 +16,7 @@ searches filter on a metadata field with 10 values (one in ten items passes).
 from __future__ import annotations
 
 import contextlib
+import shutil
 import signal
 import time
 from collections.abc import Iterator
@@ -30,6 +31,8 @@ from clipsearch import IndexClient
 from index_service import snapshots
 
 MILVUS_SIDES = {"db": "milvus-lite (.db)", "server": "milvus-lite server"}
+#: --batched: the same server with --search-batch 64 (concurrent searches merged; off by default).
+BATCHED = "clipsearch --search-batch 64"
 WORKLOADS = {
     "hnsw": {"collection": "hnsw", "filter": False},
     "flat-filter": {"collection": "flat", "filter": True},
@@ -76,6 +79,8 @@ def index_sides(n: int, args, logs: Path, milvus_python: Path) -> Iterator[dict]
         for name in ("hnsw", "flat")
     }
     facts["clipsearch load s"] = time.perf_counter() - started
+    if args.batched:  # a second server needs a data directory of its own (each locks its own)
+        shutil.copytree(data_dir, logs / "clipsearch-index-batched")
     with contextlib.ExitStack() as stack:
         address = stack.enter_context(
             serve("index", "--data-dir", str(data_dir), "--omp-threads", "1", log_dir=logs)
@@ -89,6 +94,21 @@ def index_sides(n: int, args, logs: Path, milvus_python: Path) -> Iterator[dict]
                 logs / "worker-index-ours.log",
             )
         }
+        if args.batched:
+            batched = stack.enter_context(
+                serve(
+                    "index",
+                    *("--data-dir", str(logs / "clipsearch-index-batched"), "--omp-threads", "1"),
+                    *("--search-batch", "64"),
+                    log_dir=logs,
+                )
+            )
+            specs[BATCHED] = (
+                project_python(),
+                "clipsearch-index",
+                {**queries, "address": batched},
+                logs / "worker-index-batched.log",
+            )
         for mode in args.milvus_modes:
             folder = logs / f"milvus-{mode}"
             folder.mkdir()
@@ -143,6 +163,8 @@ def index_sides(n: int, args, logs: Path, milvus_python: Path) -> Iterator[dict]
             "own snapshot, omp 1, searched by the same number of threads"
         )
         servers = {"clipsearch": group_of_port(int(address.rsplit(":", 1)[1]))}
+        if args.batched:
+            servers[BATCHED] = group_of_port(int(batched.rsplit(":", 1)[1]))
         if "server" in args.milvus_modes:
             servers[MILVUS_SIDES["server"]] = server.pid  # the .db and in-process sides have no server
         yield {"workers": by_side, "facts": facts, "servers": servers}

@@ -186,16 +186,15 @@ def markdown(group: dict, machine_info: dict) -> str:
 
 def run_encoder(model: str, cells: dict[str, list[int]], args, logs: Path, installs: dict) -> dict:
     """``cells``: {"texts" or "images": [callers, ...]}."""
-    from _peer_encoder import ceiling, encoder_sides
+    from _peer_encoder import ceiling, cpu_max_batch, encoder_sides
 
-    from encoder_service.settings import EncoderSettings
     from encoder_service.weights import DEMO_CHECKPOINT, DEMO_MODEL
 
     name, pretrained = (DEMO_MODEL, str(DEMO_CHECKPOINT)) if model == "demo" else (model, "random")
     big = model != "demo"
     seconds = args.seconds * (args.big_model_factor if big else 1)
     warmup = args.warmup * (args.big_model_factor if big else 1)
-    batch = EncoderSettings().max_batch_size
+    batch = cpu_max_batch()
     group = {"name": f"Encoder: {name}", "load_before": load(), "cells": []}
     print(f"\n== encoder {name} ({Path(pretrained).name}) ==", flush=True)
     with encoder_sides(name, pretrained, args, logs, installs["pytriton"].python) as sides:
@@ -267,11 +266,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--queries", type=int, help="index queries, cycled (default 300, quick 100)")
     parser.add_argument(
         "--milvus-mode",
-        choices=("db", "server", "both"),
-        help="Milvus Lite on a .db in the client's process, as its own server process, or both "
+        choices=("db", "server", "both", "none"),
+        help="Milvus Lite on a .db in the client's process, as its own server process, both, or none "
         "(default both, quick db)",
     )
-    parser.add_argument("--threads", type=int, default=1, help="torch threads in every encoder (default 1)")
+    parser.add_argument(
+        "--batched",
+        action="store_true",
+        help="index: also our server with --search-batch 64 (concurrent searches merged), interleaved",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads in every encoder (default 1; 0: each side's own default)",
+    )
     parser.add_argument("--json", type=Path, help="also write every figure here")
     parser.add_argument(
         "--keep-data", action="store_true", help="keep the run's vectors and indexes (logs are always kept)"
@@ -287,7 +296,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.queries = args.queries or (100 if quick else 300)
     args.only = args.only or (list(QUICK_CELLS) if quick else list(WORKLOADS))
     mode = args.milvus_mode or ("db" if quick else "both")
-    args.milvus_modes = ["db", "server"] if mode == "both" else [mode]
+    args.milvus_modes = {"both": ["db", "server"], "none": []}.get(mode, [mode])
     index_clients = [int(c) for c in args.index_clients.split(",")]
     args.cells = {}
     for workload in args.only:

@@ -386,14 +386,21 @@ class DynamicBatcher:
             self._batch_s = elapsed if not self._batch_s else 0.8 * self._batch_s + 0.2 * elapsed
             if self._observer:
                 self._observer.batch(kind, len(batch), [started - e.enqueued for e in batch], elapsed)
+        finished: dict[asyncio.AbstractEventLoop, list[_Job]] = {}
         for entry, result in zip(batch, results, strict=True):
             job = entry.job
             job.results[entry.index] = result
             job.remaining -= 1
             if job.remaining == 0:
-                with self._cond:
+                finished.setdefault(job.loop, []).append(job)
+        with self._cond:
+            for jobs in finished.values():
+                for job in jobs:
                     job.done = True
-                _call_soon(job.loop, _resolve, job.future, job.results)
+        # One wake-up of each caller loop for the whole batch, not one per call (32 per batch
+        # at 32 callers: each costs the loop a self-pipe write, a read and a callback).
+        for loop, jobs in finished.items():
+            _call_soon(loop, _resolve_all, jobs)
 
     def _fail(self, job: _Job, error: BaseException) -> None:
         with self._cond:
@@ -408,9 +415,10 @@ def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[..., None], *
         pass
 
 
-def _resolve(future: asyncio.Future, value: Any) -> None:
-    if not future.done():
-        future.set_result(value)
+def _resolve_all(jobs: list[_Job]) -> None:
+    for job in jobs:
+        if not job.future.done():
+            job.future.set_result(job.results)
 
 
 def _reject(future: asyncio.Future, error: BaseException) -> None:

@@ -35,9 +35,13 @@ from encoder_service.fingerprint import preprocessing_policy
 from encoder_service.images import ImageLimits, check_image_bytes, decode_image
 from encoder_service.metrics import EncoderMetrics
 from encoder_service.model import EncoderModel
+from encoder_service.query_cache import QueryCache
 
 #: Calls with at most this many images read their headers on the event loop (~40 µs each).
 INLINE_PLANS = 4
+#: Calls of at most this many texts (and no image) are tokenized on the event loop: ~20 µs a
+#: product query (encoder_service/tokens.py) against ~100 µs of hops to the pool and back.
+INLINE_TEXTS = 4
 
 
 @dataclass(frozen=True)
@@ -79,8 +83,11 @@ class EncoderCore:
         decode_workers: int = 2,
         metrics: EncoderMetrics | None = None,
         device_images: DeviceImages | None = None,
+        query_cache: QueryCache | None = None,
     ):
         self.model = model
+        #: Vectors of texts already embedded by ``embed`` (None: off, ``--query-cache-mib 0``).
+        self.query_cache = query_cache
         self.limits = limits
         self.metrics = metrics if metrics is not None else EncoderMetrics()
         self.batcher = DynamicBatcher(self._run_batch, policy, observer=self.metrics, name="encoder-model")
@@ -183,6 +190,9 @@ class EncoderCore:
                     raise
                 outcomes[index] = error
         self.metrics.request(counts)
+        cached: list[tuple[_Valid, str]] = []
+        if self.query_cache is not None and not per_item:
+            valid, cached = self._from_cache(valid, outcomes)
         if not valid:
             return outcomes  # type: ignore[return-value]
         admission = (
@@ -194,7 +204,41 @@ class EncoderCore:
             vectors = await self._submit(prepared, admission, deadline)
         for (index, _), vector in zip(prepared, vectors, strict=True):
             outcomes[index] = vector
+        if cached:
+            self._to_cache(cached, outcomes)
         return outcomes  # type: ignore[return-value]
+
+    def _from_cache(
+        self, valid: list[_Valid], outcomes: list
+    ) -> tuple[list[_Valid], list[tuple[_Valid, str]]]:
+        """Texts found in the query cache go straight into ``outcomes``; returns the inputs still
+        to embed and the (input, key) of the texts missed, to store once embedded."""
+        assert self.query_cache is not None
+        fingerprint = self.model.identity.fingerprint
+        cache_key = self.model.tokenizer.cache_key
+        rest: list[_Valid] = []
+        missed: list[tuple[_Valid, str]] = []
+        for item in valid:
+            if item.kind != "text":
+                rest.append(item)
+                continue
+            key = cache_key(item.payload)
+            vector = self.query_cache.get(fingerprint, key)
+            if vector is None:
+                rest.append(item)
+                missed.append((item, key))
+            else:
+                outcomes[item.index] = vector
+        self.metrics.query_cache(len(valid) - len(rest), len(missed))
+        return rest, missed
+
+    def _to_cache(self, missed: list[tuple[_Valid, str]], outcomes: list) -> None:
+        assert self.query_cache is not None
+        fingerprint = self.model.identity.fingerprint
+        for item, key in missed:
+            vector = outcomes[item.index]
+            if isinstance(vector, np.ndarray):
+                self.query_cache.put(fingerprint, key, vector)
 
     def _check(self, index: int, item: Input) -> _Valid:
         """Cheap checks on the event loop, before any input takes room in the queue."""
@@ -236,11 +280,12 @@ class EncoderCore:
         loop = asyncio.get_running_loop()
         texts = [v for v in valid if v.kind == "text"]
         images = [v for v in valid if v.kind == "image"]
-        tokens = (
-            loop.run_in_executor(self._pool, self.model.tokenize, [v.payload for v in texts])
-            if texts
-            else None
-        )
+        tokens: asyncio.Future | None = None
+        if texts and not images and len(texts) <= INLINE_TEXTS:
+            tokens = loop.create_future()  # a few texts cost less on the loop than a hop to the pool
+            tokens.set_result(self.model.tokenize([v.payload for v in texts]))
+        elif texts:
+            tokens = loop.run_in_executor(self._pool, self.model.tokenize, [v.payload for v in texts])
         try:
             results = await self._image_tensors(images) if images else []
         except BaseException:

@@ -8,8 +8,10 @@ device decoder against the CPU decoder (:func:`check_device_images`).
 from __future__ import annotations
 
 import logging
+import math
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -19,6 +21,7 @@ from encoder_service.device_images import DeviceImages, plan_jpeg
 from encoder_service.images import ImageLimits, decode_image, fitting_pixels, parse_background
 from encoder_service.metrics import EncoderMetrics
 from encoder_service.model import EncoderModel, ModelLoadError, load_model
+from encoder_service.query_cache import QueryCache
 from encoder_service.settings import EncoderSettings
 
 log = logging.getLogger(__name__)
@@ -27,6 +30,9 @@ log = logging.getLogger(__name__)
 #: input and the CPU decoder's, in levels of 255 (torchvision on the CPU: ~0.001; a broken
 #: decoder: tens).
 DEVICE_CHECK_MEAN_LEVELS = 2.0
+
+#: torch's intra-op threads before any ``--threads`` changed them (one per physical core).
+TORCH_DEFAULT_THREADS = torch.get_num_threads()
 
 
 @dataclass(frozen=True)
@@ -48,11 +54,42 @@ def device_defaults(device: torch.device, cores: int | None = None) -> DeviceDef
     return DeviceDefaults(max_batch_size=32, decode_workers=max(1, min(4, cores)))
 
 
+def available_cores() -> int:
+    """Cores this process may run on: its CPU affinity, capped by a cgroup v2 CPU quota."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        cores = os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cores = min(cores, math.ceil(int(quota) / int(period)))
+    except (OSError, ValueError):
+        pass
+    return max(1, cores)
+
+
+def set_torch_threads(threads: int) -> int:
+    """``--threads``: N as given; 0: torch's own default (one per physical core) capped by the
+    cores this process may use (a container's CPU quota, its affinity), which torch does not
+    read. Logged; returns the count set."""
+    cores = available_cores()
+    chosen = threads or min(TORCH_DEFAULT_THREADS, cores)
+    torch.set_num_threads(chosen)
+    log.info(
+        "torch CPU threads: %d (%s; %d cores available to this process, torch's default %d)",
+        chosen,
+        "--threads" if threads else "--threads 0: one per core",
+        cores,
+        TORCH_DEFAULT_THREADS,
+    )
+    return chosen
+
+
 def core_from_settings(settings: EncoderSettings, metrics: EncoderMetrics | None = None) -> EncoderCore:
     """Loads the model (blocking) and builds the core as the settings say."""
     s = settings
-    if s.threads:
-        torch.set_num_threads(s.threads)
+    set_torch_threads(s.threads)
     model = load_model(s.model, s.pretrained_source, device=s.device, precision=s.precision)
     defaults = device_defaults(model.device)
     side = model.identity.image_size
@@ -74,6 +111,13 @@ def core_from_settings(settings: EncoderSettings, metrics: EncoderMetrics | None
         workers,
         "the CPU" if device_images is None else model.device,
     )
+    cache = QueryCache(s.query_cache_mib * 1024 * 1024) if s.query_cache_mib else None
+    log.info(
+        "query-embedding cache: %s",
+        f"{s.query_cache_mib} MiB for Embed texts" if cache is not None else "off (--query-cache-mib 0)",
+    )
+    if cache is not None and metrics is not None:
+        metrics.watch_query_cache(cache)
     return EncoderCore(
         model,
         policy=BatchPolicy(batch, s.max_wait_ms, s.max_queue),
@@ -81,6 +125,7 @@ def core_from_settings(settings: EncoderSettings, metrics: EncoderMetrics | None
         decode_workers=workers,
         metrics=metrics,
         device_images=device_images,
+        query_cache=cache,
     )
 
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from encoder_service.query_cache import QueryCache
+
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
 SECONDS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
@@ -41,6 +43,9 @@ class MetricsSnapshot:
     rejected: int = 0
     #: Images by where they were decoded: "device", "cpu", "fallback" (device failed, CPU decided).
     decode_paths: CountOf[str] = field(default_factory=CountOf)
+    #: Embed texts answered from the query cache, and texts looked up and not found.
+    query_cache_hits: int = 0
+    query_cache_misses: int = 0
 
     def items_in_batches(self, kind: str) -> int:
         return sum(size * count for size, count in self.batch_sizes.get(kind, {}).items())
@@ -106,8 +111,33 @@ class EncoderMetrics:
         self.admitted = Gauge(
             "clipsearch_encoder_admitted_items", "Inputs admitted and not yet taken by the model", registry=r
         )
+        self._cache_lookups = Counter(
+            "clipsearch_encoder_query_cache_lookups",
+            "Embed texts looked up in the query-embedding cache, by result: hit or miss",
+            ["result"],
+            registry=r,
+        )
+        self._cache_hit_ratio = Gauge(
+            "clipsearch_encoder_query_cache_hit_ratio",
+            "Hits over lookups of the query-embedding cache since start (0 with no lookups)",
+            registry=r,
+        )
+        self._cache_entries = Gauge(
+            "clipsearch_encoder_query_cache_entries", "Texts held in the query-embedding cache", registry=r
+        )
+        self._cache_bytes = Gauge(
+            "clipsearch_encoder_query_cache_bytes",
+            "Bytes the query-embedding cache counts against --query-cache-mib",
+            registry=r,
+        )
         self._lock = threading.Lock()
         self._state = MetricsSnapshot()
+
+    def watch_query_cache(self, cache: QueryCache) -> None:
+        """The cache's size and hit ratio, read when scraped."""
+        self._cache_hit_ratio.set_function(lambda: cache.stats().hit_ratio)
+        self._cache_entries.set_function(lambda: cache.stats().entries)
+        self._cache_bytes.set_function(lambda: cache.stats().bytes)
 
     # -- the core's counters --------------------------------------------------------------
 
@@ -121,6 +151,15 @@ class EncoderMetrics:
         for kind, count in items_by_kind.items():
             if count:
                 self._items.labels(kind).inc(count)
+
+    def query_cache(self, hits: int, misses: int) -> None:
+        if hits:
+            self._cache_lookups.labels("hit").inc(hits)
+        if misses:
+            self._cache_lookups.labels("miss").inc(misses)
+        with self._lock:
+            self._state.query_cache_hits += hits
+            self._state.query_cache_misses += misses
 
     def invalid(self, kind: str, count: int = 1) -> None:
         self._invalid.labels(kind).inc(count)
@@ -187,4 +226,6 @@ class EncoderMetrics:
                 dropped=CountOf(s.dropped),
                 rejected=s.rejected,
                 decode_paths=CountOf(s.decode_paths),
+                query_cache_hits=s.query_cache_hits,
+                query_cache_misses=s.query_cache_misses,
             )

@@ -45,7 +45,9 @@ class EncoderSettings(GrpcServerSettings):
     max_queue: int = option(
         1024, "inputs admitted and not yet run at most (beyond: RESOURCE_EXHAUSTED)", parse=int_in(1, 10**7)
     )
-    threads: int = option(0, "torch CPU threads (0: torch default)", parse=int_in(0, 1024))
+    threads: int = option(
+        0, "torch CPU threads (0: one per core this process may use, logged at start)", parse=int_in(0, 1024)
+    )
     decode_workers: int = option(
         0,
         "image decode / tokenize threads (0: by device, min(4, cores) on CPU, min(16, cores) on CUDA)",
@@ -72,6 +74,12 @@ class EncoderSettings(GrpcServerSettings):
     )
     max_text_bytes: int = option(
         16 * 1024, "longest text, UTF-8 bytes (longer is refused, not truncated)", parse=int_in(1, 2**31 - 1)
+    )
+    query_cache_mib: int = option(
+        64,
+        "memory for the query-embedding cache of Embed texts, MiB (0: off); keyed by model "
+        "fingerprint and normalised text, least recently used out first",
+        parse=int_in(0, 1024 * 1024),
     )
     stream_window: int = option(
         4,

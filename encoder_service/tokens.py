@@ -56,6 +56,14 @@ class FastTokenizer:
             out[row, : len(ids)] = ids
         return torch.from_numpy(out)
 
+    def cache_key(self, text: str) -> str:
+        """A key equal for two texts only if they get the same ids: plain texts through the
+        shortcut fold case and runs of spaces (what the shortcut does first), every other text is
+        its own key (ftfy and html.unescape run before the tokenizer's own folding)."""
+        if self.exact_shortcut and _is_plain(text):
+            return " ".join(text.split()).lower()
+        return text
+
     def _word_ids(self, word: str) -> tuple[int, ...]:
         ids = self._words.get(word)
         if ids is None:

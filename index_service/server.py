@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -22,6 +23,7 @@ from index_service.collection import CollectionOptions
 from index_service.engine import DataDirLockedError, Engine, EngineOptions
 from index_service.limits import IndexLimits
 from index_service.metrics import IndexMetrics
+from index_service.search_batcher import SearchBatcher
 from index_service.servicer import IndexServicer
 from index_service.settings import IndexSettings
 
@@ -41,6 +43,9 @@ class IndexServer(ManagedServer):
             initargs=(settings.omp_threads,),
         )
         self.servicer = IndexServicer(self.executor)
+        if settings.search_batch:
+            parallel = settings.search_batch_parallel or max(1, os.cpu_count() or 1)
+            self.servicer.search_batcher = SearchBatcher(settings.search_batch, parallel)
         binding = ServiceBinding(
             index_pb2_grpc.add_IndexServiceServicer_to_server, self.servicer, SERVICE_NAME
         )

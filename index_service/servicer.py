@@ -26,6 +26,7 @@ from index_service import backup, convert, filters, hybrid
 from index_service.config import SearchParams
 from index_service.engine import Engine
 from index_service.metrics import IndexMetrics
+from index_service.search_batcher import SearchBatcher
 
 T = TypeVar("T")
 
@@ -42,6 +43,8 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
         self.engine: Engine | None = None
         #: Set by the server once its registry exists.
         self.metrics: IndexMetrics | None = None
+        #: Merges concurrent one-query searches of one shape (None: --search-batch 0, each alone).
+        self.search_batcher: SearchBatcher | None = None
 
     async def _run(self, method: str, work: Callable[[Engine], T]) -> T:
         engine = self.engine
@@ -179,6 +182,15 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
 
     @map_errors
     async def Search(self, request: index_pb2.SearchRequest, context: grpc.aio.ServicerContext) -> Any:
+        batcher = self.search_batcher
+        if batcher is not None and batcher.batchable(request):
+            return await batcher.search(request, self._search)
+        return await self._search(request)
+
+    async def _search(self, request: index_pb2.SearchRequest) -> index_pb2.SearchResponse:
+        return await self._run("Search", self._search_work(request))
+
+    def _search_work(self, request: index_pb2.SearchRequest) -> Callable[[Engine], index_pb2.SearchResponse]:
         def work(engine: Engine) -> index_pb2.SearchResponse:
             collection = engine.collection(request.collection, model_fingerprint=request.model_fingerprint)
             queries = convert.queries_from_proto(list(request.queries))
@@ -227,7 +239,7 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
                 results = [hybrid.explained(hits, request.offset) for hits in results]
             return convert.search_response(results, grouped=False)
 
-        return await self._run("Search", work)
+        return work
 
     # -- aliases -----------------------------------------------------------------------------
 

@@ -32,6 +32,18 @@ class IndexSettings(GrpcServerSettings):
     omp_threads: int = option(
         1, "OpenMP threads inside one FAISS call (1: parallel across shards and calls)", parse=int_in(1, 1024)
     )
+    search_batch: int = option(
+        0,
+        "concurrent one-query searches of the same shape run as one multi-query search, this many "
+        "at most (0: off, each alone; see docs/index.md before turning it on)",
+        parse=int_in(0, 1024),
+    )
+    search_batch_parallel: int = option(
+        0,
+        "merged searches of one shape running at once (0: one per core; each FAISS call uses "
+        "--omp-threads threads)",
+        parse=int_in(0, 1024),
+    )
     snapshot_min_ops: int = option(
         50_000, "writes that trigger a snapshot of a shard", parse=int_in(1, 2**62)
     )

@@ -47,7 +47,26 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--mix", type=_mix, default=None, help="e.g. text=0.6,image=0.3,hybrid=0.1")
     parser.add_argument("-k", type=int, default=10)
-    parser.add_argument("--texts", type=Path, help="file of query texts, one per line")
+    parser.add_argument(
+        "--texts", type=Path, help="file of query texts, one per line (the most frequent first with --zipf)"
+    )
+    parser.add_argument(
+        "--distinct",
+        type=int,
+        default=None,
+        help="without --texts: this many generated product queries (1-1000; default: 8 built-in ones)",
+    )
+    parser.add_argument(
+        "--zipf",
+        type=float,
+        default=None,
+        help="draw texts head-heavy: the i-th with weight 1/i^S (e.g. 1.1, as shoppers repeat head "
+        "queries); default: uniformly",
+    )
+    parser.add_argument(
+        "--encoder-metrics",
+        help="the encoder's Prometheus URL (http://HOST:PORT/metrics): report its query-cache hit rate",
+    )
     parser.add_argument("--images", type=Path, help="folder of query images")
     parser.add_argument("--catalog", type=Path, help="take query images from this catalog")
     parser.add_argument("--exact-collection", help="report recall@k against this (Flat) collection")

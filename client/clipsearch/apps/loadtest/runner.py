@@ -51,7 +51,7 @@ async def run_load(
         return settings.requests is not None and len(recorder.samples) >= settings.requests
 
     async def one(scheduled: float) -> None:
-        kind, query = workload.next_query()
+        kind, query, repeat = workload.next_call()
         status, encode_s, search_s = "OK", 0.0, 0.0
         start = loop.time()
         try:
@@ -74,7 +74,9 @@ async def run_load(
         except ClipsearchError as error:
             status, done = error.code.name, loop.time()
         if scheduled >= measure_from and not measured_enough():
-            recorder.add(Sample(kind, scheduled - measure_from, done - scheduled, encode_s, search_s, status))
+            recorder.add(
+                Sample(kind, scheduled - measure_from, done - scheduled, encode_s, search_s, status, repeat)
+            )
 
     if settings.mode == "closed":
         await _closed_loop(one, settings.concurrency, loop, measured_enough)

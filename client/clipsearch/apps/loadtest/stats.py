@@ -18,6 +18,8 @@ class Sample:
     encode_s: float
     search_s: float
     status: str = "OK"
+    #: A text query whose text was sent before in this run (the encoder may have it cached).
+    repeat: bool = False
 
 
 @dataclass
@@ -25,6 +27,8 @@ class Recorder:
     samples: list[Sample] = field(default_factory=list)
     dropped: int = 0
     recall: list[float] = field(default_factory=list)
+    #: The encoder's query-cache counters over the run (--encoder-metrics): hits, lookups.
+    cache: dict[str, float] | None = None
 
     def add(self, sample: Sample) -> None:
         self.samples.append(sample)
@@ -52,6 +56,9 @@ def summarize(recorder: Recorder, duration_s: float, settings: dict) -> dict:
         }
         for kind, samples in sorted(by_kind.items())
     }
+    texts = [s for s in by_kind.get("text", []) if s.encode_s > 0]
+    repeats = [s.encode_s for s in texts if s.repeat]
+    firsts = [s.encode_s for s in texts if not s.repeat]
     errors = Counter(s.status for s in recorder.samples if s.status != "OK")
     return {
         "settings": settings,
@@ -64,7 +71,20 @@ def summarize(recorder: Recorder, duration_s: float, settings: dict) -> dict:
         "errors": dict(errors),
         "dropped_client_side": recorder.dropped,
         "recall_at_k": float(np.mean(recorder.recall)) if recorder.recall else None,
+        "text_repeats": {
+            "share": len(repeats) / len(texts) if texts else 0.0,
+            "encode_ms_first": percentiles(firsts)["p50"],
+            "encode_ms_repeat": percentiles(repeats)["p50"],
+        },
+        "query_cache": _cache_summary(recorder.cache),
     }
+
+
+def _cache_summary(cache: dict[str, float] | None) -> dict | None:
+    if cache is None:
+        return None
+    lookups = cache["hits"] + cache["misses"]
+    return {**cache, "hit_rate": cache["hits"] / lookups if lookups else 0.0}
 
 
 def format_table(summary: dict) -> str:
@@ -85,6 +105,19 @@ def format_table(summary: dict) -> str:
         lines.append("errors: " + ", ".join(f"{code} {n}" for code, n in sorted(summary["errors"].items())))
     if summary["dropped_client_side"]:
         lines.append(f"not sent (client at --max-in-flight): {summary['dropped_client_side']}")
+    repeats = summary["text_repeats"]
+    if repeats["share"]:
+        lines.append(
+            f"text queries seen before in this run: {repeats['share']:.0%}; encode p50 "
+            f"{repeats['encode_ms_repeat']:.1f} ms for those, "
+            f"{repeats['encode_ms_first']:.1f} ms for first sends"
+        )
+    cache = summary["query_cache"]
+    if cache is not None:
+        lines.append(
+            f"encoder query cache: {cache['hit_rate']:.1%} hits of {cache['hits'] + cache['misses']:.0f} "
+            "lookups during the run (warm-up included)"
+        )
     if summary["recall_at_k"] is not None:
         lines.append(f"recall@{summary['settings']['k']} vs exact: {summary['recall_at_k']:.4f}")
     return "\n".join(lines)

@@ -40,12 +40,34 @@ def parse_mix(text: str) -> dict[str, float]:
     return {name: weight / total for name, weight in mix.items()}
 
 
+#: Words of the generated head-heavy query vocabulary (--distinct): colour x pattern x item.
+_COLOURS = ("red", "blue", "green", "black", "white", "yellow", "purple", "orange", "pink", "grey")
+_PATTERNS = ("", "striped", "dotted", "plain", "floral", "checked", "denim", "leather", "wool", "silk")
+_ITEMS = ("dress", "sneakers", "scarf", "t-shirt", "trousers", "handbag", "hat", "skirt", "jacket", "boots")
+
+
+def generated_texts(count: int) -> list[str]:
+    """``count`` distinct product queries (at most 1,000), in a fixed order: the Zipf ranks."""
+    texts = [
+        " ".join(word for word in (colour, pattern, item) if word)
+        for pattern in _PATTERNS
+        for colour in _COLOURS
+        for item in _ITEMS
+    ]
+    if not 0 < count <= len(texts):
+        raise InvalidArgumentError(f"--distinct: 1 to {len(texts)} generated queries", field="distinct")
+    return texts[:count]
+
+
 @dataclass
 class Workload:
     mix: dict[str, float]
     texts: list[str]
     images: list[bytes]
     seed: int = 0
+    #: Texts drawn by rank, the i-th (from 1) with weight 1 / i**zipf (head-heavy, as shoppers
+    #: repeat the head queries); None: uniformly.
+    zipf: float | None = None
 
     def __post_init__(self) -> None:
         if any(self.mix.get(kind, 0) > 0 for kind in ("image", "hybrid")) and not self.images:
@@ -53,18 +75,42 @@ class Workload:
                 "image and hybrid queries need query images: pass --images DIR or --catalog FILE",
                 field="images",
             )
+        if self.zipf is not None and self.zipf <= 0:
+            raise InvalidArgumentError("--zipf: the exponent must be above 0 (e.g. 1.1)", field="zipf")
         self._random = random.Random(self.seed)
         self._kinds = list(self.mix)
         self._weights = [self.mix[k] for k in self._kinds]
+        self._text_weights = (
+            None if self.zipf is None else [1.0 / rank**self.zipf for rank in range(1, len(self.texts) + 1)]
+        )
+        #: Texts sent so far (a repeat may come from the encoder's query cache).
+        self._sent: set[str] = set()
+
+    def next_text(self) -> tuple[str, bool]:
+        """A query text, and whether it was drawn before in this run."""
+        if self._text_weights is None:
+            text = self._random.choice(self.texts)
+        else:
+            text = self._random.choices(self.texts, self._text_weights)[0]
+        repeat = text in self._sent
+        self._sent.add(text)
+        return text, repeat
 
     def next_query(self) -> tuple[str, Query]:
+        kind, query, _ = self.next_call()
+        return kind, query
+
+    def next_call(self) -> tuple[str, Query, bool]:
+        """(call type, query, whether its text was sent before: False for image queries)."""
         kind = self._random.choices(self._kinds, self._weights)[0]
         if kind == "text":
-            return kind, Query.text(self._random.choice(self.texts))
+            text, repeat = self.next_text()
+            return kind, Query.text(text), repeat
         image = Query.image(self._random.choice(self.images))
         if kind == "image":
-            return kind, image
-        return kind, image + Query.text(self._random.choice(self.texts), 0.5)
+            return kind, image, False
+        text, repeat = self.next_text()
+        return kind, image + Query.text(text, 0.5), repeat
 
 
 def load_images(directory: Path | None, catalog: Path | None, limit: int = 64) -> list[bytes]:
