@@ -9,14 +9,25 @@ import json
 from clipsearch.aio import SearchClient
 from clipsearch.apps.loadtest.runner import LoadSettings, run_load
 from clipsearch.apps.loadtest.stats import format_table, summarize
-from clipsearch.apps.loadtest.workload import DEFAULT_TEXTS, Workload, load_images
+from clipsearch.apps.loadtest.workload import DEFAULT_TEXTS, Workload, demo_queries, load_images
 
 
 def run(args: argparse.Namespace) -> int:
     images = load_images(args.images, args.catalog)
     mix = args.mix or ({"text": 0.6, "image": 0.3, "hybrid": 0.1} if images else {"text": 1.0})
-    texts = args.texts.read_text().split("\n") if args.texts else list(DEFAULT_TEXTS)
-    workload = Workload(mix=mix, texts=[t for t in texts if t.strip()], images=images, seed=args.seed)
+    if args.texts:
+        texts = args.texts.read_text().split("\n")
+    elif args.demo_queries:
+        texts = demo_queries(args.demo_queries, args.demo_seed)
+    else:
+        texts = list(DEFAULT_TEXTS)
+    workload = Workload(
+        mix=mix,
+        texts=[t for t in texts if t.strip()],
+        images=images,
+        seed=args.seed,
+        search_modes=args.search_mode,
+    )
     duration = args.duration if (args.duration is not None or args.requests is not None) else 10.0
     settings = LoadSettings(
         collection=args.collection,
@@ -43,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
         "concurrency": settings.concurrency if settings.mode == "closed" else None,
         "rate": settings.rate if settings.mode == "open" else None,
         "mix": mix,
+        "search_modes": list(workload.search_modes),
         "k": settings.k,
         "collection": settings.collection,
     }

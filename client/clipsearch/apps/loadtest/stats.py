@@ -53,6 +53,12 @@ def summarize(recorder: Recorder, duration_s: float, settings: dict) -> dict:
         for kind, samples in sorted(by_kind.items())
     }
     errors = Counter(s.status for s in recorder.samples if s.status != "OK")
+    ratios = {
+        f"{mode}/vector": calls[f"text/{mode}"]["latency_ms"]["p50"]
+        / calls["text/vector"]["latency_ms"]["p50"]
+        for mode in ("keyword", "hybrid", "auto")
+        if f"text/{mode}" in calls and calls.get("text/vector", {}).get("latency_ms", {}).get("p50")
+    }
     return {
         "settings": settings,
         "duration_s": round(duration_s, 3),
@@ -64,27 +70,33 @@ def summarize(recorder: Recorder, duration_s: float, settings: dict) -> dict:
         "errors": dict(errors),
         "dropped_client_side": recorder.dropped,
         "recall_at_k": float(np.mean(recorder.recall)) if recorder.recall else None,
+        #: p50 latency of text queries in each mode over vector-only, measured side by side.
+        "p50_ratio_text": ratios,
     }
 
 
 def format_table(summary: dict) -> str:
+    width = max([8, *(len(kind) for kind in summary["calls"])])
     lines = [
         f"{summary['requests']} requests in {summary['duration_s']:.1f}s, {summary['ok']} ok, "
         f"{summary['throughput_rps']:.1f} req/s ({summary['settings']['mode']})",
         "",
-        f"{'call':<8} {'stage':<7} {'count':>6} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'max ms':>8}",
+        f"{'call':<{width}} {'stage':<7} {'count':>6} "
+        + " ".join(f"{name + ' ms':>8}" for name in ("p50", "p90", "p99", "max")),
     ]
     for kind, call in summary["calls"].items():
         for stage, key in (("total", "latency_ms"), ("encode", "encode_ms"), ("search", "search_ms")):
             p = call[key]
             count = str(call["count"]) if stage == "total" else ""
             figures = " ".join(f"{p[name]:>8.1f}" for name in ("p50", "p90", "p99", "max"))
-            lines.append(f"{kind:<8} {stage:<7} {count:>6} {figures}")
+            lines.append(f"{kind:<{width}} {stage:<7} {count:>6} {figures}")
     if summary["errors"]:
         lines.append("")
         lines.append("errors: " + ", ".join(f"{code} {n}" for code, n in sorted(summary["errors"].items())))
     if summary["dropped_client_side"]:
         lines.append(f"not sent (client at --max-in-flight): {summary['dropped_client_side']}")
+    for name, ratio in summary.get("p50_ratio_text", {}).items():
+        lines.append(f"text p50 {name}: {ratio:.2f}x")
     if summary["recall_at_k"] is not None:
         lines.append(f"recall@{summary['settings']['k']} vs exact: {summary['recall_at_k']:.4f}")
     return "\n".join(lines)
