@@ -364,7 +364,7 @@ class LexicalIndex:
         anyone = " OR ".join(_quoted(t) for t in sorted(frequency))
         for chunk in _chunks(missing if frequency else []):
             for label, score in conn.execute(
-                f"SELECT rowid, {rank} FROM lex_fts WHERE lex_fts MATCH ? AND rowid IN ({_marks(chunk)})",
+                f"SELECT rowid, {rank} FROM lex_fts WHERE lex_fts MATCH ? AND +rowid IN ({_marks(chunk)})",
                 [*weights, anyone, *chunk],
             ):
                 scores[label] = -float(score)
@@ -446,10 +446,13 @@ class LexicalIndex:
         rank = f"bm25(lex_fts, {', '.join('?' * len(weights))})"
         anyone = " OR ".join(_quoted(t) for t in terms)
         hits = []
+        # `+rowid`, not `rowid`: SQLite hands a plain `rowid IN (...)` to FTS5 as one `rowid = ?`
+        # lookup per label, each a whole MATCH with bm25()'s phrase counts redone; filtering one
+        # MATCH by the list is the same rows and scores, 7-13x faster at 100k items.
         for chunk in _chunks(wanted):
             for row in conn.execute(
                 f"SELECT {self._row}, {rank} FROM lex_fts"
-                f" WHERE lex_fts MATCH ? AND rowid IN ({_marks(chunk)})",
+                f" WHERE lex_fts MATCH ? AND +rowid IN ({_marks(chunk)})",
                 [*weights, anyone, *chunk],
             ):
                 hits.append(
