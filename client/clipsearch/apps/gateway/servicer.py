@@ -78,7 +78,7 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
         try:
             return await self._client.search(query, **options)
         except InvalidArgumentError as error:  # the SDK's and the index's names of SearchOptions fields
-            if error.field == "mode" or error.field.startswith("hybrid."):
+            if error.field == "mode" or (error.field or "").startswith("hybrid."):
                 raise InvalidArgumentError(error.message, field=f"options.{error.field}") from None
             raise
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
+import numpy as np
+
 from clipsearch.aio import SearchClient
 from clipsearch.apps.loadtest.stats import Recorder, Sample
 from clipsearch.apps.loadtest.workload import Workload
@@ -80,7 +82,7 @@ async def run_load(
 
 async def _search(
     client: SearchClient, settings: LoadSettings, query: Query, mode: str
-) -> tuple[object, list[Hit], float]:
+) -> tuple[np.ndarray | None, list[Hit], float]:
     """(query vector or None, hits, seconds encoding): the SDK's path for ``mode``, with the
     encoder and the index timed apart (keyword mode calls no encoder)."""
     loop = asyncio.get_running_loop()

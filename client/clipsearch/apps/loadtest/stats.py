@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -43,7 +44,7 @@ def summarize(recorder: Recorder, duration_s: float, settings: dict) -> dict:
     by_kind: dict[str, list[Sample]] = defaultdict(list)
     for sample in ok:
         by_kind[sample.kind].append(sample)
-    calls = {
+    calls: dict[str, dict[str, Any]] = {
         kind: {
             "count": len(samples),
             "latency_ms": percentiles([s.latency_s for s in samples]),
