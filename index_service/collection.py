@@ -768,14 +768,6 @@ class Collection:
                 f"{len(query.texts)} texts)",
                 field="texts",
             )
-        parts = (
-            self.candidates(
-                queries, width, filter_=filter_, params=params, model_fingerprint=model_fingerprint
-            )
-            if vectors
-            else [[] for _ in query.texts]
-        )
-        matrix = self._matrix(queries, "queries[{}]") if vectors else None
         options = LexicalOptions(weights=dict(query.field_weights))
         tests = [shard.membership(filter_) for shard in self.shards]
 
@@ -785,31 +777,56 @@ class Collection:
                 keep |= test(labels)
             return keep
 
-        pools = []
-        for q, text in enumerate(query.texts):
-            found = self.store.lexical_search(text, width, allowed, options)
-            vector_side = topk.best(parts[q], width, score=itemgetter(0), id=itemgetter(1))
-            pools.append(
-                self._scored_pool(
-                    text, vector_side, found, matrix[q] if matrix is not None else None, options
+        def keyword_side(text: str) -> list[LexicalHit]:
+            return self.store.lexical_search(text, width, allowed, options)
+
+        # The keyword side runs beside the vector side and its scoring (SQLite and FAISS release
+        # the GIL): hybrid latency is max(vector + BM25 of its candidates, keyword search), not
+        # their sum. The vector side's BM25 scores every vector candidate, also those the
+        # keyword side finds (its own scores win for those), so it need not wait for it.
+        keyword = [self._pool.submit(keyword_side, text) for text in query.texts] if vectors else []
+        try:
+            parts = (
+                self.candidates(
+                    queries, width, filter_=filter_, params=params, model_fingerprint=model_fingerprint
                 )
+                if vectors
+                else [[] for _ in query.texts]
             )
+            matrix = self._matrix(queries, "queries[{}]") if vectors else None
+            pools = []
+            for q, text in enumerate(query.texts):
+                vector_side = topk.best(parts[q], width, score=itemgetter(0), id=itemgetter(1))
+                scored = self._keyword_scores(text, vector_side, options)
+                found = keyword[q].result() if vectors else keyword_side(text)
+                pools.append(
+                    self._scored_pool(vector_side, found, scored, matrix[q] if matrix is not None else None)
+                )
+        finally:
+            for future in keyword:
+                future.cancel()
         return pools
+
+    def _keyword_scores(
+        self, text: str, vector_side: list[Candidate], options: LexicalOptions
+    ) -> list[LexicalHit]:
+        """The keyword side's scores of the vector side's candidates (those matching a query word)."""
+        if not vector_side:
+            return []
+        labels = list(self.store.labels_of([c[1] for c in vector_side]).values())
+        return self.store.lexical_scores(text, labels, options)
 
     def _scored_pool(
         self,
-        text: str,
         vector_side: list[Candidate],
         keyword_side: list[LexicalHit],
+        scored: list[LexicalHit],
         query: np.ndarray | None,
-        options: LexicalOptions,
     ) -> list[Pooled]:
-        """Both sides' candidates of one query, each scored by the other side too."""
-        keyword = {hit.id: hit for hit in keyword_side}
-        unscored = [c[1] for c in vector_side if c[1] not in keyword]
-        if unscored:
-            unscored_labels = list(self.store.labels_of(unscored).values())
-            keyword.update((hit.id, hit) for hit in self.store.lexical_scores(text, unscored_labels, options))
+        """Both sides' candidates of one query, each scored by the other side too (``scored``:
+        the keyword side's scores of the vector side's candidates)."""
+        keyword = {hit.id: hit for hit in scored}
+        keyword.update((hit.id, hit) for hit in keyword_side)
         pool = [
             Pooled(
                 item_id,

@@ -29,7 +29,9 @@ rejects rows.
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -364,7 +366,7 @@ class LexicalIndex:
         anyone = " OR ".join(_quoted(t) for t in sorted(frequency))
         for chunk in _chunks(missing if frequency else []):
             for label, score in conn.execute(
-                f"SELECT rowid, {rank} FROM lex_fts WHERE lex_fts MATCH ? AND rowid IN ({_marks(chunk)})",
+                f"SELECT rowid, {rank} FROM lex_fts WHERE lex_fts MATCH ? AND +rowid IN ({_marks(chunk)})",
                 [*weights, anyone, *chunk],
             ):
                 scores[label] = -float(score)
@@ -442,21 +444,23 @@ class LexicalIndex:
         if not terms or not wanted:
             return []
         exact = self._exact(conn, query, options, None)
-        weights = [0.0] + [float(options.weights.get(name, 1.0)) for name in self.fields.names]
-        rank = f"bm25(lex_fts, {', '.join('?' * len(weights))})"
-        anyone = " OR ".join(_quoted(t) for t in terms)
+        # FTS5's bm25() of `"t1" OR "t2" ...`, computed from the rows themselves: a MATCH would
+        # walk the whole posting lists of common words (`red`: 10% of the items) to score a few
+        # dozen rows. tests/index/test_lexical_bm25.py checks it equals bm25() row for row.
+        score = _Bm25(conn, terms, [0.0] + [float(options.weights.get(n, 1.0)) for n in self.fields.names])
         hits = []
         for chunk in _chunks(wanted):
+            sizes = dict(
+                conn.execute(f"SELECT id, sz FROM lex_fts_docsize WHERE id IN ({_marks(chunk)})", chunk)
+            )
             for row in conn.execute(
-                f"SELECT {self._row}, {rank} FROM lex_fts"
-                f" WHERE lex_fts MATCH ? AND rowid IN ({_marks(chunk)})",
-                [*weights, anyone, *chunk],
+                f"SELECT {self._row} FROM lex_fts WHERE rowid IN ({_marks(chunk)})", chunk
             ):
-                hits.append(
-                    LexicalHit(
-                        row[0], row[1], -float(row[-1]), _matched(planned, row[2:-1]), exact.get(row[0], ())
+                value = score(row[2:], sizes.get(row[0]))
+                if value is not None:
+                    hits.append(
+                        LexicalHit(row[0], row[1], value, _matched(planned, row[2:]), exact.get(row[0], ()))
                     )
-                )
         return sorted(hits, key=lambda h: (-len(h.matched), -h.score, h.id))
 
     def _exact(
@@ -474,20 +478,19 @@ class LexicalIndex:
                 raw.add("".join(pieces[start:end]))
         folded = {analysis.fold(span) for span in raw}
         found: dict[int, list[str]] = {}
-        for chunk in _chunks(sorted(raw | folded)):
-            counts = conn.execute(
-                f"SELECT key, field, count(*) FROM lex_keys WHERE key IN ({_marks(chunk)})"
-                " GROUP BY key, field",
-                chunk,
-            ).fetchall()
-            for key, name, count in counts:
-                named = key in folded if name in folded_fields else key in raw
-                if name not in exact_fields or not named or count > options.exact_max_items:
+        # One bounded look-up per (key, field): a key held by many items (`red` in a colour
+        # field) stops at exact_max_items + 1 rows instead of being counted whole.
+        for key in sorted(raw | folded):
+            for name in sorted(exact_fields):
+                if key not in (folded if name in folded_fields else raw):
                     continue
-                for (label,) in conn.execute(
-                    "SELECT label FROM lex_keys WHERE key = ? AND field = ?", (key, name)
-                ):
-                    found.setdefault(label, []).append(name)
+                held = conn.execute(
+                    "SELECT label FROM lex_keys WHERE key = ? AND field = ? LIMIT ?",
+                    (key, name, options.exact_max_items + 1),
+                ).fetchall()
+                if len(held) <= options.exact_max_items:
+                    for (label,) in held:
+                        found.setdefault(label, []).append(name)
         if allowed is not None and found:
             labels = np.asarray(sorted(found), dtype=np.int64)
             found = {
@@ -558,6 +561,68 @@ def _corrections(conn: sqlite3.Connection, word: str) -> list[tuple[int, int, st
         if distance <= limit:
             found.append((distance, -frequency.get(candidate, 0), candidate))
     return found
+
+
+class _Bm25:
+    """FTS5's ``bm25()`` (``fts5_aux.c``: k1 1.2, b 0.75, one phrase per term, a term's
+    frequency the sum of the weights of its occurrences, by column: FTS5 re-reads the row for
+    them under ``detail=column``) for a row given its columns' text and its
+    ``lex_fts_docsize`` record; None if no term is in it.
+
+    The collection statistics are FTS5's own: rows and tokens per column from its averages
+    record (``lex_fts_data`` id 1), each term's rows from ``lex_terms`` (the rows holding it).
+    """
+
+    K1 = 1.2
+    B = 0.75
+
+    def __init__(self, conn: sqlite3.Connection, terms: list[str], weights: list[float]):
+        row = conn.execute("SELECT block FROM lex_fts_data WHERE id = 1").fetchone()
+        values = _varints(row[0]) if row is not None else [0]
+        rows, tokens = values[0], sum(values[1:])
+        self.avgdl = tokens / rows if rows else 0.0
+        frequency = _existing_terms(conn, terms)
+        self.terms = terms
+        self.idf = []
+        for term in terms:
+            hits = frequency.get(term, 0)
+            idf = math.log((rows - hits + 0.5) / (hits + 0.5)) if rows else 0.0
+            self.idf.append(idf if idf > 0.0 else 1e-6)
+        self.weights = weights
+
+    def __call__(self, columns: Sequence[str | None], size: bytes | None) -> float | None:
+        held = [Counter(text.split()) if text else Counter() for text in columns]
+        freqs = [
+            sum(self.weights[c + 1] * terms[term] for c, terms in enumerate(held)) for term in self.terms
+        ]
+        if not any(term in terms for terms in held for term in self.terms) or not size or not self.avgdl:
+            return None
+        length = float(sum(_varints(size)))
+        score = 0.0
+        for idf, freq in zip(self.idf, freqs, strict=True):
+            score += idf * (
+                (freq * (self.K1 + 1.0)) / (freq + self.K1 * (1 - self.B + self.B * length / self.avgdl))
+            )
+        return score
+
+
+def _varints(blob: bytes) -> list[int]:
+    """SQLite's varints (FTS5's records): 7 bits a byte, high bit set on all but the last; a
+    ninth byte holds 8."""
+    out, i = [], 0
+    while i < len(blob):
+        value = 0
+        for n in range(9):
+            byte = blob[i + n]
+            if n == 8:
+                value = (value << 8) | byte
+                break
+            value = (value << 7) | (byte & 0x7F)
+            if byte < 0x80:
+                break
+        out.append(value)
+        i += n + 1
+    return out
 
 
 def _matched(planned: list[QueryTerm], columns: Sequence[str]) -> tuple[str, ...]:

@@ -53,6 +53,23 @@ class HybridOptions:
     depth: int = 0
     field_weights: dict[str, float] = field(default_factory=dict)
 
+    @classmethod
+    def from_proto(cls, m: index_pb2.HybridParams) -> HybridOptions:
+        """Unset fields stay None (the server's default); an unknown fusion is ValueError."""
+        names = {value: name for name, value in FUSION_METHODS.items()}
+        names[index_pb2.FUSION_METHOD_UNSPECIFIED] = "weighted"
+        if m.fusion not in names:
+            raise ValueError(f"fusion: unknown method {m.fusion}")
+        return cls(
+            fusion=names[m.fusion],
+            vector_weight=m.vector_weight if m.HasField("vector_weight") else None,
+            keyword_weight=m.keyword_weight if m.HasField("keyword_weight") else None,
+            rank_constant=m.rank_constant if m.HasField("rank_constant") else None,
+            boost_exact=m.boost_exact if m.HasField("boost_exact") else None,
+            depth=m.depth,
+            field_weights=dict(m.field_weights),
+        )
+
     def to_proto(self) -> index_pb2.HybridParams:
         if self.fusion not in FUSION_METHODS:
             raise ValueError(f"fusion must be one of {sorted(FUSION_METHODS)}, got {self.fusion!r}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -149,3 +150,37 @@ def test_a_dead_address_or_the_wrong_service_names_it_and_the_fix(pair) -> None:
 
 def test_version() -> None:
     assert clipsearch("--version").stdout.startswith("clipsearch ")
+
+
+def test_search_modes_and_explanations(pair, ingested, small_catalog) -> None:
+    """A SKU typed in lower case finds its product first in hybrid (auto) and keyword modes,
+    and --explain says why: in the JSON and on a line under each hit of the table."""
+    row = list(csv.DictReader(small_catalog.open()))[5]
+    sku = row["sku"].lower()
+    args = ("search", "--collection", "cli_e2e", "--text", sku, "-k", "3")
+    for mode in ("auto", "hybrid", "keyword"):
+        done = clipsearch(*args, "--mode", mode, "--explain", "--json", pair=pair)
+        first = json.loads(done.stdout)["hits"][0]
+        assert first["id"] == row["id"], mode
+        why = first["explanation"]
+        assert why["exact_fields"] == ["sku"] and why["boosted"] and why["keyword_rank"] == 1, mode
+    table = clipsearch(*args, "--explain", pair=pair).stdout.splitlines()
+    assert table[1].split()[2] == row["id"]
+    assert "keyword " in table[2] and "exact sku" in table[2] and "boosted" in table[2]
+    plain = clipsearch(*args, "--mode", "vector", "--json", pair=pair)
+    assert all("explanation" not in hit for hit in json.loads(plain.stdout)["hits"])
+    rrf = clipsearch(*args, "--fusion", "rrf", "--keyword-weight", "2", "--explain", "--json", pair=pair)
+    assert json.loads(rrf.stdout)["hits"][0]["id"] == row["id"]
+    image = next(small_catalog.parent.glob("images/*"))
+    refused = clipsearch(
+        "search",
+        "--collection",
+        "cli_e2e",
+        "--image",
+        str(image),
+        "--mode",
+        "keyword",
+        pair=pair,
+        check=False,
+    )
+    assert refused.returncode == 1 and "INVALID_ARGUMENT" in refused.stderr and "text" in refused.stderr

@@ -27,3 +27,17 @@ def test_the_page_refuses_a_public_bind_without_insecure(capsys) -> None:
     assert UISettings(host="0.0.0.0", port=0, insecure=True).insecure
     with pytest.raises(SystemExit, match="no TLS or login"):
         main(["ui", "--host", "0.0.0.0"])
+
+
+def test_an_explanation_reads_as_one_line() -> None:
+    from clipsearch.apps.output import describe, format_hits
+    from clipsearch.types import Explanation, Hit
+
+    keyword_only = Explanation(None, 7.304, None, 1, 0.9, ("red", "dres→dress"), ("sku",), True)
+    assert (
+        describe(keyword_only) == "vector - | keyword 7.30 #1 | matched red, dres→dress | exact sku | boosted"
+    )
+    both = Explanation(0.61234, 2.0, 3, 2, 1.5)
+    assert describe(both) == "vector 0.612 #3 | keyword 2.00 #2"
+    table = format_hits([Hit("p1", 1.5, {"title": "Red dress"}, explanation=both)], explain=True)
+    assert table.splitlines()[2].strip() == "vector 0.612 #3 | keyword 2.00 #2"

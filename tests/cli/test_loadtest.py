@@ -77,3 +77,27 @@ def test_open_loop_table_and_error_counts(pair, collection) -> None:
     )  # fmt: skip
     summary = json.loads(failing.stdout)
     assert failing.returncode == 1 and summary["ok"] == 0 and summary["errors"] == {"NOT_FOUND": 5}
+
+
+def test_search_modes_side_by_side_on_the_demo_query_set(pair, collection) -> None:
+    """Text queries from the demo catalog's hybrid set (typos, SKUs, brands) take turns in each
+    mode; the report has each mode's figures and its p50 over vector-only."""
+    done = _loadtest(
+        pair,
+        "--collection", collection, "--mix", "text=1", "--search-mode", "vector,hybrid,keyword,auto",
+        "--demo-queries", "40", "--demo-seed", "7", "--concurrency", "2", "--requests", "40",
+        "--warmup", "0.5", "--json",
+    )  # fmt: skip
+    summary = json.loads(done.stdout)
+    assert summary["ok"] == 40 and summary["errors"] == {}
+    assert set(summary["calls"]) == {"text/vector", "text/hybrid", "text/keyword", "text/auto"}
+    assert summary["settings"]["search_modes"] == ["vector", "hybrid", "keyword", "auto"]
+    assert summary["calls"]["text/keyword"]["encode_ms"]["max"] == 0, "keyword mode calls no encoder"
+    assert summary["calls"]["text/hybrid"]["encode_ms"]["p50"] > 0
+    assert set(summary["p50_ratio_text"]) == {"hybrid/vector", "keyword/vector", "auto/vector"}
+    assert all(ratio > 0 for ratio in summary["p50_ratio_text"].values())
+    table = _loadtest(
+        pair, "--collection", collection, "--mix", "text=1", "--search-mode", "vector,hybrid",
+        "--demo-queries", "40", "--demo-seed", "7", "--requests", "10", "--warmup", "0",
+    ).stdout  # fmt: skip
+    assert "text/hybrid" in table and "text p50 hybrid/vector:" in table

@@ -59,4 +59,4 @@ def test_the_python_then_the_cli_steps(pair, workdir: Path) -> None:
         assert done.returncode == 0, (command, done.stdout, done.stderr)
         assert "Traceback" not in done.stderr
         ran += 1
-    assert ran == 4  # ingest, search by text, search by image, describe
+    assert ran == 5  # ingest, search by text, by image, hybrid with explanations, describe

@@ -193,3 +193,85 @@ def test_searches_return_products_with_their_items(gateway, pair) -> None:
         stub.SearchText(search_pb2.SearchTextRequest(text="x", options=too_big), timeout=10)
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "options.group_size" in refused.value.details()
+
+
+@pytest.fixture(scope="module")
+def catalog_rows(gateway, pair, small_catalog) -> list[dict]:
+    """The small catalog ingested as `clipsearch ingest` does: title, brand, SKU, description."""
+    from clipsearch import SearchClient
+
+    with SearchClient(pair.encoder, pair.index) as client:
+        client.create_collection("gateway_hybrid", exist_ok=True)
+        client.ingest(small_catalog, collection="gateway_hybrid")
+    return list(csv.DictReader(small_catalog.open()))
+
+
+def _text(stub, text: str, **options):
+    request = search_pb2.SearchTextRequest(
+        text=text, options=search_pb2.SearchOptions(collection="gateway_hybrid", **options)
+    )
+    return stub.SearchText(request, timeout=30)
+
+
+def test_text_queries_are_hybrid_by_default_and_explained(gateway, catalog_rows) -> None:
+    """A lower-cased SKU finds its product first with the default mode (auto: hybrid), in
+    keyword mode and with RRF; `explain` says why, and only when asked."""
+    _, stub = gateway
+    row = catalog_rows[7]
+    sku = row["sku"].lower()
+    plain = _text(stub, sku, k=3)
+    assert plain.hits[0].id == row["id"] and not plain.hits[0].HasField("explanation")
+    for mode in (
+        index_pb2.SEARCH_MODE_UNSPECIFIED,
+        index_pb2.SEARCH_MODE_HYBRID,
+        index_pb2.SEARCH_MODE_KEYWORD,
+    ):
+        first = _text(stub, sku, k=3, mode=mode, explain=True).hits[0]
+        assert first.id == row["id"], mode
+        why = first.explanation
+        assert list(why.exact_fields) == ["sku"] and why.boosted and why.keyword_rank == 1, mode
+    rrf = index_pb2.HybridParams(fusion=index_pb2.FUSION_METHOD_RRF, keyword_weight=2.0)
+    assert _text(stub, sku, k=3, hybrid=rrf, explain=True).hits[0].id == row["id"]
+    vector = _text(stub, sku, k=3, mode=index_pb2.SEARCH_MODE_VECTOR, explain=True)
+    assert len(vector.hits) == 3 and not any(h.explanation.matched_terms for h in vector.hits)
+    image = search_pb2.WeightedInput(input=encoder_pb2.EmbedInput(text=f"{row['brand']} {row['category']}"))
+    mixed = stub.SearchHybrid(
+        search_pb2.SearchHybridRequest(
+            parts=[image], options=search_pb2.SearchOptions(collection="gateway_hybrid", k=5, explain=True)
+        ),
+        timeout=30,
+    )
+    assert mixed.hits[0].explanation.matched_terms, "a query with words is hybrid by default"
+
+
+@pytest.mark.parametrize(
+    ("call", "options", "field"),
+    [
+        ("SearchImage", {"mode": index_pb2.SEARCH_MODE_KEYWORD}, "options.mode"),
+        ("SearchText", {"mode": 99}, "options.mode"),
+        ("SearchText", {"hybrid": index_pb2.HybridParams(vector_weight=-1)}, "options.hybrid.vector_weight"),
+        ("SearchText", {"hybrid": index_pb2.HybridParams(fusion=7)}, "options.hybrid.fusion"),
+        ("SearchText", {"hybrid": index_pb2.HybridParams(depth=10**6)}, "options.hybrid.depth"),
+        (
+            "SearchText",
+            {"hybrid": index_pb2.HybridParams(field_weights={"nope": 2.0})},
+            "options.hybrid.field_weights[nope]",
+        ),
+    ],
+)
+def test_bad_search_modes_and_fusion_name_the_field(
+    gateway, catalog_rows, small_catalog, call, options, field
+):
+    from clipsearch._calls import from_rpc_error
+
+    _, stub = gateway
+    opts = search_pb2.SearchOptions(collection="gateway_hybrid", **options)
+    if call == "SearchImage":
+        image = (small_catalog.parent / catalog_rows[0]["image"]).read_bytes()
+        request = search_pb2.SearchImageRequest(image=image, options=opts)
+    else:
+        request = search_pb2.SearchTextRequest(text="a red dress", options=opts)
+    with pytest.raises(grpc.RpcError) as caught:
+        getattr(stub, call)(request, timeout=30)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert from_rpc_error(caught.value).field == field

@@ -56,3 +56,21 @@ def test_mix_parsing_and_sampling() -> None:
     workload = Workload(mix=mix, texts=["a", "b"], images=[b"i"], seed=1)
     kinds = [workload.next_query()[0] for _ in range(400)]
     assert 0.65 < kinds.count("text") / 400 < 0.85
+
+
+def test_text_queries_take_turns_in_each_search_mode() -> None:
+    from clipsearch.apps.loadtest.workload import demo_queries, parse_search_modes
+
+    assert parse_search_modes("vector, hybrid,vector") == ("vector", "hybrid")
+    with pytest.raises(InvalidArgumentError, match="unknown mode 'fuzzy'"):
+        parse_search_modes("vector,fuzzy")
+    workload = Workload(mix={"text": 1.0}, texts=["a"], images=[], search_modes=("vector", "hybrid"))
+    assert [workload.next_request()[::2] for _ in range(3)] == [
+        ("text/vector", "vector"),
+        ("text/hybrid", "hybrid"),
+        ("text/vector", "vector"),
+    ]
+    plain = Workload(mix={"text": 1.0}, texts=["a"], images=[])
+    assert plain.next_request()[::2] == ("text", "vector"), "one vector mode: named as before"
+    texts = demo_queries(40, seed=7)
+    assert any(any(ch.isdigit() for ch in t) for t in texts), "SKUs are in the set"

@@ -9,20 +9,46 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from clipsearch.types import Hit, IngestReport
+    from clipsearch.types import Explanation, Hit, IngestReport
 
 #: Failed rows listed one by one in the text summary; the rest are counted.
 SHOWN_FAILURES = 20
 
 
-def format_hits(hits: Sequence[Hit]) -> str:
+def format_hits(hits: Sequence[Hit], *, explain: bool = False) -> str:
+    """A table of hits; with ``explain``, each hit's explanation on the line under it."""
     if not hits:
         return "(no hits)"
     lines = [f"{'rank':>4}  {'score':>7}  {'id':<16} title"]
     for rank, hit in enumerate(hits, start=1):
         title = hit.metadata.get("title", "")
         lines.append(f"{rank:>4}  {hit.score:7.4f}  {hit.id:<16} {title}")
+        if explain and hit.explanation is not None:
+            lines.append(f"{'':>15}{describe(hit.explanation)}")
     return "\n".join(lines)
+
+
+def describe(explanation: Explanation) -> str:
+    """One line: ``vector 0.612 #3 | keyword 7.30 #1 | matched red, dres→dress | exact sku | boosted``
+    (a side that did not score the hit reads ``vector -``)."""
+    e = explanation
+    parts = [
+        _side("vector", e.vector_score, e.vector_rank, 3),
+        _side("keyword", e.keyword_score, e.keyword_rank, 2),
+    ]
+    if e.matched_terms:
+        parts.append("matched " + ", ".join(e.matched_terms))
+    if e.exact_fields:
+        parts.append("exact " + ", ".join(e.exact_fields))
+    if e.boosted:
+        parts.append("boosted")
+    return " | ".join(parts)
+
+
+def _side(name: str, score: float | None, rank: int | None, digits: int) -> str:
+    if score is None:
+        return f"{name} -"
+    return f"{name} {score:.{digits}f}" + (f" #{rank}" if rank is not None else "")
 
 
 def print_ingest_report(

@@ -27,7 +27,7 @@ from clipsearch.v1 import index_pb2 as clipsearch_dot_v1_dot_index__pb2
 from clipsearch.v1 import types_pb2 as clipsearch_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x63lipsearch/v1/search.proto\x12\rclipsearch.v1\x1a\x1b\x63lipsearch/v1/encoder.proto\x1a\x19\x63lipsearch/v1/index.proto\x1a\x19\x63lipsearch/v1/types.proto\"\xb9\x01\n\rSearchOptions\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\t\n\x01k\x18\x02 \x01(\x05\x12\x0e\n\x06offset\x18\x03 \x01(\x05\x12%\n\x06\x66ilter\x18\x04 \x01(\x0b\x32\x15.clipsearch.v1.Filter\x12+\n\x06params\x18\x05 \x01(\x0b\x32\x1b.clipsearch.v1.SearchParams\x12\x12\n\ngroup_size\x18\x06 \x01(\x05\x12\x11\n\tungrouped\x18\x07 \x01(\x08\"P\n\x11SearchTextRequest\x12\x0c\n\x04text\x18\x01 \x01(\t\x12-\n\x07options\x18\x02 \x01(\x0b\x32\x1c.clipsearch.v1.SearchOptions\"_\n\x12SearchTextResponse\x12 \n\x04hits\x18\x01 \x03(\x0b\x32\x12.clipsearch.v1.Hit\x12\'\n\x06groups\x18\x02 \x03(\x0b\x32\x17.clipsearch.v1.HitGroup\"R\n\x12SearchImageRequest\x12\r\n\x05image\x18\x01 \x01(\x0c\x12-\n\x07options\x18\x02 \x01(\x0b\x32\x1c.clipsearch.v1.SearchOptions\"`\n\x13SearchImageResponse\x12 \n\x04hits\x18\x01 \x03(\x0b\x32\x12.clipsearch.v1.Hit\x12\'\n\x06groups\x18\x02 \x03(\x0b\x32\x17.clipsearch.v1.HitGroup\"I\n\rWeightedInput\x12(\n\x05input\x18\x01 \x01(\x0b\x32\x19.clipsearch.v1.EmbedInput\x12\x0e\n\x06weight\x18\x02 \x01(\x02\"q\n\x13SearchHybridRequest\x12+\n\x05parts\x18\x01 \x03(\x0b\x32\x1c.clipsearch.v1.WeightedInput\x12-\n\x07options\x18\x02 \x01(\x0b\x32\x1c.clipsearch.v1.SearchOptions\"a\n\x14SearchHybridResponse\x12 \n\x04hits\x18\x01 \x03(\x0b\x32\x12.clipsearch.v1.Hit\x12\'\n\x06groups\x18\x02 \x03(\x0b\x32\x17.clipsearch.v1.HitGroup\"P\n\x13MoreLikeThisRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12-\n\x07options\x18\x02 \x01(\x0b\x32\x1c.clipsearch.v1.SearchOptions\"a\n\x14MoreLikeThisResponse\x12 \n\x04hits\x18\x01 \x03(\x0b\x32\x12.clipsearch.v1.Hit\x12\'\n\x06groups\x18\x02 \x03(\x0b\x32\x17.clipsearch.v1.HitGroup\"\xb1\x01\n\nIngestItem\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05image\x18\x02 \x01(\x0c\x12\x39\n\x08metadata\x18\x03 \x03(\x0b\x32\'.clipsearch.v1.IngestItem.MetadataEntry\x1aM\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12+\n\x05value\x18\x02 \x01(\x0b\x32\x1c.clipsearch.v1.MetadataValue:\x02\x38\x01\"M\n\rIngestRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12(\n\x05items\x18\x02 \x03(\x0b\x32\x19.clipsearch.v1.IngestItem\":\n\rIngestFailure\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\x05\x12\x0f\n\x07message\x18\x03 \x01(\t\"t\n\x0eIngestResponse\x12\x10\n\x08ingested\x18\x01 \x01(\x03\x12\x0f\n\x07skipped\x18\x02 \x01(\x03\x12.\n\x08\x66\x61ilures\x18\x03 \x03(\x0b\x32\x1c.clipsearch.v1.IngestFailure\x12\x0f\n\x07updated\x18\x04 \x01(\x03\x32\xb3\x03\n\rSearchService\x12Q\n\nSearchText\x12 .clipsearch.v1.SearchTextRequest\x1a!.clipsearch.v1.SearchTextResponse\x12T\n\x0bSearchImage\x12!.clipsearch.v1.SearchImageRequest\x1a\".clipsearch.v1.SearchImageResponse\x12W\n\x0cSearchHybrid\x12\".clipsearch.v1.SearchHybridRequest\x1a#.clipsearch.v1.SearchHybridResponse\x12W\n\x0cMoreLikeThis\x12\".clipsearch.v1.MoreLikeThisRequest\x1a#.clipsearch.v1.MoreLikeThisResponse\x12G\n\x06Ingest\x12\x1c.clipsearch.v1.IngestRequest\x1a\x1d.clipsearch.v1.IngestResponse(\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x63lipsearch/v1/search.proto\x12\rclipsearch.v1\x1a\x1b\x63lipsearch/v1/encoder.proto\x1a\x19\x63lipsearch/v1/index.proto\x1a\x19\x63lipsearch/v1/types.proto\"\xa0\x02\n\rSearchOptions\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\t\n\x01k\x18\x02 \x01(\x05\x12\x0e\n\x06offset\x18\x03 \x01(\x05\x12%\n\x06\x66ilter\x18\x04 \x01(\x0b\x32\x15.clipsearch.v1.Filter\x12+\n\x06params\x18\x05 \x01(\x0b\x32\x1b.clipsearch.v1.SearchParams\x12\x12\n\ngroup_size\x18\x06 \x01(\x05\x12\x11\n\tungrouped\x18\x07 \x01(\x08\x12\'\n\x04mode\x18\n \x01(\x0e\x32\x19.clipsearch.v1.SearchMode\x12+\n\x06hybrid\x18\x0b \x01(\x0b\x32\x1b.clipsearch.v1.HybridParams\x12\x0f\n\x07\x65xplain\x18\x0c \x01(\x08\"P\n\x11SearchTextRequest\x12\x0c\n\x04text\x18\x01 \x01(\t\x12-\n\x07options\x18\x02 \x01(\x0b\x32\x1c.clipsearch.v1.SearchOptions\"_\n\x12SearchTextResponse\x12 \n\x04hits\x18\x01 \x03(\x0b\x32\x12.clipsearch.v1.Hit\x12\'\n\x06groups\x18\x02 \x03(\x0b\x32\x17.clipsearch.v1.HitGroup\"R\n\x12SearchImageRequest\x12\r\n\x05image\x18\x01 \x01(\x0c\x12-\n\x07options\x18\x02 \x01(\x0b\x32\x1c.clipsearch.v1.SearchOptions\"`\n\x13SearchImageResponse\x12 \n\x04hits\x18\x01 \x03(\x0b\x32\x12.clipsearch.v1.Hit\x12\'\n\x06groups\x18\x02 \x03(\x0b\x32\x17.clipsearch.v1.HitGroup\"I\n\rWeightedInput\x12(\n\x05input\x18\x01 \x01(\x0b\x32\x19.clipsearch.v1.EmbedInput\x12\x0e\n\x06weight\x18\x02 \x01(\x02\"q\n\x13SearchHybridRequest\x12+\n\x05parts\x18\x01 \x03(\x0b\x32\x1c.clipsearch.v1.WeightedInput\x12-\n\x07options\x18\x02 \x01(\x0b\x32\x1c.clipsearch.v1.SearchOptions\"a\n\x14SearchHybridResponse\x12 \n\x04hits\x18\x01 \x03(\x0b\x32\x12.clipsearch.v1.Hit\x12\'\n\x06groups\x18\x02 \x03(\x0b\x32\x17.clipsearch.v1.HitGroup\"P\n\x13MoreLikeThisRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12-\n\x07options\x18\x02 \x01(\x0b\x32\x1c.clipsearch.v1.SearchOptions\"a\n\x14MoreLikeThisResponse\x12 \n\x04hits\x18\x01 \x03(\x0b\x32\x12.clipsearch.v1.Hit\x12\'\n\x06groups\x18\x02 \x03(\x0b\x32\x17.clipsearch.v1.HitGroup\"\xb1\x01\n\nIngestItem\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05image\x18\x02 \x01(\x0c\x12\x39\n\x08metadata\x18\x03 \x03(\x0b\x32\'.clipsearch.v1.IngestItem.MetadataEntry\x1aM\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12+\n\x05value\x18\x02 \x01(\x0b\x32\x1c.clipsearch.v1.MetadataValue:\x02\x38\x01\"M\n\rIngestRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12(\n\x05items\x18\x02 \x03(\x0b\x32\x19.clipsearch.v1.IngestItem\":\n\rIngestFailure\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\x05\x12\x0f\n\x07message\x18\x03 \x01(\t\"t\n\x0eIngestResponse\x12\x10\n\x08ingested\x18\x01 \x01(\x03\x12\x0f\n\x07skipped\x18\x02 \x01(\x03\x12.\n\x08\x66\x61ilures\x18\x03 \x03(\x0b\x32\x1c.clipsearch.v1.IngestFailure\x12\x0f\n\x07updated\x18\x04 \x01(\x03\x32\xb3\x03\n\rSearchService\x12Q\n\nSearchText\x12 .clipsearch.v1.SearchTextRequest\x1a!.clipsearch.v1.SearchTextResponse\x12T\n\x0bSearchImage\x12!.clipsearch.v1.SearchImageRequest\x1a\".clipsearch.v1.SearchImageResponse\x12W\n\x0cSearchHybrid\x12\".clipsearch.v1.SearchHybridRequest\x1a#.clipsearch.v1.SearchHybridResponse\x12W\n\x0cMoreLikeThis\x12\".clipsearch.v1.MoreLikeThisRequest\x1a#.clipsearch.v1.MoreLikeThisResponse\x12G\n\x06Ingest\x12\x1c.clipsearch.v1.IngestRequest\x1a\x1d.clipsearch.v1.IngestResponse(\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,35 +37,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_INGESTITEM_METADATAENTRY']._loaded_options = None
   _globals['_INGESTITEM_METADATAENTRY']._serialized_options = b'8\001'
   _globals['_SEARCHOPTIONS']._serialized_start=129
-  _globals['_SEARCHOPTIONS']._serialized_end=314
-  _globals['_SEARCHTEXTREQUEST']._serialized_start=316
-  _globals['_SEARCHTEXTREQUEST']._serialized_end=396
-  _globals['_SEARCHTEXTRESPONSE']._serialized_start=398
-  _globals['_SEARCHTEXTRESPONSE']._serialized_end=493
-  _globals['_SEARCHIMAGEREQUEST']._serialized_start=495
-  _globals['_SEARCHIMAGEREQUEST']._serialized_end=577
-  _globals['_SEARCHIMAGERESPONSE']._serialized_start=579
-  _globals['_SEARCHIMAGERESPONSE']._serialized_end=675
-  _globals['_WEIGHTEDINPUT']._serialized_start=677
-  _globals['_WEIGHTEDINPUT']._serialized_end=750
-  _globals['_SEARCHHYBRIDREQUEST']._serialized_start=752
-  _globals['_SEARCHHYBRIDREQUEST']._serialized_end=865
-  _globals['_SEARCHHYBRIDRESPONSE']._serialized_start=867
-  _globals['_SEARCHHYBRIDRESPONSE']._serialized_end=964
-  _globals['_MORELIKETHISREQUEST']._serialized_start=966
-  _globals['_MORELIKETHISREQUEST']._serialized_end=1046
-  _globals['_MORELIKETHISRESPONSE']._serialized_start=1048
-  _globals['_MORELIKETHISRESPONSE']._serialized_end=1145
-  _globals['_INGESTITEM']._serialized_start=1148
-  _globals['_INGESTITEM']._serialized_end=1325
-  _globals['_INGESTITEM_METADATAENTRY']._serialized_start=1248
-  _globals['_INGESTITEM_METADATAENTRY']._serialized_end=1325
-  _globals['_INGESTREQUEST']._serialized_start=1327
-  _globals['_INGESTREQUEST']._serialized_end=1404
-  _globals['_INGESTFAILURE']._serialized_start=1406
-  _globals['_INGESTFAILURE']._serialized_end=1464
-  _globals['_INGESTRESPONSE']._serialized_start=1466
-  _globals['_INGESTRESPONSE']._serialized_end=1582
-  _globals['_SEARCHSERVICE']._serialized_start=1585
-  _globals['_SEARCHSERVICE']._serialized_end=2020
+  _globals['_SEARCHOPTIONS']._serialized_end=417
+  _globals['_SEARCHTEXTREQUEST']._serialized_start=419
+  _globals['_SEARCHTEXTREQUEST']._serialized_end=499
+  _globals['_SEARCHTEXTRESPONSE']._serialized_start=501
+  _globals['_SEARCHTEXTRESPONSE']._serialized_end=596
+  _globals['_SEARCHIMAGEREQUEST']._serialized_start=598
+  _globals['_SEARCHIMAGEREQUEST']._serialized_end=680
+  _globals['_SEARCHIMAGERESPONSE']._serialized_start=682
+  _globals['_SEARCHIMAGERESPONSE']._serialized_end=778
+  _globals['_WEIGHTEDINPUT']._serialized_start=780
+  _globals['_WEIGHTEDINPUT']._serialized_end=853
+  _globals['_SEARCHHYBRIDREQUEST']._serialized_start=855
+  _globals['_SEARCHHYBRIDREQUEST']._serialized_end=968
+  _globals['_SEARCHHYBRIDRESPONSE']._serialized_start=970
+  _globals['_SEARCHHYBRIDRESPONSE']._serialized_end=1067
+  _globals['_MORELIKETHISREQUEST']._serialized_start=1069
+  _globals['_MORELIKETHISREQUEST']._serialized_end=1149
+  _globals['_MORELIKETHISRESPONSE']._serialized_start=1151
+  _globals['_MORELIKETHISRESPONSE']._serialized_end=1248
+  _globals['_INGESTITEM']._serialized_start=1251
+  _globals['_INGESTITEM']._serialized_end=1428
+  _globals['_INGESTITEM_METADATAENTRY']._serialized_start=1351
+  _globals['_INGESTITEM_METADATAENTRY']._serialized_end=1428
+  _globals['_INGESTREQUEST']._serialized_start=1430
+  _globals['_INGESTREQUEST']._serialized_end=1507
+  _globals['_INGESTFAILURE']._serialized_start=1509
+  _globals['_INGESTFAILURE']._serialized_end=1567
+  _globals['_INGESTRESPONSE']._serialized_start=1569
+  _globals['_INGESTRESPONSE']._serialized_end=1685
+  _globals['_SEARCHSERVICE']._serialized_start=1688
+  _globals['_SEARCHSERVICE']._serialized_end=2123
 # @@protoc_insertion_point(module_scope)

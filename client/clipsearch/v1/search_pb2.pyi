@@ -10,7 +10,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class SearchOptions(_message.Message):
-    __slots__ = ("collection", "k", "offset", "filter", "params", "group_size", "ungrouped")
+    __slots__ = ("collection", "k", "offset", "filter", "params", "group_size", "ungrouped", "mode", "hybrid", "explain")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]
@@ -18,6 +18,9 @@ class SearchOptions(_message.Message):
     PARAMS_FIELD_NUMBER: _ClassVar[int]
     GROUP_SIZE_FIELD_NUMBER: _ClassVar[int]
     UNGROUPED_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    HYBRID_FIELD_NUMBER: _ClassVar[int]
+    EXPLAIN_FIELD_NUMBER: _ClassVar[int]
     collection: str
     k: int
     offset: int
@@ -25,7 +28,10 @@ class SearchOptions(_message.Message):
     params: _index_pb2.SearchParams
     group_size: int
     ungrouped: bool
-    def __init__(self, collection: _Optional[str] = ..., k: _Optional[int] = ..., offset: _Optional[int] = ..., filter: _Optional[_Union[_index_pb2.Filter, _Mapping]] = ..., params: _Optional[_Union[_index_pb2.SearchParams, _Mapping]] = ..., group_size: _Optional[int] = ..., ungrouped: _Optional[bool] = ...) -> None: ...
+    mode: _index_pb2.SearchMode
+    hybrid: _index_pb2.HybridParams
+    explain: bool
+    def __init__(self, collection: _Optional[str] = ..., k: _Optional[int] = ..., offset: _Optional[int] = ..., filter: _Optional[_Union[_index_pb2.Filter, _Mapping]] = ..., params: _Optional[_Union[_index_pb2.SearchParams, _Mapping]] = ..., group_size: _Optional[int] = ..., ungrouped: _Optional[bool] = ..., mode: _Optional[_Union[_index_pb2.SearchMode, str]] = ..., hybrid: _Optional[_Union[_index_pb2.HybridParams, _Mapping]] = ..., explain: _Optional[bool] = ...) -> None: ...
 
 class SearchTextRequest(_message.Message):
     __slots__ = ("text", "options")

@@ -46,10 +46,25 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-in-flight", type=int, default=1000, help="open loop: cap on outstanding requests"
     )
     parser.add_argument("--mix", type=_mix, default=None, help="e.g. text=0.6,image=0.3,hybrid=0.1")
-    parser.add_argument("-k", type=int, default=10)
     parser.add_argument(
+        "--search-mode",
+        type=_search_modes,
+        default=("vector",),
+        help="the index's retrieval for text queries, several taking turns to compare them side by "
+        "side: vector (default), keyword, hybrid, auto; e.g. vector,hybrid (reported as text/<mode>)",
+    )
+    parser.add_argument("-k", type=int, default=10)
+    texts = parser.add_mutually_exclusive_group()
+    texts.add_argument(
         "--texts", type=Path, help="file of query texts, one per line (the most frequent first with --zipf)"
     )
+    texts.add_argument(
+        "--demo-queries",
+        type=int,
+        metavar="N",
+        help="query texts: the hybrid query set (typos, SKUs, brands...) of the demo catalog of N products",
+    )
+    parser.add_argument("--demo-seed", type=int, default=0, help="the demo catalog's seed (default 0)")
     parser.add_argument(
         "--distinct",
         type=int,
@@ -73,6 +88,12 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.add_argument("--plot", type=Path, help="write latency-over-time and histogram PNG here")
     parser.add_argument("--seed", type=int, default=0)
+
+
+def _search_modes(text: str) -> tuple[str, ...]:
+    from clipsearch.apps.loadtest.workload import parse_search_modes
+
+    return parse_search_modes(text)
 
 
 def _mix(text: str) -> dict[str, float]:

@@ -20,6 +20,21 @@ def add(commands: argparse._SubParsersAction) -> None:
     search.add_argument(
         "--filter", type=json_argument, help='metadata filter as JSON, e.g. \'{"price": {"lt": 50}}\''
     )
+    search.add_argument(
+        "--mode",
+        choices=("auto", "vector", "keyword", "hybrid"),
+        default="auto",
+        help="auto (default): hybrid for --text (the CLIP match fused with the words matched in "
+        "the text and keyword fields: SKUs, brands, typos), vector for --image; keyword needs no encoder",
+    )
+    search.add_argument(
+        "--fusion", choices=("weighted", "rrf"), help="hybrid: how the two lists fuse (default weighted)"
+    )
+    search.add_argument("--vector-weight", type=float, help="hybrid: weight of the vector side (default 1)")
+    search.add_argument("--keyword-weight", type=float, help="hybrid: weight of the keyword side (default 1)")
+    search.add_argument(
+        "--explain", action="store_true", help="show why each hit ranks: both sides' scores, words matched"
+    )
     search.add_argument("--json", action="store_true", help="print hits as JSON")
     add_addresses(search)
     search.set_defaults(handler=_search)
@@ -27,9 +42,23 @@ def add(commands: argparse._SubParsersAction) -> None:
 
 def _search(args: argparse.Namespace) -> int:
     from clipsearch.search_client import SearchClient
+    from clipsearch.types import HybridOptions
 
+    options = {
+        "collection": args.collection,
+        "k": args.k,
+        "filter": args.filter,
+        "offset": args.offset,
+        "mode": args.mode,
+        "explain": args.explain,
+    }
+    if args.fusion or args.vector_weight is not None or args.keyword_weight is not None:
+        options["hybrid"] = HybridOptions(
+            fusion=args.fusion or "weighted",
+            vector_weight=args.vector_weight,
+            keyword_weight=args.keyword_weight,
+        )
     with SearchClient(args.encoder, args.index, timeout_s=args.timeout) as client:
-        options = {"collection": args.collection, "k": args.k, "filter": args.filter, "offset": args.offset}
         if args.text is not None:
             hits = client.search_text(args.text, **options)
         else:
@@ -37,5 +66,5 @@ def _search(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"hits": [hit.to_dict() for hit in hits]}))
     else:
-        print(format_hits(hits))
+        print(format_hits(hits, explain=args.explain))
     return 0

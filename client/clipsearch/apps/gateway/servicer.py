@@ -21,13 +21,21 @@ from clipsearch.ingest_options import DEFAULT_OPTIONS
 from clipsearch.query import Query
 from clipsearch.search_client import SearchClient
 from clipsearch.server.status import map_errors
-from clipsearch.types import Hit, IngestReport
+from clipsearch.types import Hit, HybridOptions, IngestReport
 from clipsearch.v1 import index_pb2, search_pb2, search_pb2_grpc
 from clipsearch.wire import metadata_from_proto
+from index_service.convert import text_query_from_proto
 from index_service.limits import DEFAULT_LIMITS, MAX_GROUP_SIZE
 from index_service.limits import check_search as check_index_search
 
 DEFAULT_K = 10
+#: SearchOptions.mode -> the SDK's mode (UNSPECIFIED: auto, hybrid for a query with words).
+MODES = {
+    index_pb2.SEARCH_MODE_UNSPECIFIED: "auto",
+    index_pb2.SEARCH_MODE_VECTOR: "vector",
+    index_pb2.SEARCH_MODE_KEYWORD: "keyword",
+    index_pb2.SEARCH_MODE_HYBRID: "hybrid",
+}
 #: Parts of one hybrid query (each is one encoder input).
 MAX_HYBRID_PARTS = 64
 
@@ -41,19 +49,19 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
     async def SearchText(self, request, context):
         if not request.text:
             raise InvalidArgumentError("text: must not be empty", field="text")
-        hits = await self._client.search(Query.text(request.text), **_options(request.options, context))
+        hits = await self._search(Query.text(request.text), _options(request.options, context))
         return search_pb2.SearchTextResponse(hits=_protos(hits), groups=_groups(hits))
 
     @map_errors
     async def SearchImage(self, request, context):
         if not request.image:
             raise InvalidArgumentError("image: must not be empty", field="image")
-        hits = await self._client.search(Query.image(request.image), **_options(request.options, context))
+        hits = await self._search(Query.image(request.image), _options(request.options, context))
         return search_pb2.SearchImageResponse(hits=_protos(hits), groups=_groups(hits))
 
     @map_errors
     async def SearchHybrid(self, request, context):
-        hits = await self._client.search(_hybrid_query(request.parts), **_options(request.options, context))
+        hits = await self._search(_hybrid_query(request.parts), _options(request.options, context))
         return search_pb2.SearchHybridResponse(hits=_protos(hits), groups=_groups(hits))
 
     @map_errors
@@ -61,10 +69,19 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
         if not request.id:
             raise InvalidArgumentError("id: must not be empty", field="id")
         options = _options(request.options, context)
-        options.pop("ef_search"), options.pop("nprobe")
+        for name in ("ef_search", "nprobe", "mode", "hybrid", "explain"):
+            options.pop(name)
         options["group_size"] = options["group_size"] or 1  # its hits are always products
         hits = await self._client.more_like_this(request.id, **options)
         return search_pb2.MoreLikeThisResponse(hits=_protos(hits), groups=_groups(hits))
+
+    async def _search(self, query: Query, options: dict) -> list[Hit]:
+        try:
+            return await self._client.search(query, **options)
+        except InvalidArgumentError as error:  # the SDK's and the index's names of SearchOptions fields
+            if error.field == "mode" or (error.field or "").startswith("hybrid."):
+                raise InvalidArgumentError(error.message, field=f"options.{error.field}") from None
+            raise
 
     @map_errors
     async def Ingest(self, request_iterator: AsyncIterator[search_pb2.IngestRequest], context):
@@ -101,8 +118,11 @@ def _options(options: search_pb2.SearchOptions, context: grpc.aio.ServicerContex
         check_index_search(
             options.k or DEFAULT_K, options.offset, 1, params.ef_search, params.nprobe, DEFAULT_LIMITS
         )
+        hybrid = _hybrid(options.hybrid) if options.HasField("hybrid") else None
     except InvalidArgumentError as error:
         raise InvalidArgumentError(error.message, field=f"options.{error.field}") from None
+    if options.mode not in MODES:
+        raise InvalidArgumentError(f"options.mode: unknown mode {options.mode}", field="options.mode")
     remaining = context.time_remaining()
     return {
         "collection": options.collection,
@@ -112,8 +132,19 @@ def _options(options: search_pb2.SearchOptions, context: grpc.aio.ServicerContex
         "ef_search": options.params.ef_search,
         "nprobe": options.params.nprobe,
         "group_size": None if options.ungrouped else _group_size(options.group_size),
+        "mode": MODES[options.mode],
+        "hybrid": hybrid,
+        "explain": options.explain,
         "timeout_s": remaining if remaining is not None else None,
     }
+
+
+def _hybrid(params: index_pb2.HybridParams) -> HybridOptions:
+    """The fusion settings, checked by the index's own conversion (errors name ``hybrid.<field>``)."""
+    text_query_from_proto(
+        index_pb2.SearchRequest(mode=index_pb2.SEARCH_MODE_HYBRID, texts=["-"], hybrid=params)
+    )
+    return HybridOptions.from_proto(params)
 
 
 def _group_size(size: int) -> int:

@@ -9,7 +9,13 @@ import json
 from clipsearch.aio import SearchClient
 from clipsearch.apps.loadtest.runner import LoadSettings, run_load
 from clipsearch.apps.loadtest.stats import format_table, summarize
-from clipsearch.apps.loadtest.workload import DEFAULT_TEXTS, Workload, generated_texts, load_images
+from clipsearch.apps.loadtest.workload import (
+    DEFAULT_TEXTS,
+    Workload,
+    demo_queries,
+    generated_texts,
+    load_images,
+)
 from clipsearch.errors import InvalidArgumentError
 
 CACHE_COUNTER = "clipsearch_encoder_query_cache_lookups_total"
@@ -39,12 +45,19 @@ def run(args: argparse.Namespace) -> int:
     mix = args.mix or ({"text": 0.6, "image": 0.3, "hybrid": 0.1} if images else {"text": 1.0})
     if args.texts:
         texts = args.texts.read_text().split("\n")
+    elif args.demo_queries:
+        texts = demo_queries(args.demo_queries, args.demo_seed)
     elif args.distinct:
         texts = generated_texts(args.distinct)
     else:
         texts = list(DEFAULT_TEXTS)
     workload = Workload(
-        mix=mix, texts=[t for t in texts if t.strip()], images=images, seed=args.seed, zipf=args.zipf
+        mix=mix,
+        texts=[t for t in texts if t.strip()],
+        images=images,
+        seed=args.seed,
+        zipf=args.zipf,
+        search_modes=args.search_mode,
     )
     duration = args.duration if (args.duration is not None or args.requests is not None) else 10.0
     settings = LoadSettings(
@@ -78,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
         "mix": mix,
         "zipf": args.zipf,
         "distinct_texts": len(workload.texts),
+        "search_modes": list(workload.search_modes),
         "k": settings.k,
         "collection": settings.collection,
     }

@@ -10,10 +10,14 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
+import numpy as np
+
 from clipsearch.aio import SearchClient
 from clipsearch.apps.loadtest.stats import Recorder, Sample
 from clipsearch.apps.loadtest.workload import Workload
 from clipsearch.errors import ClipsearchError
+from clipsearch.query import Query, query_words, search_mode
+from clipsearch.types import Hit
 
 
 @dataclass(frozen=True)
@@ -51,22 +55,14 @@ async def run_load(
         return settings.requests is not None and len(recorder.samples) >= settings.requests
 
     async def one(scheduled: float) -> None:
-        kind, query, repeat = workload.next_call()
+        kind, query, mode, repeat = workload.next_request()
         status, encode_s, search_s = "OK", 0.0, 0.0
         start = loop.time()
         try:
-            vector = await client.embed_query(query, timeout_s=settings.timeout_s)
-            encoded = loop.time()
-            hits = await client.index.search(
-                settings.collection,
-                vector,
-                k=settings.k,
-                model_fingerprint=client.encoder.last_fingerprint,
-                timeout_s=settings.timeout_s,
-            )
+            vector, hits, encode_s = await _search(client, settings, query, mode)
             done = loop.time()
-            encode_s, search_s = encoded - start, done - encoded
-            if settings.exact_collection and scheduled >= measure_from:
+            search_s = done - start - encode_s
+            if settings.exact_collection and scheduled >= measure_from and vector is not None:
                 exact = await client.index.search(settings.exact_collection, vector, k=settings.k)
                 expected = {hit.id for hit in exact}
                 if expected:
@@ -84,6 +80,35 @@ async def run_load(
         await _open_loop(one, settings, loop, measured_enough, recorder)
     measured = min(loop.time(), hard_stop) - measure_from
     return recorder, max(measured, 1e-9)
+
+
+async def _search(
+    client: SearchClient, settings: LoadSettings, query: Query, mode: str
+) -> tuple[np.ndarray | None, list[Hit], float]:
+    """(query vector or None, hits, seconds encoding): the SDK's path for ``mode``, with the
+    encoder and the index timed apart (keyword mode calls no encoder)."""
+    loop = asyncio.get_running_loop()
+    words = query_words(query)
+    mode = search_mode(mode, words)
+    texts = [words] if mode != "vector" else []
+    if mode == "keyword":
+        [hits] = await client.index.search_batch(
+            settings.collection, None, k=settings.k, mode=mode, texts=texts, timeout_s=settings.timeout_s
+        )
+        return None, hits, 0.0
+    start = loop.time()
+    vector = await client.embed_query(query, timeout_s=settings.timeout_s)
+    encoded = loop.time() - start
+    hits = await client.index.search(
+        settings.collection,
+        vector,
+        k=settings.k,
+        model_fingerprint=client.encoder.last_fingerprint,
+        mode=mode,
+        texts=texts,
+        timeout_s=settings.timeout_s,
+    )
+    return vector, hits, encoded
 
 
 async def _closed_loop(one, concurrency: int, loop, measured_enough) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -47,7 +48,7 @@ def summarize(recorder: Recorder, duration_s: float, settings: dict) -> dict:
     by_kind: dict[str, list[Sample]] = defaultdict(list)
     for sample in ok:
         by_kind[sample.kind].append(sample)
-    calls = {
+    calls: dict[str, dict[str, Any]] = {
         kind: {
             "count": len(samples),
             "latency_ms": percentiles([s.latency_s for s in samples]),
@@ -60,6 +61,12 @@ def summarize(recorder: Recorder, duration_s: float, settings: dict) -> dict:
     repeats = [s.encode_s for s in texts if s.repeat]
     firsts = [s.encode_s for s in texts if not s.repeat]
     errors = Counter(s.status for s in recorder.samples if s.status != "OK")
+    ratios = {
+        f"{mode}/vector": calls[f"text/{mode}"]["latency_ms"]["p50"]
+        / calls["text/vector"]["latency_ms"]["p50"]
+        for mode in ("keyword", "hybrid", "auto")
+        if f"text/{mode}" in calls and calls.get("text/vector", {}).get("latency_ms", {}).get("p50")
+    }
     return {
         "settings": settings,
         "duration_s": round(duration_s, 3),
@@ -77,6 +84,8 @@ def summarize(recorder: Recorder, duration_s: float, settings: dict) -> dict:
             "encode_ms_repeat": percentiles(repeats)["p50"],
         },
         "query_cache": _cache_summary(recorder.cache),
+        #: p50 latency of text queries in each mode over vector-only, measured side by side.
+        "p50_ratio_text": ratios,
     }
 
 
@@ -88,18 +97,20 @@ def _cache_summary(cache: dict[str, float] | None) -> dict | None:
 
 
 def format_table(summary: dict) -> str:
+    width = max([8, *(len(kind) for kind in summary["calls"])])
     lines = [
         f"{summary['requests']} requests in {summary['duration_s']:.1f}s, {summary['ok']} ok, "
         f"{summary['throughput_rps']:.1f} req/s ({summary['settings']['mode']})",
         "",
-        f"{'call':<8} {'stage':<7} {'count':>6} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'max ms':>8}",
+        f"{'call':<{width}} {'stage':<7} {'count':>6} "
+        + " ".join(f"{name + ' ms':>8}" for name in ("p50", "p90", "p99", "max")),
     ]
     for kind, call in summary["calls"].items():
         for stage, key in (("total", "latency_ms"), ("encode", "encode_ms"), ("search", "search_ms")):
             p = call[key]
             count = str(call["count"]) if stage == "total" else ""
             figures = " ".join(f"{p[name]:>8.1f}" for name in ("p50", "p90", "p99", "max"))
-            lines.append(f"{kind:<8} {stage:<7} {count:>6} {figures}")
+            lines.append(f"{kind:<{width}} {stage:<7} {count:>6} {figures}")
     if summary["errors"]:
         lines.append("")
         lines.append("errors: " + ", ".join(f"{code} {n}" for code, n in sorted(summary["errors"].items())))
@@ -118,6 +129,8 @@ def format_table(summary: dict) -> str:
             f"encoder query cache: {cache['hit_rate']:.1%} hits of {cache['hits'] + cache['misses']:.0f} "
             "lookups during the run (warm-up included)"
         )
+    for name, ratio in summary.get("p50_ratio_text", {}).items():
+        lines.append(f"text p50 {name}: {ratio:.2f}x")
     if summary["recall_at_k"] is not None:
         lines.append(f"recall@{summary['settings']['k']} vs exact: {summary['recall_at_k']:.4f}")
     return "\n".join(lines)

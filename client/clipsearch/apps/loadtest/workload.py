@@ -1,4 +1,9 @@
-"""What the load tester sends: a weighted mix of text, image and hybrid queries."""
+"""What the load tester sends: a weighted mix of text, image and hybrid queries.
+
+Text queries run in each of ``search_modes`` in turn (vector, keyword, hybrid or auto: the
+index's retrieval, docs/hybrid.md), so the modes are measured side by side under the same
+load; image and image+text ("hybrid" call type) queries are vector searches.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ from clipsearch.errors import InvalidArgumentError
 from clipsearch.query import Query
 
 CALL_TYPES = ("text", "image", "hybrid")
+SEARCH_MODES = ("auto", "vector", "keyword", "hybrid")
 DEFAULT_TEXTS = (
     "a red dress",
     "blue sneakers",
@@ -59,6 +65,28 @@ def generated_texts(count: int) -> list[str]:
     return texts[:count]
 
 
+def parse_search_modes(text: str) -> tuple[str, ...]:
+    """``vector,hybrid`` -> ("vector", "hybrid"): the modes text queries take turns in."""
+    modes = tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
+    unknown = [m for m in modes if m not in SEARCH_MODES]
+    if unknown or not modes:
+        raise InvalidArgumentError(
+            f"--search-mode: unknown mode {unknown[0] if unknown else text!r}; use {SEARCH_MODES}",
+            field="search_mode",
+        )
+    return modes
+
+
+def demo_queries(n_products: int, seed: int = 0) -> list[str]:
+    """The texts of the demo catalog's hybrid query set (``clipsearch.apps.demo.hybrid_queries``:
+    clean phrasings, typos, variant spellings, synonyms, SKUs, brand + category), for catalog
+    ``seed`` of ``n_products`` products (``clipsearch demo`` ingests seed 0)."""
+    from clipsearch.apps.demo.catalog import make_products
+    from clipsearch.apps.demo.hybrid_queries import build_queries
+
+    return [query.text for query in build_queries(make_products(n_products, seed), seed)]
+
+
 @dataclass
 class Workload:
     mix: dict[str, float]
@@ -68,6 +96,8 @@ class Workload:
     #: Texts drawn by rank, the i-th (from 1) with weight 1 / i**zipf (head-heavy, as shoppers
     #: repeat the head queries); None: uniformly.
     zipf: float | None = None
+    #: The modes text queries take turns in; with ("vector",) the calls are named as before.
+    search_modes: tuple[str, ...] = ("vector",)
 
     def __post_init__(self) -> None:
         if any(self.mix.get(kind, 0) > 0 for kind in ("image", "hybrid")) and not self.images:
@@ -83,6 +113,7 @@ class Workload:
         self._text_weights = (
             None if self.zipf is None else [1.0 / rank**self.zipf for rank in range(1, len(self.texts) + 1)]
         )
+        self._turn = 0
         #: Texts sent so far (a repeat may come from the encoder's query cache).
         self._sent: set[str] = set()
 
@@ -111,6 +142,17 @@ class Workload:
             return kind, image, False
         text, repeat = self.next_text()
         return kind, image + Query.text(text, 0.5), repeat
+
+    def next_request(self) -> tuple[str, Query, str, bool]:
+        """(call name, query, search mode, whether its text was sent before): a text query in the
+        next of ``search_modes``, named ``text/<mode>`` when there is more than plain vector
+        search; other kinds vector."""
+        kind, query, repeat = self.next_call()
+        if kind != "text" or self.search_modes == ("vector",):
+            return kind, query, "vector", repeat
+        mode = self.search_modes[self._turn % len(self.search_modes)]
+        self._turn += 1
+        return f"{kind}/{mode}", query, mode, repeat
 
 
 def load_images(directory: Path | None, catalog: Path | None, limit: int = 64) -> list[bytes]:
