@@ -768,7 +768,9 @@ class Collection:
                 f"{len(query.texts)} texts)",
                 field="texts",
             )
-        options = LexicalOptions(weights=dict(query.field_weights))
+        options = LexicalOptions(
+            weights=dict(query.field_weights), fill_any_word=query.mode == SearchMode.KEYWORD
+        )
         tests = [shard.membership(filter_) for shard in self.shards]
 
         def allowed(labels: np.ndarray) -> np.ndarray:

@@ -107,6 +107,10 @@ class SearchOptions:
     exact_max_items: int = 10
     #: Pieces of the query one exact key may span (``SAL SN 733103`` is three).
     max_key_pieces: int = 4
+    #: Still short after every tier: rank the items holding any query word. A keyword search
+    #: wants its page full; a hybrid search has the vector side for that (and this tier can
+    #: rank ~10^4 rows: a SKU's brand code is in every item of its brand).
+    fill_any_word: bool = True
 
 
 @dataclass(frozen=True)
@@ -354,7 +358,7 @@ class LexicalIndex:
             commonest = max(remaining, key=lambda group: sum(frequency.get(t, 0) for t in group))
             remaining.remove(commonest)
         held = [t for t in sorted(frequency) if frequency[t]]
-        if len(scores) < k and len(held) > 1:
+        if options.fill_any_word and not exact and len(scores) < k and len(held) > 1:
             # Still short (a filter took the rarest word's items): items holding any query
             # word, best first, read at most `max_scan` rows as every tier.
             anything = " OR ".join(_quoted(t) for t in held)
