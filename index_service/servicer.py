@@ -26,6 +26,7 @@ from index_service import backup, convert, filters
 from index_service.config import SearchParams
 from index_service.engine import Engine
 from index_service.metrics import IndexMetrics
+from index_service.planner import Plan
 
 T = TypeVar("T")
 
@@ -184,6 +185,7 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
             queries = convert.queries_from_proto(list(request.queries))
             filter_ = _filter(request)
             params = SearchParams(ef_search=request.params.ef_search, nprobe=request.params.nprobe)
+            plans: list[Plan] | None = [] if request.explain else None
             if request.HasField("group_by"):
                 grouped = collection.search_groups(
                     queries,
@@ -202,11 +204,13 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
                 filter_=filter_,
                 params=params,
                 model_fingerprint=request.model_fingerprint,
+                plans=plans,
             )
             return index_pb2.SearchResponse(
                 results=[
                     index_pb2.QueryResult(hits=[convert.hit_to_proto(h) for h in hits]) for hits in results
-                ]
+                ],
+                plans=convert.plans_to_proto(plans or []),
             )
 
         return await self._run("Search", work)

@@ -301,7 +301,7 @@ class SearchParams(_message.Message):
     def __init__(self, ef_search: _Optional[int] = ..., nprobe: _Optional[int] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
-    __slots__ = ("collection", "queries", "k", "offset", "filter", "params", "model_fingerprint", "min_coverage", "group_by")
+    __slots__ = ("collection", "queries", "k", "offset", "filter", "params", "model_fingerprint", "min_coverage", "group_by", "explain")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     QUERIES_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
@@ -311,6 +311,7 @@ class SearchRequest(_message.Message):
     MODEL_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     MIN_COVERAGE_FIELD_NUMBER: _ClassVar[int]
     GROUP_BY_FIELD_NUMBER: _ClassVar[int]
+    EXPLAIN_FIELD_NUMBER: _ClassVar[int]
     collection: str
     queries: _containers.RepeatedCompositeFieldContainer[_types_pb2.Vector]
     k: int
@@ -320,7 +321,8 @@ class SearchRequest(_message.Message):
     model_fingerprint: str
     min_coverage: float
     group_by: GroupBy
-    def __init__(self, collection: _Optional[str] = ..., queries: _Optional[_Iterable[_Union[_types_pb2.Vector, _Mapping]]] = ..., k: _Optional[int] = ..., offset: _Optional[int] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., params: _Optional[_Union[SearchParams, _Mapping]] = ..., model_fingerprint: _Optional[str] = ..., min_coverage: _Optional[float] = ..., group_by: _Optional[_Union[GroupBy, _Mapping]] = ...) -> None: ...
+    explain: bool
+    def __init__(self, collection: _Optional[str] = ..., queries: _Optional[_Iterable[_Union[_types_pb2.Vector, _Mapping]]] = ..., k: _Optional[int] = ..., offset: _Optional[int] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., params: _Optional[_Union[SearchParams, _Mapping]] = ..., model_fingerprint: _Optional[str] = ..., min_coverage: _Optional[float] = ..., group_by: _Optional[_Union[GroupBy, _Mapping]] = ..., explain: _Optional[bool] = ...) -> None: ...
 
 class GroupBy(_message.Message):
     __slots__ = ("size",)
@@ -364,12 +366,34 @@ class HitGroup(_message.Message):
     def __init__(self, group: _Optional[str] = ..., hits: _Optional[_Iterable[_Union[Hit, _Mapping]]] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
-    __slots__ = ("results", "coverage")
+    __slots__ = ("results", "coverage", "plans")
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     COVERAGE_FIELD_NUMBER: _ClassVar[int]
+    PLANS_FIELD_NUMBER: _ClassVar[int]
     results: _containers.RepeatedCompositeFieldContainer[QueryResult]
     coverage: Coverage
-    def __init__(self, results: _Optional[_Iterable[_Union[QueryResult, _Mapping]]] = ..., coverage: _Optional[_Union[Coverage, _Mapping]] = ...) -> None: ...
+    plans: _containers.RepeatedCompositeFieldContainer[ShardPlan]
+    def __init__(self, results: _Optional[_Iterable[_Union[QueryResult, _Mapping]]] = ..., coverage: _Optional[_Union[Coverage, _Mapping]] = ..., plans: _Optional[_Iterable[_Union[ShardPlan, _Mapping]]] = ...) -> None: ...
+
+class ShardPlan(_message.Message):
+    __slots__ = ("shard", "strategy", "reason", "selected", "total", "ef_search", "nprobe", "reranked")
+    SHARD_FIELD_NUMBER: _ClassVar[int]
+    STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    SELECTED_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    EF_SEARCH_FIELD_NUMBER: _ClassVar[int]
+    NPROBE_FIELD_NUMBER: _ClassVar[int]
+    RERANKED_FIELD_NUMBER: _ClassVar[int]
+    shard: int
+    strategy: str
+    reason: str
+    selected: int
+    total: int
+    ef_search: int
+    nprobe: int
+    reranked: int
+    def __init__(self, shard: _Optional[int] = ..., strategy: _Optional[str] = ..., reason: _Optional[str] = ..., selected: _Optional[int] = ..., total: _Optional[int] = ..., ef_search: _Optional[int] = ..., nprobe: _Optional[int] = ..., reranked: _Optional[int] = ...) -> None: ...
 
 class Coverage(_message.Message):
     __slots__ = ("shards_answered", "shards_asked")
