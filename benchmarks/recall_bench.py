@@ -12,6 +12,7 @@ numpy brute force over the same vectors and mask.
     python benchmarks/recall_bench.py sweep            # 100k: Flat, HNSW32, IVF1024,PQ64,Rerank10
                                                        # x selectivity 0.1 %, 1 %, 10 %, 50 %, 100 %
     python benchmarks/recall_bench.py compressed -n 100000   # Flat vs compressed: RSS, recall, p50, QPS
+    python benchmarks/recall_bench.py monitor           # search QPS, recall monitor off vs 1 %
     python benchmarks/recall_bench.py scale -n 5000000 [--drop-caches]   # compressed only: ingest,
         # disk bytes/vector, restart (cold page cache with --drop-caches, needs root), p50, recall
 
@@ -136,7 +137,7 @@ def serve(data_dir: Path) -> tuple[subprocess.Popen, grpc.Channel, float]:
     return server, channel, time.perf_counter() - started
 
 
-def search(stub, name: str, queries: np.ndarray, selectivity: float, k: int = 10):
+def search(stub, name: str, queries: np.ndarray, selectivity: float, k: int = 10, ef_search: int = 0):
     """(QPS, p50 s, ids, the first query's plan) for one query per call."""
     condition = index_pb2.FieldCondition(field="u", range=index_pb2.Range(lt=selectivity))
     filter_ = index_pb2.Filter(condition=condition) if selectivity < 1 else None
@@ -144,7 +145,12 @@ def search(stub, name: str, queries: np.ndarray, selectivity: float, k: int = 10
     started = time.perf_counter()
     for i, q in enumerate(queries):
         request = index_pb2.SearchRequest(
-            collection=name, queries=[vector_to_proto(q)], k=k, filter=filter_, explain=i == 0
+            collection=name,
+            queries=[vector_to_proto(q)],
+            k=k,
+            filter=filter_,
+            explain=i == 0,
+            params=index_pb2.SearchParams(ef_search=ef_search),
         )
         t = time.perf_counter()
         reply = stub.Search(request, timeout=120)
@@ -160,7 +166,7 @@ def recall(found: list[list[int]], exact: np.ndarray, k: int = 10) -> float:
     )
 
 
-def sweep(n: int, nq: int, specs: list[str]) -> int:
+def sweep(n: int, nq: int, specs: list[str], ef_search: int = 0) -> int:
     data_dir = Path(tempfile.mkdtemp(prefix="clipsearch-recall-"))
     print(
         f"# selectivity sweep: {n:,} x {DIM}-d, {nq} queries per cell, k=10, {os.cpu_count()} CPUs, {load()}"
@@ -176,7 +182,7 @@ def sweep(n: int, nq: int, specs: list[str]) -> int:
     rows = []
     for s in SELECTIVITIES:
         for spec, name in names.items():  # the indexes side by side, per selectivity
-            qps, p50, ids, plan = search(stub, name, queries, s)
+            qps, p50, ids, plan = search(stub, name, queries, s, ef_search=ef_search)
             rows.append((s, spec, plan.strategy, recall(ids, exact[s]), qps, p50))
             print(f"  {s:.1%} {spec}: {plan.strategy} ({plan.reason}) recall {rows[-1][3]:.3f}", flush=True)
     stop(server, channel)
@@ -317,20 +323,56 @@ def scale(n: int, nq: int, spec: str, drop_caches: bool) -> int:
     return 0
 
 
+def monitor_cost(n: int, nq: int, rounds: int = 6) -> int:
+    """Search throughput with the recall monitor off and at a 1 % sample, rounds interleaved."""
+    from index_service.collection import CollectionOptions
+    from index_service.recall_monitor import RecallMonitor
+
+    data_dir = Path(tempfile.mkdtemp(prefix="clipsearch-recall-monitor-"))
+    print(
+        f"# recall monitor cost: {n:,} x {DIM}-d HNSW32 in-process, {nq} one-query searches a round, {load()}"
+    )
+    build(data_dir, "c", "HNSW32", n)
+    queries = queries_for(nq)
+    qps: dict[float, list[float]] = {0.0: [], 0.01: []}
+    for _ in range(rounds):
+        for rate in qps:
+            monitor = RecallMonitor(rate, 0.9)
+            options = CollectionOptions(recall_monitor=monitor if rate else None)
+            engine = Engine(EngineOptions(data_dir, background=False, collection=options))
+            collection = engine.collection("c")
+            started = time.perf_counter()
+            for q in queries:
+                collection.search(q[None, :], 10)
+            monitor.drain()  # the sampled re-runs count against the round
+            qps[rate].append(nq / (time.perf_counter() - started))
+            engine.close(snapshot=False)
+    off, on = statistics.median(qps[0.0]), statistics.median(qps[0.01])
+    print(f"median QPS off {off:,.0f}, 1 % sampled {on:,.0f}: {on / off - 1:+.1%} ({load()})")
+    shutil.rmtree(data_dir, ignore_errors=True)
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("mode", choices=("sweep", "compressed", "scale"))
+    parser.add_argument("mode", choices=("sweep", "compressed", "scale", "monitor"))
     parser.add_argument(
         "-n", type=int, default=None, help="vectors (sweep, compressed: 100000; scale: 5000000)"
     )
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--spec", default=COMPRESSED, help="the compressed index (compressed, scale)")
+    parser.add_argument("--only", nargs="+", help="sweep: these specs instead of Flat, HNSW32 and --spec")
+    parser.add_argument("--ef-search", type=int, default=0, help="sweep: the requests' efSearch (0: default)")
     parser.add_argument("--drop-caches", action="store_true", help="scale: restart from a cold page cache")
     args = parser.parse_args()
     if args.mode == "sweep":
-        return sweep(args.n or 100_000, args.queries, ["Flat", "HNSW32", args.spec])
+        return sweep(
+            args.n or 100_000, args.queries, args.only or ["Flat", "HNSW32", args.spec], args.ef_search
+        )
+    if args.mode == "monitor":
+        return monitor_cost(args.n or 20_000, args.queries)
     if args.mode == "compressed":
         return compressed(args.n or 100_000, args.queries, args.spec)
     return scale(args.n or 5_000_000, args.queries, args.spec, args.drop_caches)
