@@ -9,7 +9,7 @@ without gRPC, to save time), trained and snapshotted, then served by a fresh
 ``python -m index_service`` process and searched over gRPC, one query per call. Truth is
 numpy brute force over the same vectors and mask.
 
-    python benchmarks/recall_bench.py sweep            # 100k: Flat, HNSW32, IVF1024,PQ64,Rerank10
+    python benchmarks/recall_bench.py sweep            # 100k: Flat, HNSW32, IVF1024,PQ128,Rerank20
                                                        # x selectivity 0.1 %, 1 %, 10 %, 50 %, 100 %
     python benchmarks/recall_bench.py compressed -n 100000   # Flat vs compressed: RSS, recall, p50, QPS
     python benchmarks/recall_bench.py monitor           # search QPS, recall monitor off vs 1 %
@@ -49,7 +49,7 @@ from index_service.config import CollectionConfig  # noqa: E402
 from index_service.engine import Engine, EngineOptions  # noqa: E402
 
 DIM = 512
-COMPRESSED = "IVF1024,PQ64,Rerank10"
+COMPRESSED = "IVF1024,PQ128,Rerank20"
 SELECTIVITIES = (0.001, 0.01, 0.1, 0.5, 1.0)
 CHUNK = 50_000
 
@@ -348,6 +348,8 @@ def monitor_cost(n: int, nq: int, rounds: int = 6) -> int:
             qps[rate].append(nq / (time.perf_counter() - started))
             engine.close(snapshot=False)
     off, on = statistics.median(qps[0.0]), statistics.median(qps[0.01])
+    rounds_text = ", ".join(f"{a:,.0f}/{b:,.0f}" for a, b in zip(qps[0.0], qps[0.01], strict=True))
+    print(f"QPS per round (off/1 %): {rounds_text}")
     print(f"median QPS off {off:,.0f}, 1 % sampled {on:,.0f}: {on / off - 1:+.1%} ({load()})")
     shutil.rmtree(data_dir, ignore_errors=True)
     return 0
