@@ -53,6 +53,8 @@ from index_service.kinds import IndexKind, index_labels
 from index_service.lexical import LexicalHit
 from index_service.lexical import SearchOptions as LexicalOptions
 from index_service.limits import DEFAULT_LIMITS, IndexLimits
+from index_service.planner import DEFAULT_POLICY, EXHAUSTIVE, Plan, PlannerPolicy
+from index_service.recall_monitor import RecallMonitor
 from index_service.rows import RowTable, encode_metadata
 from index_service.shard import Candidate, Shard
 from index_service.store import Change, ShardRows, Store, StoredRow
@@ -83,6 +85,10 @@ class CollectionOptions:
     snapshot_interval_s: float = 60.0
     rebuild_dead_ratio: float = 0.2
     exact_fallback_max: int = 20_000
+    #: How a shard chooses between exact and approximate search (index_service/planner.py).
+    planner: PlannerPolicy = DEFAULT_POLICY
+    #: Re-runs a sample of searches exactly and exports their recall (None: off).
+    recall_monitor: RecallMonitor | None = None
     #: What one request may ask for (index_service/limits.py; flags of the server).
     limits: IndexLimits = DEFAULT_LIMITS
 
@@ -625,14 +631,40 @@ class Collection:
         filter_: Filter | None = None,
         params: SearchParams | None = None,
         model_fingerprint: str = "",
+        plans: list[Plan] | None = None,
     ) -> list[list[Hit]]:
-        """The best ``k`` hits after ``offset`` for every query (:mod:`~index_service.topk` order)."""
+        """The best ``k`` hits after ``offset`` for every query (:mod:`~index_service.topk` order);
+        each shard's plan goes to ``plans`` when given."""
         params = params or SearchParams()
         check_search(k, offset, len(queries), params, self.options.limits)
         parts = self.candidates(
-            queries, k + offset, filter_=filter_, params=params, model_fingerprint=model_fingerprint
+            queries,
+            k + offset,
+            filter_=filter_,
+            params=params,
+            model_fingerprint=model_fingerprint,
+            plans=plans,
         )
+        monitor = self.options.recall_monitor
+        if monitor is not None and monitor.wants(self):
+            found = [[hit.id for hit in top_hits(row, k + offset)] for row in parts]
+            monitor.offer(self, queries, k + offset, filter_, found)
         return [top_hits(row, k, offset=offset) for row in parts]
+
+    def exact_candidates(
+        self, queries: Sequence[np.ndarray] | np.ndarray, width: int, *, filter_: Filter | None = None
+    ) -> list[list[str]]:
+        """The ids of the exact best ``width`` per query, by brute force (the recall monitor's reference)."""
+        self._check_open()
+        matrix = self._matrix(queries, "queries[{}]")
+        read, params = self._vector_reader, SearchParams()
+        parts = [
+            shard.search(matrix, width, filter_, params, read, 0, None, EXHAUSTIVE) for shard in self.shards
+        ]
+        return [
+            [hit.id for hit in top_hits([c for part in parts for c in part[q]], width)]
+            for q in range(len(matrix))
+        ]
 
     def search_groups(
         self,
@@ -669,6 +701,7 @@ class Collection:
         filter_: Filter | None = None,
         params: SearchParams | None = None,
         model_fingerprint: str = "",
+        plans: list[Plan] | None = None,
     ) -> list[list[Candidate]]:
         """Every shard's best ``width`` candidates per query, unmerged (the cluster merges across groups).
 
@@ -688,8 +721,10 @@ class Collection:
         read = self._vector_reader
         fallback = self.options.exact_fallback_max
 
+        policy = self.options.planner
+
         def search_shard(shard: Shard) -> list[list[Candidate]]:
-            return shard.search(matrix, width, filter_, params, read, fallback)
+            return shard.search(matrix, width, filter_, params, read, fallback, plans, policy)
 
         if len(self.shards) == 1:
             return search_shard(self.shards[0])

@@ -31,6 +31,7 @@ from index_service.config import (
     Metric,
     StoredItem,
 )
+from index_service.planner import Plan
 
 
 def config_from_proto(message: index_pb2.CollectionConfig) -> CollectionConfig:
@@ -191,6 +192,23 @@ def text_query_from_proto(request: index_pb2.SearchRequest) -> hybrid.TextQuery 
         field_weights=dict(h.field_weights),
         explain=request.explain,
     )
+
+
+def plans_to_proto(plans: list[Plan]) -> list[index_pb2.ShardPlan]:
+    """Each shard's plan (SearchRequest.explain), by shard."""
+    return [
+        index_pb2.ShardPlan(
+            shard=p.shard,
+            strategy=p.strategy,
+            reason=p.reason,
+            selected=p.selected,
+            total=p.total,
+            ef_search=p.ef_search,
+            nprobe=p.nprobe,
+            reranked=p.reranked,
+        )
+        for p in sorted(plans, key=lambda p: p.shard)
+    ]
 
 
 def groups_to_proto(groups: list[HitGroup]) -> index_pb2.QueryResult:

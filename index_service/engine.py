@@ -371,6 +371,8 @@ class Engine:
     def close(self, *, snapshot: bool = True) -> None:
         """Stops the upkeep thread, snapshots what changed (if asked) and releases the data dir."""
         self._stop.set()
+        if self.options.collection.recall_monitor is not None:
+            self.options.collection.recall_monitor.close()
         if self._worker is not None:
             self._worker.join()
         with self._mutex:

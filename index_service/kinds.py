@@ -21,6 +21,9 @@ from index_service.config import Metric
 #: FAISS asks for at least this many training points per centroid.
 POINTS_PER_CENTROID = 39
 MIN_TRAIN = 1000
+#: Training uses at most this many points per centroid (a random sample of the shard): k-means
+#: quality has levelled off well before, and training time grows with the sample.
+TRAIN_POINTS_PER_CENTROID = 64
 DEFAULT_EF_SEARCH = 64
 DEFAULT_NPROBE = 16
 
@@ -35,6 +38,15 @@ class IndexKind:
     native_ids: bool
     #: Vectors a shard needs before a trainable kind is trained.
     train_threshold: int
+    #: Candidates per hit a compressed index re-scores (the spec's ``Rerank<N>``; 0: the default).
+    rerank: int = 0
+    #: Vectors a training uses at most (a seeded random sample of the shard's).
+    train_size: int = 0
+
+    @property
+    def factory(self) -> str:
+        """The FAISS factory string (the spec without ``Rerank<N>``)."""
+        return specs.split(self.spec)[0]
 
     @property
     def faiss_metric(self) -> int:
@@ -42,7 +54,7 @@ class IndexKind:
 
     @property
     def exact(self) -> bool:
-        return self.spec.replace(" ", "") == "Flat"
+        return self.factory.replace(" ", "") == "Flat"
 
     @classmethod
     def describe(cls, spec: str, dimension: int, metric: Metric) -> IndexKind:
@@ -54,7 +66,7 @@ class IndexKind:
         specs.check(spec, dimension)  # the grammar and its bounds, before FAISS allocates anything
         fmetric = faiss.METRIC_L2 if metric == Metric.L2 else faiss.METRIC_INNER_PRODUCT
         try:
-            index = faiss.index_factory(dimension, spec, fmetric)
+            index = faiss.index_factory(dimension, specs.split(spec)[0], fmetric)
         except RuntimeError as exc:
             message = str(exc).strip().splitlines()[-1] if str(exc).strip() else "invalid"
             raise InvalidArgumentError(
@@ -67,13 +79,14 @@ class IndexKind:
                 "config.index_spec: IVF needs at least one list", field="config.index_spec"
             )
         trainable = not index.is_trained
-        threshold = 0
+        threshold = train_size = 0
         if trainable:
             centroids = ivf.nlist if ivf is not None else 1
             pq = _product_quantizer(index)
             if pq is not None:
                 centroids = max(centroids, pq.ksub)
             threshold = max(MIN_TRAIN, POINTS_PER_CENTROID * centroids)
+            train_size = max(threshold, TRAIN_POINTS_PER_CENTROID * centroids)
         native = ivf is not None
         probe = index if native else faiss.IndexIDMap(index)
         try:
@@ -81,7 +94,9 @@ class IndexKind:
             removable = True
         except RuntimeError:
             removable = False
-        return cls(spec, dimension, metric, trainable, removable, native, threshold)
+        return cls(
+            spec, dimension, metric, trainable, removable, native, threshold, specs.split(spec)[1], train_size
+        )
 
     def new_index(self) -> faiss.Index:
         """An empty index ready for ``add_with_ids``: the staging Flat for untrained kinds."""
@@ -90,7 +105,7 @@ class IndexKind:
         return self._target()
 
     def _target(self) -> faiss.Index:
-        index = faiss.index_factory(self.dimension, self.spec, self.faiss_metric)
+        index = faiss.index_factory(self.dimension, self.factory, self.faiss_metric)
         hnsw = _hnsw(index)
         if hnsw is not None:
             hnsw.hnsw.efSearch = DEFAULT_EF_SEARCH
@@ -103,7 +118,11 @@ class IndexKind:
         """A final (trained) index holding ``vectors`` under ``labels``."""
         index = self._target()
         if self.trainable:
-            index.train(vectors)
+            sample = vectors
+            if len(vectors) > self.train_size > 0:
+                rng = np.random.default_rng(len(vectors))
+                sample = vectors[np.sort(rng.choice(len(vectors), self.train_size, replace=False))]
+            index.train(sample)
         if len(labels):
             index.add_with_ids(vectors, labels)
         return index

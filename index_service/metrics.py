@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from index_service.engine import Engine
@@ -30,7 +30,7 @@ class _EngineCollector(Collector):
     def __init__(self, engine: Callable[[], Engine | None]):
         self._engine = engine
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         items = GaugeMetricFamily(
             "clipsearch_index_items", "Live items per collection and shard", labels=["collection", "shard"]
         )
@@ -61,3 +61,40 @@ class _EngineCollector(Collector):
         yield age
         yield unsnapshotted
         yield quarantined
+        yield from _search_quality(engine)
+
+
+def _search_quality(engine: Engine | None) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+    """The planner's choices (index_service/planner.py) and the live recall (recall_monitor.py)."""
+    plans = CounterMetricFamily(
+        "clipsearch_index_search_plans",
+        "Shard searches per planner strategy (exact, ann_widened, ann)",
+        labels=["collection", "strategy"],
+    )
+    recall = GaugeMetricFamily(
+        "clipsearch_index_recall",
+        "Mean recall@k of the sampled searches re-run exactly (last 200 per collection and index)",
+        labels=["collection", "index"],
+    )
+    samples = GaugeMetricFamily(
+        "clipsearch_index_recall_samples",
+        "Sampled queries the recall gauge averages",
+        labels=["collection", "index"],
+    )
+    collections = dict(engine.collections()) if engine is not None else {}
+    for name, collection in collections.items():
+        counts: dict[str, int] = {}
+        for shard in collection.shards:
+            for strategy, count in list(shard.plan_counts.items()):
+                counts[strategy] = counts.get(strategy, 0) + count
+        for strategy, count in sorted(counts.items()):
+            plans.add_metric([name, strategy], count)
+    monitor = engine.options.collection.recall_monitor if engine is not None else None
+    measured = monitor.recall() if monitor is not None else {}
+    for (name, spec), (value, count) in sorted(measured.items()):
+        if name in collections:
+            recall.add_metric([name, spec], value)
+            samples.add_metric([name, spec], count)
+    yield plans
+    yield recall
+    yield samples

@@ -23,6 +23,8 @@ from index_service.collection import CollectionOptions
 from index_service.engine import DataDirLockedError, Engine, EngineOptions
 from index_service.limits import IndexLimits
 from index_service.metrics import IndexMetrics
+from index_service.planner import PlannerPolicy
+from index_service.recall_monitor import RecallMonitor
 from index_service.search_batcher import SearchBatcher
 from index_service.servicer import IndexServicer
 from index_service.settings import IndexSettings
@@ -123,6 +125,16 @@ def engine_options(settings: IndexSettings) -> EngineOptions:
             snapshot_interval_s=settings.snapshot_interval_s,
             rebuild_dead_ratio=settings.rebuild_dead_ratio,
             exact_fallback_max=settings.exact_fallback_max,
+            planner=PlannerPolicy(
+                exact_items=settings.plan_exact_items,
+                exact_read_items=settings.plan_exact_read_items,
+                exact_fraction=settings.plan_exact_fraction,
+                ann_fraction=settings.plan_ann_fraction,
+                oversample=settings.rerank_oversample,
+            ),
+            recall_monitor=RecallMonitor(settings.recall_sample_rate, settings.recall_threshold)
+            if settings.recall_sample_rate > 0
+            else None,
             limits=IndexLimits(
                 max_batch_items=settings.max_batch_items,
                 max_search_hits=settings.max_search_hits,

@@ -26,6 +26,7 @@ from index_service import backup, convert, filters, hybrid
 from index_service.config import SearchParams
 from index_service.engine import Engine
 from index_service.metrics import IndexMetrics
+from index_service.planner import Plan
 from index_service.search_batcher import SearchBatcher
 
 T = TypeVar("T")
@@ -214,6 +215,7 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
                 return convert.search_response(found, grouped=group_size is not None)
             # A vector search (hybrid on a collection without text fields is one: docs/hybrid.md).
             explain = request.explain
+            plans: list[Plan] | None = [] if explain else None
             if group_size is not None:
                 grouped = collection.search_groups(
                     queries,
@@ -234,10 +236,13 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
                 filter_=filter_,
                 params=params,
                 model_fingerprint=request.model_fingerprint,
+                plans=plans,
             )
             if explain:
                 results = [hybrid.explained(hits, request.offset) for hits in results]
-            return convert.search_response(results, grouped=False)
+            response = convert.search_response(results, grouped=False)
+            response.plans.extend(convert.plans_to_proto(plans or []))
+            return response
 
         return work
 

@@ -63,6 +63,38 @@ class IndexSettings(GrpcServerSettings):
         "candidates up to which a short approximate search is redone exactly",
         parse=int_in(0, 2**31),
     )
+    # -- the query planner and live recall (index_service/planner.py, recall_monitor.py) ---
+    plan_exact_items: int = option(
+        10_000,
+        "selected items up to which a search of an HNSW shard is a brute-force scan of them",
+        parse=int_in(0, 2**62),
+    )
+    plan_exact_read_items: int = option(
+        500,
+        "...of an IVF/PQ/SQ shard (the vectors are read from the store)",
+        parse=int_in(0, 2**62),
+    )
+    plan_exact_fraction: float = option(
+        0.02, "selected fraction up to which an HNSW shard is scanned instead", parse=float_in(0.0, 1.0)
+    )
+    plan_ann_fraction: float = option(
+        0.9,
+        "selected fraction from which the ANN index is searched as is (below: breadth / fraction)",
+        parse=float_in(0.0, 1.0),
+    )
+    rerank_oversample: int = option(
+        0,
+        "candidates per hit a compressed index re-scores exactly (0: the spec's Rerank<N>, else 10)",
+        parse=int_in(0, 100),
+    )
+    recall_sample_rate: float = option(
+        0.01,
+        "fraction of searches of approximate collections re-run exactly in the background (0: off)",
+        parse=float_in(0.0, 1.0),
+    )
+    recall_threshold: float = option(
+        0.9, "recall@k below which the live recall of a collection is logged", parse=float_in(0.0, 1.0)
+    )
     # -- what one request may ask for (index_service/limits.py, docs/reliability.md) ----------
     max_batch_items: int = option(
         DEFAULT_LIMITS.max_batch_items,

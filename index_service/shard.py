@@ -10,21 +10,24 @@ any label that is not alive is dropped before it leaves the shard.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable
 from operator import itemgetter
 
 import faiss
 import numpy as np
 
+from index_service import planner, rerank
 from index_service.config import Metric, SearchParams
 from index_service.filters import Filter, evaluate
 from index_service.kinds import IndexKind, bitmap_selector, is_staging, search_parameters
+from index_service.planner import DEFAULT_POLICY, Plan, PlannerPolicy
 from index_service.rows import RowTable
 from index_service.rwlock import RWLock
 from index_service.topk import best
 
-#: Fetches (labels, vectors) for labels from the store; used by the exact fallback.
-VectorReader = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+#: Fetches (labels, vectors) for labels from the store: exact searches and re-scoring.
+VectorReader = rerank.VectorReader
 
 
 #: One search candidate: (score, higher is closer; id; metadata JSON; group, "" for none).
@@ -51,6 +54,8 @@ class Shard:
         self.snapshot_time = time.monotonic()
         self._version = 0
         self._alive_cache: tuple[int, faiss.IDSelector, np.ndarray] | None = None
+        #: Searches per planner strategy (a metric; approximate under concurrent searches).
+        self.plan_counts: Counter[str] = Counter()
 
     # -- state -------------------------------------------------------------------------------
 
@@ -181,23 +186,58 @@ class Shard:
         params: SearchParams,
         read_vectors: VectorReader,
         exact_fallback_max: int,
+        plans: list[Plan] | None = None,
+        policy: PlannerPolicy = DEFAULT_POLICY,
     ) -> ShardResult:
+        """The best ``k`` per query; the plan it followed (index_service/planner.py) goes to ``plans``."""
         with self.lock.read():
             selector, keep, candidates = self._selection(filter_)
             width = min(k, candidates)
             if width == 0:
                 return [[] for _ in range(len(queries))]
+            traits = rerank.traits_of(self.index, self.kind, self.exact)
+            plan = planner.choose(
+                self.number,
+                traits,
+                candidates,
+                self.rows.live,
+                width,
+                params.ef_search,
+                params.nprobe,
+                policy,
+            )
+            if policy is not planner.EXHAUSTIVE:
+                self.plan_counts[plan.strategy] += 1
+            if plans is not None:
+                plans.append(plan)
+            breadth = SearchParams(ef_search=plan.ef_search, nprobe=plan.nprobe)
 
             def run(rows: np.ndarray, w: int) -> tuple[np.ndarray, np.ndarray]:
-                search_params = search_parameters(self.index, selector, params.ef_search, params.nprobe)
+                search_params = search_parameters(self.index, selector, breadth.ef_search, breadth.nprobe)
                 return self.index.search(queries[rows], w, params=search_params)
+
+            def scan(rows: np.ndarray, w: int) -> tuple[np.ndarray, np.ndarray]:
+                return rerank.masked_scan(self.index, selector, queries[rows], w)
 
             if self.exact:
                 distances, labels = _with_whole_ties(run, len(queries), width, candidates)
+            elif plan.strategy == planner.EXACT and traits.flat_storage:
+                distances, labels = _with_whole_ties(scan, len(queries), width, candidates)
+            elif plan.strategy == planner.EXACT:
+                distances, labels = self._exact(queries, width, filter_, read_vectors)
+            elif plan.reranked:
+                _, fetched = run(np.arange(len(queries)), min(plan.reranked, candidates))
+                distances, labels = rerank.rescore(queries, fetched, read_vectors, width, self.kind.metric)
             else:
                 distances, labels = run(np.arange(len(queries)), width)
             del keep
-            if not self.exact and (labels < 0).any() and candidates <= exact_fallback_max:
+            short = (labels[:, :width] < 0).any()
+            if (
+                not self.exact
+                and short
+                and plan.strategy != planner.EXACT
+                and candidates <= exact_fallback_max
+            ):
                 distances, labels = self._exact(queries, width, filter_, read_vectors)
             scores = -distances if self.kind.metric == Metric.L2 else distances
             return self._resolve(scores, labels, width)
@@ -222,13 +262,12 @@ class Shard:
     def _exact(
         self, queries: np.ndarray, width: int, filter_: Filter | None, read_vectors: VectorReader
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Brute force over the candidates' stored vectors (when an approximate search came back short)."""
+        """Brute force over the selected items' stored vectors, read from the store in chunks."""
         rows = self.rows
         mask = rows.alive[: rows.n].copy()
         if filter_ is not None:
             mask &= evaluate(filter_, rows)
-        labels, vectors = read_vectors(rows.labels[: rows.n][mask])
-        return exact_search(queries, labels, vectors, width, self.kind.metric)
+        return rerank.exact_over(queries, rows.labels[: rows.n][mask], read_vectors, width, self.kind.metric)
 
     def _resolve(self, scores: np.ndarray, labels: np.ndarray, width: int) -> ShardResult:
         """Live items only, as candidates; the best ``width`` per query (exact searches may bring ties)."""
@@ -275,30 +314,3 @@ def _with_whole_ties(
         labels = np.pad(labels, ((0, 0), (0, pad)), constant_values=-1)
         distances[rows], labels[rows] = more_d, more_l
     return distances, labels
-
-
-def exact_search(
-    queries: np.ndarray, labels: np.ndarray, vectors: np.ndarray, k: int, metric: Metric
-) -> tuple[np.ndarray, np.ndarray]:
-    """FAISS-style (distances, labels) by brute force: the best ``k`` and every item tied with the k-th.
-
-    Rows are padded with label -1 (and NaN distances) where a query has fewer.
-    """
-    nq = len(queries)
-    if len(labels) == 0:
-        return np.full((nq, k), np.inf, dtype=np.float32), np.full((nq, k), -1, dtype=np.int64)
-    if metric == Metric.L2:
-        distances = faiss.pairwise_distances(queries, vectors)
-        order_key = distances
-    else:
-        distances = queries @ vectors.T
-        order_key = -distances
-    width = min(k, len(labels))
-    order = np.argsort(order_key, axis=-1, kind="stable")
-    ranked_key = np.take_along_axis(order_key, order, axis=1)
-    kept = (ranked_key <= ranked_key[:, width - 1 : width]).sum(axis=1)  # >= width: the ties too
-    order = order[:, : int(kept.max())]
-    out_d = np.take_along_axis(distances, order, axis=1).astype(np.float32)
-    out_l = labels[order]
-    out_l[np.arange(order.shape[1])[None, :] >= kept[:, None]] = -1
-    return out_d, out_l

@@ -7,7 +7,8 @@ is therefore checked against this grammar, every number within its bound, before
 sees it (``IndexKind.describe`` calls :func:`check`; FAISS then validates the rest, e.g.
 that a PQ's sub-quantizers divide the dimension)::
 
-    spec      := [transform ","]... main             (at most two transforms)
+    spec      := [transform ","]... main ["," rerank]  (at most two transforms)
+    rerank    := "Rerank" N     (a compressed index re-scores N x k candidates exactly)
     transform := "PCA" ["R"|"W"|"WR"] D | "OPQ" M ["_" D] | "L2norm"
     main      := "Flat" | "HNSW" M [("_"|",") storage] | "IVF" NLIST ["_HNSW" M] "," storage
                | pq | sq
@@ -17,7 +18,8 @@ that a PQ's sub-quantizers divide the dimension)::
 
 Bounds (docs/index.md, docs/reliability.md): HNSW links M in [2, 128]; IVF lists in
 [1, 65536]; PQ sub-quantizers M in [1, the dimension] with NBITS in [1, 12]; PCA/OPQ
-output D in [1, the collection's dimension]. Standard library only.
+output D in [1, the collection's dimension]; Rerank N in [1, 100] (``Rerank`` is ours,
+not FAISS's: :func:`split` takes it off before FAISS sees the spec). Standard library only.
 """
 
 from __future__ import annotations
@@ -32,6 +34,17 @@ MAX_NLIST = 65_536
 MAX_PQ_NBITS = 12
 MAX_TRANSFORMS = 2
 MAX_SPEC_CHARS = 128
+MAX_RERANK = 100
+_RERANK = re.compile(r"\s*,\s*Rerank(?P<n>\d+)\s*$")
+
+
+def split(spec: str) -> tuple[str, int]:
+    """(the FAISS factory string, the spec's re-rank oversampling; 0 where it names none)."""
+    found = _RERANK.search(spec)
+    if found is None:
+        return spec, 0
+    return spec[: found.start()], int(found["n"]) if len(found["n"]) <= 12 else 10**12
+
 
 _TRANSFORM = re.compile(
     r"(?:PCA(?:R|W|WR)?(?P<pca>\d+)|OPQ(?P<opq>\d+)(?:_(?P<opq_d>\d+))?|(?P<norm>L2norm))"
@@ -48,6 +61,10 @@ def check(spec: str, dimension: int) -> None:
     """INVALID_ARGUMENT naming ``config.index_spec`` unless ``spec`` is in the grammar, within bounds."""
     if len(spec) > MAX_SPEC_CHARS:
         _refuse(spec[:MAX_SPEC_CHARS] + "...", f"at most {MAX_SPEC_CHARS} characters")
+    whole = spec
+    spec, rerank = split(spec)
+    if spec != whole and not 1 <= rerank <= MAX_RERANK:
+        _refuse(whole, f"Rerank oversampling must be in [1, {MAX_RERANK}], got {rerank}")
     parts = [part.strip() for part in spec.split(",")]
     # The main part may itself hold one comma (IVF..,storage / HNSW..,storage): find where it starts.
     start = next((i for i, part in enumerate(parts) if not _TRANSFORM.fullmatch(part)), len(parts))

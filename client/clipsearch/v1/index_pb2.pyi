@@ -439,12 +439,34 @@ class HitGroup(_message.Message):
     def __init__(self, group: _Optional[str] = ..., hits: _Optional[_Iterable[_Union[Hit, _Mapping]]] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
-    __slots__ = ("results", "coverage")
+    __slots__ = ("results", "coverage", "plans")
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     COVERAGE_FIELD_NUMBER: _ClassVar[int]
+    PLANS_FIELD_NUMBER: _ClassVar[int]
     results: _containers.RepeatedCompositeFieldContainer[QueryResult]
     coverage: Coverage
-    def __init__(self, results: _Optional[_Iterable[_Union[QueryResult, _Mapping]]] = ..., coverage: _Optional[_Union[Coverage, _Mapping]] = ...) -> None: ...
+    plans: _containers.RepeatedCompositeFieldContainer[ShardPlan]
+    def __init__(self, results: _Optional[_Iterable[_Union[QueryResult, _Mapping]]] = ..., coverage: _Optional[_Union[Coverage, _Mapping]] = ..., plans: _Optional[_Iterable[_Union[ShardPlan, _Mapping]]] = ...) -> None: ...
+
+class ShardPlan(_message.Message):
+    __slots__ = ("shard", "strategy", "reason", "selected", "total", "ef_search", "nprobe", "reranked")
+    SHARD_FIELD_NUMBER: _ClassVar[int]
+    STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    SELECTED_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    EF_SEARCH_FIELD_NUMBER: _ClassVar[int]
+    NPROBE_FIELD_NUMBER: _ClassVar[int]
+    RERANKED_FIELD_NUMBER: _ClassVar[int]
+    shard: int
+    strategy: str
+    reason: str
+    selected: int
+    total: int
+    ef_search: int
+    nprobe: int
+    reranked: int
+    def __init__(self, shard: _Optional[int] = ..., strategy: _Optional[str] = ..., reason: _Optional[str] = ..., selected: _Optional[int] = ..., total: _Optional[int] = ..., ef_search: _Optional[int] = ..., nprobe: _Optional[int] = ..., reranked: _Optional[int] = ...) -> None: ...
 
 class Coverage(_message.Message):
     __slots__ = ("shards_answered", "shards_asked")
