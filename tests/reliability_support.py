@@ -84,6 +84,24 @@ def start_service(service: str, *flags: str, log_dir: Path, timeout_s: float = 1
     return process, address
 
 
+def kill_while_writing(process, write, kill_after_s: float) -> None:
+    """Runs ``write(stop)`` in a thread, kill -9s ``process`` after ``kill_after_s``, then stops
+    the writer and checks it did not hang on the dead server."""
+    import signal
+    import threading
+    import time
+
+    stop = threading.Event()
+    writer = threading.Thread(target=write, args=(stop,))
+    writer.start()
+    time.sleep(kill_after_s)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    stop.set()
+    writer.join(timeout=60)
+    assert not writer.is_alive(), "the writer hung after the server died"
+
+
 def stop_process(process) -> None:
     if process.poll() is None:
         process.kill()

@@ -8,15 +8,15 @@ what differs is the writer: the public SDK, with its own retries, batching and e
 
 from __future__ import annotations
 
+import functools
 import random
 import signal
 import threading
-import time
 
 import grpc
 import numpy as np
 import pytest
-from reliability_support import crash_machinery, report, size
+from reliability_support import crash_machinery, kill_while_writing, report, size
 
 from clipsearch import IndexClient
 from clipsearch.errors import ClipsearchError
@@ -81,16 +81,10 @@ def test_kill_9_during_sdk_ingest_keeps_every_acknowledged_write(tmp_path) -> No
                 break
             client = IndexClient(f"127.0.0.1:{port}", timeout_s=10, upsert_batch_size=1024)
             client.create_collection(crash.COLLECTION, crash.DIM, metric="l2", num_shards=2, exist_ok=True)
-            stop = threading.Event()
-            writer = threading.Thread(target=sdk_ingest, args=(client, ledger, rng, trial, stop))
-            writer.start()
             kill_after_s.append(chooser.uniform(0.2, 1.5))
-            time.sleep(kill_after_s[-1])
-            process.send_signal(signal.SIGKILL)
-            process.wait()
-            stop.set()
-            writer.join(timeout=60)
-            assert not writer.is_alive(), "the SDK writer hung after the server died"
+            kill_while_writing(
+                process, functools.partial(sdk_ingest, client, ledger, rng, trial), kill_after_s[-1]
+            )
             client.close()
         finally:
             channel.close()

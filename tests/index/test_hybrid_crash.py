@@ -11,15 +11,14 @@ one side holds and the other does not each show as a wrong answer. Short here (3
 
 from __future__ import annotations
 
+import functools
 import random
 import signal
-import threading
-import time
 
 import grpc
 import numpy as np
 import pytest
-from reliability_support import crash_machinery, report, size
+from reliability_support import crash_machinery, kill_while_writing, report, size
 
 from clipsearch import IndexClient
 from clipsearch.errors import ClipsearchError
@@ -113,15 +112,9 @@ def test_kill_9_during_ingest_leaves_keyword_and_vector_sides_agreeing(tmp_path)
             if trial == trials:
                 client.close()
                 break
-            stop = threading.Event()
-            thread = threading.Thread(target=writer, args=(client, attempts, rng, trial, stop))
-            thread.start()
-            time.sleep(chooser.uniform(0.3, 1.5))
-            process.send_signal(signal.SIGKILL)
-            process.wait()
-            stop.set()
-            thread.join(timeout=60)
-            assert not thread.is_alive(), "the writer hung after the server died"
+            kill_while_writing(
+                process, functools.partial(writer, client, attempts, rng, trial), chooser.uniform(0.3, 1.5)
+            )
             client.close()
         finally:
             channel.close()
