@@ -243,7 +243,7 @@ def _groups(
 
 
 def _hit(hit: FusedHit, item: Pooled, explain: bool) -> Hit:
-    metadata: dict[str, MetadataValue] = _decoded(item.metadata)
+    metadata: dict[str, MetadataValue] = json.loads(item.metadata)
     explanation = None
     if explain:
         explanation = Explanation(
@@ -282,7 +282,3 @@ def explained_groups(groups: Sequence[HitGroup], offset: int) -> list[HitGroup]:
         best = replace(hits[0], explanation=first)
         out.append(HitGroup(group.group, (best, *hits[1:])))
     return out
-
-
-def _decoded(metadata: str) -> dict[str, MetadataValue]:
-    return json.loads(metadata)

@@ -143,8 +143,7 @@ class Shard:
             with self.lock.read():
                 keep = self.rows.rows_of(labels) >= 0
             if selected is not None:
-                at = np.minimum(np.searchsorted(selected, labels), max(len(selected) - 1, 0))
-                keep &= selected[at] == labels if len(selected) else False
+                keep &= np.isin(labels, selected)
             return keep
 
         return test
