@@ -81,6 +81,11 @@ def _search_quality(engine: Engine | None) -> Iterator[GaugeMetricFamily | Count
         "Sampled queries the recall gauge averages",
         labels=["collection", "index"],
     )
+    skipped = CounterMetricFamily(
+        "clipsearch_index_recall_samples_skipped",
+        "Searches drawn for the recall sample but not re-run: budget (--recall-cpu-budget pause), queue_full",
+        labels=["reason"],
+    )
     collections = dict(engine.collections()) if engine is not None else {}
     for name, collection in collections.items():
         counts: dict[str, int] = {}
@@ -95,6 +100,10 @@ def _search_quality(engine: Engine | None) -> Iterator[GaugeMetricFamily | Count
         if name in collections:
             recall.add_metric([name, spec], value)
             samples.add_metric([name, spec], count)
+    if monitor is not None:
+        skipped.add_metric(["budget"], monitor.skipped)
+        skipped.add_metric(["queue_full"], monitor.dropped)
+    yield skipped
     yield plans
     yield recall
     yield samples

@@ -6,9 +6,17 @@ probability ``sample_rate``; a sampled search's queries, filter and hit ids go t
 queue (full: the sample is dropped and counted, so a busy server never waits for it) and
 one background thread, at the lowest CPU priority (``nice`` 19), re-runs it exactly
 (:meth:`~index_service.collection.Collection.exact_candidates`) and records recall@k,
-the fraction of the exact top k the search returned. The last ``window`` samples per
-collection and index spec are averaged into ``clipsearch_index_recall`` (index_service/metrics.py);
-an average below ``threshold`` is logged as a warning (once per crossing).
+the fraction of the exact top k the search returned.
+
+``nice`` alone does not bound the cost: an exact re-run of a 100k HNSW search costs ~50
+searches, so a 1 % sample took 19 % of a busy 2-core server's throughput. A CPU budget
+does: after a re-run that took ``t`` seconds the monitor takes no sample for
+``t / cpu_budget - t`` seconds (counted as skipped), so it uses at most ``cpu_budget`` of
+one core whatever the search rate; on a busy server the effective sample rate falls.
+
+The last ``window`` samples per collection and index spec are averaged into
+``clipsearch_index_recall`` (index_service/metrics.py); an average below ``threshold`` is
+logged as a warning (once per crossing).
 
 Flat collections are not sampled (exact by construction). An exact re-run costs what a
 brute-force search costs: a masked scan in memory for HNSW, a read of the selected vectors
@@ -22,6 +30,7 @@ import os
 import queue
 import random
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -56,33 +65,53 @@ class _Job:
     found: list[list[str]]
 
 
+#: The share of one core the re-runs may use (``--recall-cpu-budget``).
+DEFAULT_CPU_BUDGET = 0.02
+
+
 class RecallMonitor:
-    """One per server; thread-safe. ``sample_rate`` 0 turns it off."""
+    """One per server; thread-safe. ``sample_rate`` 0 turns it off; ``cpu_budget`` 1 never pauses."""
 
     def __init__(
         self,
         sample_rate: float,
         threshold: float,
         *,
+        cpu_budget: float = DEFAULT_CPU_BUDGET,
         window: int = 200,
         queue_size: int = 4,
         chance: Callable[[], float] = random.random,
+        clock: Callable[[], float] = time.monotonic,
     ):
+        if not 0.0 < cpu_budget <= 1.0:
+            raise ValueError(f"cpu_budget must be in (0, 1], not {cpu_budget}")
         self.sample_rate = sample_rate
         self.threshold = threshold
+        self.cpu_budget = cpu_budget
         self.window = window
         self._chance = chance
+        self._clock = clock
+        #: No sample before this time (the budget's pause after the last re-run).
+        self._resume_at = 0.0
+        self._closing = threading.Event()
         self._queue: queue.Queue[_Job | None] = queue.Queue(queue_size)
         self._mutex = threading.Lock()
         self._recall: dict[tuple[str, str], deque[float]] = {}
         self._below: set[tuple[str, str]] = set()
+        #: Samples lost to a full queue, samples not taken during the budget's pauses.
         self.dropped = 0
+        self.skipped = 0
         self.measured = 0
         self._thread: threading.Thread | None = None
 
     def wants(self, collection: Collection) -> bool:
         """Whether to sample this search (asked before its hit ids are listed for :meth:`offer`)."""
-        return self.sample_rate > 0 and not collection.kind.exact and self._chance() < self.sample_rate
+        if self.sample_rate <= 0 or collection.kind.exact or self._chance() >= self.sample_rate:
+            return False
+        if self._clock() < self._resume_at:
+            self.skipped += 1  # a lost increment under a race only undercounts a statistic
+            return False
+        return True
 
     def offer(
         self,
@@ -118,6 +147,8 @@ class RecallMonitor:
         self._queue.join()
 
     def close(self) -> None:
+        """Stops the thread; samples still queued are not measured."""
+        self._closing.set()
         if self._thread is not None:
             self._queue.put(None)
             self._thread.join(timeout=30)
@@ -139,9 +170,17 @@ class RecallMonitor:
         while True:
             job = self._queue.get()
             try:
-                if job is None:
+                if job is None or self._closing.is_set():
                     return
-                self._measure(job)
+                self._closing.wait(max(0.0, self._resume_at - self._clock()))  # a job queued before a pause
+                if self._closing.is_set():
+                    return
+                started = self._clock()
+                try:
+                    self._measure(job)
+                finally:
+                    spent = self._clock() - started
+                    self._resume_at = self._clock() + spent * (1.0 / self.cpu_budget - 1.0)
             except Exception as exc:  # the collection was dropped or closed meanwhile
                 log.debug("recall sample skipped: %r", exc)
             finally:

@@ -132,7 +132,9 @@ def engine_options(settings: IndexSettings) -> EngineOptions:
                 ann_fraction=settings.plan_ann_fraction,
                 oversample=settings.rerank_oversample,
             ),
-            recall_monitor=RecallMonitor(settings.recall_sample_rate, settings.recall_threshold)
+            recall_monitor=RecallMonitor(
+                settings.recall_sample_rate, settings.recall_threshold, cpu_budget=settings.recall_cpu_budget
+            )
             if settings.recall_sample_rate > 0
             else None,
             limits=IndexLimits(

@@ -92,6 +92,11 @@ class IndexSettings(GrpcServerSettings):
         "fraction of searches of approximate collections re-run exactly in the background (0: off)",
         parse=float_in(0.0, 1.0),
     )
+    recall_cpu_budget: float = option(
+        0.02,
+        "share of one core the exact re-runs may use (after a re-run, sampling pauses to keep to it)",
+        parse=float_in(0.001, 1.0),
+    )
     recall_threshold: float = option(
         0.9, "recall@k below which the live recall of a collection is logged", parse=float_in(0.0, 1.0)
     )

@@ -35,7 +35,7 @@ def _fill(engine: Engine, name: str, spec: str, n: int = 3000) -> np.ndarray:
 
 
 def test_a_degraded_index_shows_in_the_gauge_and_the_log(tmp_path, caplog) -> None:
-    monitor = RecallMonitor(1.0, 0.9, window=16)
+    monitor = RecallMonitor(1.0, 0.9, window=16, cpu_budget=1.0)
     engine = _engine(tmp_path, monitor, PlannerPolicy(exact_items=100, exact_fraction=0.0))  # no scan
     try:
         queries = _fill(engine, "hnsw", "HNSW4")
@@ -63,7 +63,7 @@ def test_a_degraded_index_shows_in_the_gauge_and_the_log(tmp_path, caplog) -> No
 
 
 def test_filters_flat_collections_and_a_full_queue(tmp_path) -> None:
-    monitor = RecallMonitor(1.0, 0.9, queue_size=1)
+    monitor = RecallMonitor(1.0, 0.9, queue_size=1, cpu_budget=1.0)
     engine = _engine(tmp_path, monitor)
     try:
         queries = _fill(engine, "flat", "Flat", 500)
@@ -81,7 +81,7 @@ def test_filters_flat_collections_and_a_full_queue(tmp_path) -> None:
 
 def test_off_and_sampled_rates(tmp_path) -> None:
     chances = iter([0.5, 0.001])
-    monitor = RecallMonitor(0.01, 0.9, chance=lambda: next(chances))
+    monitor = RecallMonitor(0.01, 0.9, chance=lambda: next(chances), cpu_budget=1.0)
     engine = _engine(tmp_path, monitor)
     try:
         queries = _fill(engine, "hnsw", "HNSW4", 500)
@@ -94,6 +94,43 @@ def test_off_and_sampled_rates(tmp_path) -> None:
         assert monitor.measured == 1
     finally:
         engine.close(snapshot=False)
+
+
+def test_the_cpu_budget_pauses_sampling(tmp_path) -> None:
+    """After a re-run of t seconds, no sample for t / budget - t: skipped, not queued."""
+    now = [100.0]
+    monitor = RecallMonitor(1.0, 0.9, cpu_budget=0.1, clock=lambda: now[0])
+    engine = _engine(tmp_path, monitor)
+    try:
+        queries = _fill(engine, "hnsw", "HNSW4", 500)
+        collection = engine.collection("hnsw")
+        real_measure = monitor._measure
+
+        def measure_taking_2_s(job) -> None:  # the clock is ours: the re-run "takes" 2 s
+            real_measure(job)
+            now[0] += 2.0
+
+        monitor._measure = measure_taking_2_s  # type: ignore[method-assign]
+        collection.search(queries[:1], 5)
+        monitor.drain()
+        assert (monitor.measured, monitor.skipped) == (1, 0)
+        now[0] += 17.9  # the pause is 2 / 0.1 - 2 = 18 s from the re-run's end
+        for _ in range(3):
+            collection.search(queries[:1], 5)
+        monitor.drain()
+        assert (monitor.measured, monitor.skipped) == (1, 3)
+        now[0] += 0.2
+        collection.search(queries[:1], 5)
+        monitor.drain()
+        assert (monitor.measured, monitor.skipped) == (2, 3)
+    finally:
+        engine.close(snapshot=False)
+
+
+def test_a_budget_outside_its_range_is_refused() -> None:
+    for budget in (0.0, -0.5, 1.5):
+        with pytest.raises(ValueError, match="cpu_budget"):
+            RecallMonitor(0.01, 0.9, cpu_budget=budget)
 
 
 def test_recall_at() -> None:
