@@ -108,7 +108,9 @@ class ClipsearchIndex(IndexQueries):
         queries, collection = self.queries, workload["collection"]
 
         def call(n: int):
-            hits = self.client.search(collection, queries[n % len(queries)], k=K, **extra)
+            hits = self.client.search(
+                collection, queries[n % len(queries)], k=K, ef_search=EF_SEARCH, **extra
+            )
             return [int(hit.id[1:]) for hit in hits]
 
         return lambda _thread: call

@@ -24,7 +24,10 @@ MIN_TRAIN = 1000
 #: Training uses at most this many points per centroid (a random sample of the shard): k-means
 #: quality has levelled off well before, and training time grows with the sample.
 TRAIN_POINTS_PER_CENTROID = 64
-DEFAULT_EF_SEARCH = 64
+#: HNSW's search breadth. 128, not 64: at 100k clustered 512-d vectors HNSW32 recalls 0.984 of
+#: the top 10 at 64 (1.2 % of queries below 0.8) and 0.995 at 128 (0.05 %), for 0.25 instead of
+#: 0.12 ms a query; indexes saved at 64 are searched at this (index_service/rerank.py:traits_of).
+DEFAULT_EF_SEARCH = 128
 DEFAULT_NPROBE = 16
 
 

@@ -17,7 +17,7 @@ import faiss
 import numpy as np
 
 from index_service.config import Metric
-from index_service.kinds import IndexKind
+from index_service.kinds import DEFAULT_EF_SEARCH, IndexKind
 from index_service.planner import IndexTraits
 
 #: Fetches (labels found, their vectors) for labels (the store; deleted ones are left out).
@@ -33,7 +33,7 @@ def traits_of(index: faiss.Index, kind: IndexKind, exact: bool) -> IndexTraits:
     flat = False
     compressed = True
     if isinstance(inner, faiss.IndexHNSW):
-        ef = inner.hnsw.efSearch
+        ef = max(inner.hnsw.efSearch, DEFAULT_EF_SEARCH)  # a snapshot saved when the default was 64
         storage = faiss.downcast_index(inner.storage)
         flat = isinstance(storage, faiss.IndexFlat)
         compressed = not flat

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import faiss
 import pytest
 
 from clipsearch.errors import InvalidArgumentError
-from index_service import planner, specs
+from index_service import planner, rerank, specs
 from index_service.config import Metric
-from index_service.kinds import IndexKind
+from index_service.kinds import DEFAULT_EF_SEARCH, IndexKind
 from index_service.planner import IndexTraits, PlannerPolicy
 
 pytestmark = pytest.mark.unit
@@ -71,3 +72,17 @@ def test_rerank_in_the_spec() -> None:
         with pytest.raises(InvalidArgumentError) as raised:
             specs.check(bad, 32)
         assert raised.value.field == "config.index_spec"
+
+
+def test_an_index_saved_at_the_old_ef_search_is_searched_at_the_new_default() -> None:
+    """Snapshots written when the default efSearch was 64 carry 64; the planner starts from 128."""
+    kind = IndexKind.describe("HNSW32", 8, Metric.COSINE)
+    fresh = kind.new_index()
+    old = faiss.IndexIDMap(faiss.IndexHNSWFlat(8, 32, faiss.METRIC_INNER_PRODUCT))
+    faiss.downcast_index(old.index).hnsw.efSearch = 64
+    wide = faiss.IndexIDMap(faiss.IndexHNSWFlat(8, 32, faiss.METRIC_INNER_PRODUCT))
+    faiss.downcast_index(wide.index).hnsw.efSearch = 300
+    assert DEFAULT_EF_SEARCH == 128
+    assert rerank.traits_of(fresh, kind, exact=False).ef_search == 128
+    assert rerank.traits_of(old, kind, exact=False).ef_search == 128
+    assert rerank.traits_of(wide, kind, exact=False).ef_search == 300
