@@ -46,7 +46,9 @@ class EncoderSettings(GrpcServerSettings):
         1024, "inputs admitted and not yet run at most (beyond: RESOURCE_EXHAUSTED)", parse=int_in(1, 10**7)
     )
     threads: int = option(
-        0, "torch CPU threads (0: one per core this process may use, logged at start)", parse=int_in(0, 1024)
+        0,
+        "torch CPU threads (0: one per usable core, or 1 where this model runs faster so; timed at start)",
+        parse=int_in(0, 1024),
     )
     decode_workers: int = option(
         0,
