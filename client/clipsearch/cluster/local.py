@@ -18,6 +18,10 @@ from typing import Any
 # Before Ray is imported: no usage stats, and every node on 127.0.0.1.
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+# Ray waits 30 s for a new head's GCS server to write its port; on a busy 2-core machine (a
+# test suite beside a benchmark) it once took longer and the start failed. 120 s is what Ray
+# itself allows a GCS on RocksDB; operators can still set their own.
+os.environ.setdefault("RAY_gcs_server_port_wait_time_s", "120")
 
 import ray
 
