@@ -127,6 +127,13 @@ def test_the_cpu_budget_pauses_sampling(tmp_path) -> None:
         engine.close(snapshot=False)
 
 
+def test_the_flag_default_is_the_monitor_default() -> None:
+    from index_service.recall_monitor import DEFAULT_CPU_BUDGET
+    from index_service.settings import IndexSettings
+
+    assert IndexSettings().recall_cpu_budget == DEFAULT_CPU_BUDGET
+
+
 def test_a_budget_outside_its_range_is_refused() -> None:
     for budget in (0.0, -0.5, 1.5):
         with pytest.raises(ValueError, match="cpu_budget"):
