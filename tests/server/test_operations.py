@@ -245,3 +245,45 @@ def test_real_pair_over_mutual_tls(tmp_path, small_catalog) -> None:
     finally:
         encoder.stop()
         index.stop()
+
+
+@pytest.mark.parametrize("mode", ["all", "errors"])
+def test_access_log_all_or_errors_only(tmp_path, mode) -> None:
+    """--access-log errors: a line for a call that failed, none for one that ended OK; the
+    metrics count both either way."""
+    from clipsearch.server.settings import GrpcServerSettings
+    from index_service.server import create_server as create_index
+    from index_service.settings import IndexSettings
+
+    idx = IndexSettings(port=0, data_dir=tmp_path / "index", access_log=mode)
+    records: list[dict] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: records.append(json.loads(JsonFormatter().format(record)))  # type: ignore[method-assign]
+    rpc_log = logging.getLogger("clipsearch.rpc")
+    rpc_log.addHandler(handler)
+    old_level = rpc_log.level
+    rpc_log.setLevel(logging.INFO)
+    try:
+        with ServerThread(lambda: create_index(idx), name="index") as index:
+            with grpc.insecure_channel(index.address) as channel:
+                stub = index_pb2_grpc.IndexServiceStub(channel)
+                stub.ListCollections(index_pb2.ListCollectionsRequest(), timeout=10)
+                with pytest.raises(grpc.RpcError) as failed:
+                    stub.DescribeCollection(
+                        index_pb2.DescribeCollectionRequest(collection="nope"), timeout=10
+                    )
+                assert failed.value.code() == grpc.StatusCode.NOT_FOUND
+            counted = index.server.metrics_registry.get_sample_value(
+                "clipsearch_rpc_requests_total",
+                {"method": "/clipsearch.v1.IndexService/ListCollections", "code": "OK"},
+            )
+    finally:
+        rpc_log.removeHandler(handler)
+        rpc_log.setLevel(old_level)
+    logged = {
+        (line["rpc_method"].rsplit("/", 1)[-1], line["code"]) for line in records if "rpc_method" in line
+    }
+    assert ("DescribeCollection", "NOT_FOUND") in logged
+    assert (("ListCollections", "OK") in logged) == (mode == "all")
+    assert counted == 1.0
+    assert GrpcServerSettings.__dataclass_fields__["access_log"].default == "all"

@@ -42,8 +42,11 @@ class RpcMetrics:
 
 
 class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, metrics: RpcMetrics):
+    def __init__(self, metrics: RpcMetrics, access_log: str = "all"):
         self._metrics = metrics
+        #: Only calls that did not end OK get a line (the metrics count every call either way):
+        #: the line is ~10 % of a busy index server's Python time on cheap searches.
+        self._errors_only = access_log == "errors"
 
     async def intercept_service(
         self,
@@ -66,6 +69,7 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
             or new_request_id()
         )
         metrics = self._metrics
+        errors_only = self._errors_only
 
         def finish(context: grpc.aio.ServicerContext, started: float, failed: BaseException | None) -> None:
             code = context.code()
@@ -79,7 +83,7 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
             elapsed = time.perf_counter() - started
             metrics.requests.labels(method, name).inc()
             metrics.latency.labels(method).observe(elapsed)
-            if not method.startswith("/grpc.health"):
+            if not method.startswith("/grpc.health") and not (errors_only and name == "OK"):
                 log.info(
                     "rpc", extra={"rpc_method": method, "code": name, "duration_ms": round(elapsed * 1000, 3)}
                 )

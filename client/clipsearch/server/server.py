@@ -104,6 +104,8 @@ class ServerOptions:
     insecure: bool = False
     #: Serve Prometheus metrics over HTTP on this port (same host); 0 = off.
     metrics_port: int = 0
+    #: A log line per call ("all") or per call that did not end OK ("errors").
+    access_log: str = "all"
     #: How to change the port, for the message when it cannot be bound.
     port_flag: str = "--port"
     port_env: str | None = None
@@ -127,6 +129,7 @@ def options_from_settings(settings: GrpcServerSettings) -> ServerOptions:
         tokens=TokenScopes.from_file(Path(settings.token_file)) if settings.token_file else None,
         insecure=settings.insecure,
         metrics_port=settings.metrics_port,
+        access_log=settings.access_log,
         port_flag=settings.flag_of("port"),
         port_env=settings.env_var("--port"),
         metrics_port_env=settings.env_var("--metrics-port"),
@@ -162,7 +165,7 @@ class ManagedServer:
         #: ``time.monotonic()`` by which the stop means to be done (cleanups read it); None until then.
         self.stop_deadline: float | None = None
         interceptors: list[grpc.aio.ServerInterceptor] = [
-            ObservabilityInterceptor(RpcMetrics(self.metrics_registry))
+            ObservabilityInterceptor(RpcMetrics(self.metrics_registry), options.access_log)
         ]
         if options.tokens is not None:
             interceptors.append(TokenAuthInterceptor(options.tokens))

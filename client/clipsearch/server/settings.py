@@ -81,6 +81,11 @@ class GrpcServerSettings(ServerSettings):
     )
     no_reflection: bool = option(False, "turn gRPC server reflection off", switch=True)
     grace_s: float = option(10.0, "seconds in-flight calls get after SIGTERM", parse=float_in(0, 3600))
+    access_log: str = option(
+        "all",
+        "a log line per call (all), or only per call that did not end OK (errors); metrics count all",
+        parse=choice(("all", "errors")),
+    )
 
     @property
     def serves_tls(self) -> bool:
