@@ -160,7 +160,8 @@ def index_sides(n: int, args, logs: Path, milvus_python: Path) -> Iterator[dict]
             "IndexClient; milvus-lite (.db): one shared MilvusClient on a local .db, which runs Milvus "
             "Lite's gRPC server inside the client's process; milvus-lite server: `milvus-lite server` as "
             "its own process (10 gRPC threads), one shared MilvusClient; faiss in-process: the server's "
-            "own snapshot, omp 1, searched by the same number of threads"
+            "own snapshot, omp 1, the server's IDSelectorBitmap built once, searched by the same number of "
+            "threads; our side asks for efSearch 64 too (its default is 128)"
         )
         servers = {"clipsearch": group_of_port(int(address.rsplit(":", 1)[1]))}
         if args.batched:

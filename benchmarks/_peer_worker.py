@@ -131,12 +131,11 @@ class InProcessFaiss(IndexQueries):
         }
         labels = np.arange(config["n"], dtype=np.int64)
         self.filtered = labels[labels % 10 == int(FILTER_CATEGORY[3:])]
-        # The server's selector kind (index_service/kinds.py:bitmap_selector), built once here:
-        # the in-process side pays neither the filter's evaluation nor the selector's making.
-        bits = np.zeros(config["n"], dtype=bool)
-        bits[self.filtered] = True
-        self.bitmap = np.packbits(bits, bitorder="little")
-        self.selector = faiss.IDSelectorBitmap(len(self.bitmap), faiss.swig_ptr(self.bitmap))
+        # The server's own selector, built once here: the in-process side pays neither the
+        # filter's evaluation nor the selector's making.
+        from index_service.kinds import bitmap_selector
+
+        self.selector, self.bitmap = bitmap_selector(self.filtered)
 
     def make(self, workload: dict):
         faiss, index, queries = self.faiss, self.indexes[workload["collection"]], self.queries
