@@ -56,6 +56,7 @@ from index_service.limits import DEFAULT_LIMITS, IndexLimits
 from index_service.planner import DEFAULT_POLICY, EXHAUSTIVE, Plan, PlannerPolicy
 from index_service.recall_monitor import RecallMonitor
 from index_service.rows import RowTable, encode_metadata
+from index_service.rwlock import check_may_wait
 from index_service.shard import Candidate, Shard
 from index_service.store import Change, ShardRows, Store, StoredRow
 
@@ -728,6 +729,7 @@ class Collection:
 
         if len(self.shards) == 1:
             return search_shard(self.shards[0])
+        check_may_wait("the shard pool")
         parts = list(self._pool.map(search_shard, self.shards))
         return [[c for part in parts for c in part[q]] for q in range(len(matrix))]
 
@@ -902,6 +904,7 @@ class Collection:
         return pool
 
     def _vector_reader(self, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        check_may_wait("the store")
         return self.store.vectors(labels, self.config.dimension)
 
     def _matrix(self, vectors: Sequence[np.ndarray] | np.ndarray, field: str) -> np.ndarray:
@@ -1139,7 +1142,7 @@ def top_hits(candidates: Iterable[Candidate], k: int, *, offset: int = 0) -> lis
 
 def _hit(candidate: Candidate) -> Hit:
     score, item_id, metadata, group = candidate
-    return Hit(item_id, score, json.loads(metadata), group)
+    return Hit(item_id, score, json.loads(metadata), group, stored_metadata=metadata)
 
 
 def check_group_size(size: int) -> None:

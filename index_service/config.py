@@ -172,6 +172,9 @@ class Hit:
     metadata: dict[str, MetadataValue] = field(default_factory=dict)
     group: str = ""
     explanation: Explanation | None = None
+    #: The stored JSON ``metadata`` was decoded from ("" when built otherwise): the server
+    #: serializes a row's metadata once and reuses the bytes (index_service/convert.py).
+    stored_metadata: str = field(default="", compare=False, repr=False)
 
 
 @dataclass(frozen=True)

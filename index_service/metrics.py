@@ -23,6 +23,15 @@ class IndexMetrics:
         self.items_written = Counter(
             "clipsearch_index_items_written_total", "Items upserted durably", registry=registry
         )
+        runs = Counter(
+            "clipsearch_index_search_runs_total",
+            "Searches by the thread their work ran on: inline (the event loop's, a cheap search), "
+            "worker, or worker_after_wait (tried inline, met a lock or the store)",
+            ["ran"],
+            registry=registry,
+        )
+        #: ran -> its counter (looked up once: this is counted on every search).
+        self.search_runs = {ran: runs.labels(ran) for ran in ("inline", "worker", "worker_after_wait")}
         registry.register(_EngineCollector(engine))
 
 

@@ -1,10 +1,37 @@
-"""A readers-writer lock that prefers writers (readers never block each other)."""
+"""A readers-writer lock that prefers writers (readers never block each other).
+
+A thread inside :func:`no_wait` (the event loop's, running a search inline) must not wait:
+where a read would wait, :class:`WouldBlock` is raised and the caller runs the work on a
+worker thread instead.
+"""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+_local = threading.local()
+
+
+class WouldBlock(Exception):
+    """Work under :func:`no_wait` reached something that would wait (a lock, the disk)."""
+
+
+@contextmanager
+def no_wait() -> Iterator[None]:
+    """Within it, this thread's reads raise :class:`WouldBlock` instead of waiting."""
+    _local.no_wait = True
+    try:
+        yield
+    finally:
+        _local.no_wait = False
+
+
+def check_may_wait(what: str) -> None:
+    """Raises :class:`WouldBlock` on a thread inside :func:`no_wait` (before ``what`` would wait)."""
+    if getattr(_local, "no_wait", False):
+        raise WouldBlock(what)
 
 
 class RWLock:
@@ -17,6 +44,8 @@ class RWLock:
     @contextmanager
     def read(self) -> Iterator[None]:
         with self._cond:
+            if self._writer or self._writers_waiting:
+                check_may_wait("a shard's lock")
             while self._writer or self._writers_waiting:
                 self._cond.wait()
             self._readers += 1

@@ -21,6 +21,7 @@ from clipsearch.server.server import ManagedServer, ServiceBinding, options_from
 from clipsearch.v1 import index_pb2_grpc
 from index_service.collection import CollectionOptions
 from index_service.engine import DataDirLockedError, Engine, EngineOptions
+from index_service.inline_search import InlinePolicy
 from index_service.limits import IndexLimits
 from index_service.metrics import IndexMetrics
 from index_service.planner import PlannerPolicy
@@ -44,7 +45,7 @@ class IndexServer(ManagedServer):
             initializer=faiss.omp_set_num_threads,
             initargs=(settings.omp_threads,),
         )
-        self.servicer = IndexServicer(self.executor)
+        self.servicer = IndexServicer(self.executor, InlinePolicy(settings.inline_search_ms / 1000))
         if settings.search_batch:
             parallel = settings.search_batch_parallel or max(1, os.cpu_count() or 1)
             self.servicer.search_batcher = SearchBatcher(settings.search_batch, parallel)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Executor
@@ -25,8 +26,10 @@ from clipsearch.wire import fields_from_proto
 from index_service import backup, convert, filters, hybrid
 from index_service.config import SearchParams
 from index_service.engine import Engine
+from index_service.inline_search import InlinePolicy
 from index_service.metrics import IndexMetrics
 from index_service.planner import Plan
+from index_service.rwlock import WouldBlock, no_wait
 from index_service.search_batcher import SearchBatcher
 
 T = TypeVar("T")
@@ -38,8 +41,10 @@ READS = frozenset(
 
 
 class IndexServicer(index_pb2_grpc.IndexServiceServicer):
-    def __init__(self, executor: Executor):
+    def __init__(self, executor: Executor, inline: InlinePolicy | None = None):
         self._executor = executor
+        #: Which searches are cheap enough to run on the event loop's thread (none when None).
+        self.inline = inline
         #: Set once the collections are loaded; until then calls get UNAVAILABLE.
         self.engine: Engine | None = None
         #: Set by the server once its registry exists.
@@ -189,7 +194,37 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
         return await self._search(request)
 
     async def _search(self, request: index_pb2.SearchRequest) -> index_pb2.SearchResponse:
-        return await self._run("Search", self._search_work(request))
+        work = self._search_work(request)
+        inline, key = self.inline, _inline_key(request)
+        if inline is None or key is None:
+            response = await self._run("Search", work)
+            self._count_run("worker")
+            return response
+        queries = len(request.queries)
+
+        def measured(engine: Engine) -> index_pb2.SearchResponse:
+            started = time.thread_time()  # CPU time: a worker's wait for the GIL is not the search's
+            response = work(engine)
+            inline.record(key, queries, time.thread_time() - started)
+            return response
+
+        engine, ran = self.engine, "worker"
+        if engine is not None and inline.should_inline(key, queries):
+            try:
+                with no_wait():
+                    response = measured(engine)
+                self._count_run("inline")
+                return response
+            except WouldBlock:  # a write holds a shard, or the search reads the store: a worker waits
+                inline.record_blocked(key)
+                ran = "worker_after_wait"
+        response = await self._run("Search", measured)
+        self._count_run(ran)
+        return response
+
+    def _count_run(self, ran: str) -> None:
+        if self.metrics is not None:
+            self.metrics.search_runs[ran].inc()
 
     def _search_work(self, request: index_pb2.SearchRequest) -> Callable[[Engine], index_pb2.SearchResponse]:
         def work(engine: Engine) -> index_pb2.SearchResponse:
@@ -241,7 +276,8 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
             if explain:
                 results = [hybrid.explained(hits, request.offset) for hits in results]
             response = convert.search_response(results, grouped=False)
-            response.plans.extend(convert.plans_to_proto(plans or []))
+            if plans:
+                response.plans.extend(convert.plans_to_proto(plans))
             return response
 
         return work
@@ -323,6 +359,16 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
             return await self._run("Restore", work)
         finally:
             archive.unlink(missing_ok=True)
+
+
+def _inline_key(request: index_pb2.SearchRequest) -> tuple[str, bool] | None:
+    """What a search's cost is learnt under, or None for searches that never run inline
+    (keyword and hybrid ones, grouped ones: they read more than a shard's memory)."""
+    if request.mode not in (index_pb2.SEARCH_MODE_UNSPECIFIED, index_pb2.SEARCH_MODE_VECTOR):
+        return None
+    if request.HasField("group_by"):
+        return None
+    return request.collection, request.HasField("filter")
 
 
 def _filter(request: Any) -> filters.Filter | None:

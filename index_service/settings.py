@@ -32,6 +32,12 @@ class IndexSettings(GrpcServerSettings):
     omp_threads: int = option(
         1, "OpenMP threads inside one FAISS call (1: parallel across shards and calls)", parse=int_in(1, 1024)
     )
+    inline_search_ms: float = option(
+        1.0,
+        "searches whose work is expected to take at most this many ms (per query, measured) run "
+        "on the event loop's thread, without the hop to a request thread (0: never)",
+        parse=float_in(0.0, 1000.0),
+    )
     search_batch: int = option(
         0,
         "concurrent one-query searches of the same shape run as one multi-query search, this many "

@@ -21,7 +21,7 @@ from index_service import planner, rerank
 from index_service.config import Metric, SearchParams
 from index_service.filters import Filter, evaluate
 from index_service.kinds import IndexKind, bitmap_selector, is_staging, search_parameters
-from index_service.planner import DEFAULT_POLICY, Plan, PlannerPolicy
+from index_service.planner import DEFAULT_POLICY, IndexTraits, Plan, PlannerPolicy
 from index_service.rows import RowTable
 from index_service.rwlock import RWLock
 from index_service.topk import best
@@ -56,6 +56,8 @@ class Shard:
         self._alive_cache: tuple[int, faiss.IDSelector, np.ndarray] | None = None
         #: Searches per planner strategy (a metric; approximate under concurrent searches).
         self.plan_counts: Counter[str] = Counter()
+        #: (index, exact, its traits): worked out once per index object, not per search.
+        self._traits: tuple[faiss.Index, bool, IndexTraits] | None = None
 
     # -- state -------------------------------------------------------------------------------
 
@@ -194,7 +196,7 @@ class Shard:
             width = min(k, candidates)
             if width == 0:
                 return [[] for _ in range(len(queries))]
-            traits = rerank.traits_of(self.index, self.kind, self.exact)
+            traits = self._current_traits()
             plan = planner.choose(
                 self.number,
                 traits,
@@ -240,6 +242,13 @@ class Shard:
                 distances, labels = self._exact(queries, width, filter_, read_vectors)
             scores = -distances if self.kind.metric == Metric.L2 else distances
             return self._resolve(scores, labels, width)
+
+    def _current_traits(self) -> IndexTraits:
+        index, exact = self.index, self.exact
+        cached = self._traits
+        if cached is None or cached[0] is not index or cached[1] != exact:
+            cached = self._traits = (index, exact, rerank.traits_of(index, self.kind, exact))
+        return cached[2]
 
     def _selection(self, filter_: Filter | None) -> tuple[faiss.IDSelector | None, np.ndarray | None, int]:
         """(selector, buffer it reads, number of candidates) for this search."""

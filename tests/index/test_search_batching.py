@@ -58,7 +58,8 @@ class SearchGate:
 @pytest.fixture
 def filled(server_with):
     # One merged search of a shape at a time: the gate then holds every other call in the queue.
-    server = server_with(search_batch=64, search_batch_parallel=1)
+    # The gate blocks inside the search: searches run on workers, never on the event loop.
+    server = server_with(search_batch=64, search_batch_parallel=1, inline_search_ms=0.0)
     stub = server.stub
     stub.CreateCollection(
         index_pb2.CreateCollectionRequest(config=index_pb2.CollectionConfig(name="shop", dimension=DIM)),
@@ -174,7 +175,7 @@ def test_multi_query_and_grouped_requests_still_work(filled) -> None:
 
 
 def test_batches_of_one_shape_run_side_by_side_up_to_the_limit(server_with) -> None:
-    server = server_with(search_batch=64, search_batch_parallel=2)
+    server = server_with(search_batch=64, search_batch_parallel=2, inline_search_ms=0.0)  # the gate blocks
     stub = server.stub
     stub.CreateCollection(
         index_pb2.CreateCollectionRequest(config=index_pb2.CollectionConfig(name="shop", dimension=DIM)),
