@@ -8,6 +8,7 @@ holds that copy of every shard group.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Iterator
@@ -26,6 +27,8 @@ os.environ.setdefault("RAY_gcs_server_port_wait_time_s", "120")
 import ray
 
 from clipsearch.cluster.app import ClusterConfig, deploy
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -57,13 +60,13 @@ def local_cluster(
 ) -> Iterator[LocalCluster]:
     """Head + one worker per entry of ``worker_resources``, Serve deployed; always shut down."""
     from ray import serve
-    from ray.cluster_utils import Cluster
 
     node: dict[str, Any] = {"include_dashboard": False, "object_store_memory": 80 * 1024**2}
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": head_cpus, **node})
+    cluster, workers = _started_nodes(
+        {"num_cpus": head_cpus, **node},
+        [{"num_cpus": worker_cpus, "resources": r, **node} for r in worker_resources],
+    )
     try:
-        workers = [cluster.add_node(num_cpus=worker_cpus, resources=r, **node) for r in worker_resources]
-        cluster.wait_for_nodes()
         ray.init(address=cluster.address, log_to_driver=False)
         deploy(config, grpc_port=grpc_port, http_port=http_port)
         yield LocalCluster(cluster, workers, f"127.0.0.1:{grpc_port}")
@@ -73,3 +76,30 @@ def local_cluster(
         finally:
             ray.shutdown()
             cluster.shutdown()
+
+
+#: What Ray raises when a new raylet does not register with the GCS within its 30 s (a
+#: literal in ray._private.node, no setting).
+NODE_START_TIMEOUT = "timed out during startup"
+
+
+def _started_nodes(head: dict[str, Any], workers: list[dict[str, Any]]) -> tuple[Any, list[Any]]:
+    """A head and worker nodes, all registered. On a busy 2-core machine (a test suite beside a
+    CPU-bound job) a raylet once took over Ray's 30 s to register: the start is tried once more
+    after that timeout; any other failure is raised at once."""
+    from ray.cluster_utils import Cluster
+
+    for attempt in (1, 2):
+        cluster = None
+        try:
+            cluster = Cluster(initialize_head=True, head_node_args=head)
+            nodes = [cluster.add_node(**args) for args in workers]
+            cluster.wait_for_nodes()
+            return cluster, nodes
+        except Exception as error:
+            if cluster is not None:
+                cluster.shutdown()
+            if attempt == 2 or NODE_START_TIMEOUT not in str(error):
+                raise
+            log.warning("a Ray node %s; starting the local cluster again", NODE_START_TIMEOUT)
+    raise AssertionError("unreachable")
