@@ -18,7 +18,8 @@ from index_service.settings import IndexSettings
 
 ray = pytest.importorskip("ray")
 
-pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
+# 600 s: a node start that times out is tried once more (clipsearch.cluster.local.start_nodes).
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(600)]
 
 PRODUCTS = 40
 
@@ -26,13 +27,11 @@ PRODUCTS = 40
 @pytest.fixture(scope="module")
 def two_nodes():
     """Head + one worker, 2 logical CPUs each: one 1.5-CPU encode actor fits per node, beside a loader."""
-    from ray.cluster_utils import Cluster
+    from clipsearch.cluster.local import start_nodes
 
     node = {"include_dashboard": False, "object_store_memory": 80 * 1024**2, "num_cpus": 2}
-    cluster = Cluster(initialize_head=True, head_node_args=node)
+    cluster, _ = start_nodes(node, [node])
     try:
-        cluster.add_node(**node)
-        cluster.wait_for_nodes()
         ray.init(address=cluster.address, log_to_driver=False)
         yield cluster
     finally:
