@@ -729,7 +729,7 @@ class Collection:
 
         if len(self.shards) == 1:
             return search_shard(self.shards[0])
-        check_may_wait("the shard pool")
+        check_may_wait("the shard pool", structural=True)
         parts = list(self._pool.map(search_shard, self.shards))
         return [[c for part in parts for c in part[q]] for q in range(len(matrix))]
 

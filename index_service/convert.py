@@ -159,11 +159,15 @@ def add_hits(hits: Iterable[Hit], into: RepeatedCompositeFieldContainer[index_pb
         wire = _metadata_wire.get(stored)
         if wire is None:
             wire = index_pb2.Hit(metadata=metadata_to_proto(hit.metadata)).SerializeToString()
-            if _metadata_wire_bytes + len(wire) > METADATA_WIRE_CACHE_BYTES:
-                _metadata_wire.clear()
-                _metadata_wire_bytes = 0
-            _metadata_wire[stored] = wire
-            _metadata_wire_bytes += len(wire)
+            size = len(wire) + len(stored)  # the key is held too
+            if size <= METADATA_WIRE_CACHE_BYTES // 64:  # a huge row is built each time
+                if _metadata_wire_bytes + size > METADATA_WIRE_CACHE_BYTES:
+                    _metadata_wire.clear()
+                    _metadata_wire_bytes = 0
+                _metadata_wire[stored] = wire
+                # Unlocked: a lost update under a thread switch only lets the count lag one
+                # entry until the next clear.
+                _metadata_wire_bytes += size
         message = into.add()
         message.MergeFromString(wire)
         message.id = hit.id

@@ -15,7 +15,14 @@ _local = threading.local()
 
 
 class WouldBlock(Exception):
-    """Work under :func:`no_wait` reached something that would wait (a lock, the disk)."""
+    """Work under :func:`no_wait` reached something that would wait (a lock, the disk).
+
+    ``structural``: it would every time for this collection (several shards, a re-ranking
+    index), not just now (a write holding a lock, a filter that chose an exact plan)."""
+
+    def __init__(self, what: str, *, structural: bool = False):
+        super().__init__(what)
+        self.structural = structural
 
 
 @contextmanager
@@ -28,10 +35,10 @@ def no_wait() -> Iterator[None]:
         _local.no_wait = False
 
 
-def check_may_wait(what: str) -> None:
+def check_may_wait(what: str, *, structural: bool = False) -> None:
     """Raises :class:`WouldBlock` on a thread inside :func:`no_wait` (before ``what`` would wait)."""
     if getattr(_local, "no_wait", False):
-        raise WouldBlock(what)
+        raise WouldBlock(what, structural=structural)
 
 
 class RWLock:

@@ -26,7 +26,12 @@ from clipsearch.wire import fields_from_proto
 from index_service import backup, convert, filters, hybrid
 from index_service.config import SearchParams
 from index_service.engine import Engine
-from index_service.inline_search import InlinePolicy
+from index_service.inline_search import (
+    MAX_INLINE_EF_SEARCH,
+    MAX_INLINE_NPROBE,
+    MAX_INLINE_WIDTH,
+    InlinePolicy,
+)
 from index_service.metrics import IndexMetrics
 from index_service.planner import Plan
 from index_service.rwlock import WouldBlock, no_wait
@@ -215,8 +220,8 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
                     response = measured(engine)
                 self._count_run("inline")
                 return response
-            except WouldBlock:  # a write holds a shard, or the search reads the store: a worker waits
-                inline.record_blocked(key)
+            except WouldBlock as blocked:  # a write holds a shard, or the search reads the store
+                inline.record_blocked(key, structural=blocked.structural)
                 ran = "worker_after_wait"
         response = await self._run("Search", measured)
         self._count_run(ran)
@@ -362,11 +367,18 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
 
 
 def _inline_key(request: index_pb2.SearchRequest) -> tuple[str, bool] | None:
-    """What a search's cost is learnt under, or None for searches that never run inline
-    (keyword and hybrid ones, grouped ones: they read more than a shard's memory)."""
+    """What a search's cost is learnt under, or None for searches that never run inline:
+    keyword and hybrid ones, grouped ones (they read more than a shard's memory), and big
+    ones (a wide page, a large efSearch or nprobe) whose cost the small ones do not predict."""
     if request.mode not in (index_pb2.SEARCH_MODE_UNSPECIFIED, index_pb2.SEARCH_MODE_VECTOR):
         return None
     if request.HasField("group_by"):
+        return None
+    if (
+        request.k + request.offset > MAX_INLINE_WIDTH
+        or request.params.ef_search > MAX_INLINE_EF_SEARCH
+        or request.params.nprobe > MAX_INLINE_NPROBE
+    ):
         return None
     return request.collection, request.HasField("filter")
 

@@ -23,7 +23,7 @@ from index_service.filters import Filter, evaluate
 from index_service.kinds import IndexKind, bitmap_selector, is_staging, search_parameters
 from index_service.planner import DEFAULT_POLICY, IndexTraits, Plan, PlannerPolicy
 from index_service.rows import RowTable
-from index_service.rwlock import RWLock
+from index_service.rwlock import RWLock, check_may_wait
 from index_service.topk import best
 
 #: Fetches (labels, vectors) for labels from the store: exact searches and re-scoring.
@@ -56,8 +56,8 @@ class Shard:
         self._alive_cache: tuple[int, faiss.IDSelector, np.ndarray] | None = None
         #: Searches per planner strategy (a metric; approximate under concurrent searches).
         self.plan_counts: Counter[str] = Counter()
-        #: (index, exact, its traits): worked out once per index object, not per search.
-        self._traits: tuple[faiss.Index, bool, IndexTraits] | None = None
+        #: What the planner needs of the index: worked out once per index (swap_index resets it).
+        self._traits: IndexTraits | None = None
 
     # -- state -------------------------------------------------------------------------------
 
@@ -173,6 +173,7 @@ class Shard:
         """Installs a rebuilt index (built from the same live rows)."""
         with self.lock.write():
             self.index = index
+            self._traits = None
             self.dead_in_index = dead_in_index
             self.dirty += 1
             self._version += 1
@@ -207,6 +208,10 @@ class Shard:
                 params.nprobe,
                 policy,
             )
+            if plan.reranked:  # re-scores from the store, whatever the query: never on the event loop
+                check_may_wait("the store", structural=True)
+            elif plan.strategy == planner.EXACT and not traits.flat_storage:
+                check_may_wait("the store")
             if policy is not planner.EXHAUSTIVE:
                 self.plan_counts[plan.strategy] += 1
             if plans is not None:
@@ -244,11 +249,10 @@ class Shard:
             return self._resolve(scores, labels, width)
 
     def _current_traits(self) -> IndexTraits:
-        index, exact = self.index, self.exact
-        cached = self._traits
-        if cached is None or cached[0] is not index or cached[1] != exact:
-            cached = self._traits = (index, exact, rerank.traits_of(index, self.kind, exact))
-        return cached[2]
+        traits = self._traits
+        if traits is None:  # under the read lock: swap_index, which resets it, holds the write lock
+            traits = self._traits = rerank.traits_of(self.index, self.kind, self.exact)
+        return traits
 
     def _selection(self, filter_: Filter | None) -> tuple[faiss.IDSelector | None, np.ndarray | None, int]:
         """(selector, buffer it reads, number of candidates) for this search."""

@@ -64,7 +64,7 @@ def test_slow_searches_raise_the_estimate_fast_and_cheap_ones_lower_it_slowly():
 def test_a_search_that_would_wait_backs_off_then_tries_again():
     policy = InlinePolicy(budget_s=0.001)
     policy.record(KEY, 1, 0.0002)
-    policy.record_blocked(KEY)
+    policy.record_blocked(KEY, structural=False)
     assert not policy.should_inline(KEY, 1)
     runs = 0
     while not policy.should_inline(KEY, 1):
@@ -72,6 +72,16 @@ def test_a_search_that_would_wait_backs_off_then_tries_again():
         runs += 1
         assert runs < 100
     assert runs >= 10
+
+
+def test_a_search_that_would_wait_every_time_never_runs_inline_again():
+    policy = InlinePolicy(budget_s=0.001)
+    policy.record(KEY, 1, 0.0002)
+    policy.record_blocked(KEY, structural=True)
+    for _ in range(500):
+        policy.record(KEY, 1, 0.0)
+    assert not policy.should_inline(KEY, 1)
+    assert policy.should_inline(("other", False), 1) is False  # unknown, as ever
 
 
 def test_a_zero_budget_never_runs_inline():
@@ -119,11 +129,13 @@ def test_a_read_that_would_wait_raises_under_no_wait_and_waits_otherwise():
 # -- over gRPC ---------------------------------------------------------------------------------
 
 
-def _fill(server, n: int = 400) -> np.ndarray:
+def _fill(server, n: int = 400, shards: int = 1) -> np.ndarray:
     stub = server.stub
     stub.CreateCollection(
         index_pb2.CreateCollectionRequest(
-            config=index_pb2.CollectionConfig(name="shop", dimension=DIM, index_spec="HNSW16")
+            config=index_pb2.CollectionConfig(
+                name="shop", dimension=DIM, index_spec="HNSW16", num_shards=shards
+            )
         ),
         timeout=30,
     )
@@ -210,3 +222,32 @@ def test_a_search_meeting_a_write_waits_on_a_worker_and_the_loop_keeps_answering
         searcher.join(30)
     assert answers == [expected]
     assert _runs(server)["worker_after_wait"] == 1
+
+
+def test_big_requests_never_run_inline(server_with):
+    server = server_with(inline_search_ms=50.0)
+    vectors = _fill(server)
+    for q in vectors[:5]:
+        _search(server, q)
+    before = _runs(server)
+    wide = index_pb2.SearchRequest(collection="shop", queries=[vector_to_proto(vectors[0])], k=300)
+    assert len(server.stub.Search(wide, timeout=30).results[0].hits) == 300
+    deep = index_pb2.SearchRequest(
+        collection="shop",
+        queries=[vector_to_proto(vectors[0])],
+        k=5,
+        params=index_pb2.SearchParams(ef_search=2000),
+    )
+    server.stub.Search(deep, timeout=30)
+    after = _runs(server)
+    assert after["worker"] == before["worker"] + 2 and after["inline"] == before["inline"]
+
+
+def test_a_collection_of_several_shards_stops_trying_inline(server_with):
+    server = server_with(inline_search_ms=50.0)
+    vectors = _fill(server, shards=3)
+    answers = [_search(server, q) for q in vectors[:40]]
+    runs = _runs(server)
+    assert runs["worker_after_wait"] == 1, "the pool of shards is met once, then remembered"
+    assert runs["inline"] == 0 and runs["worker"] == 39
+    assert all(len(a) == 5 for a in answers)

@@ -78,3 +78,13 @@ def test_the_cache_stays_within_its_bound(monkeypatch):
         assert convert.search_response([[hit]], grouped=False).results[0].hits[0] == plain(hit)
         assert convert._metadata_wire_bytes <= 2_000
         assert sum(map(len, convert._metadata_wire.values())) == convert._metadata_wire_bytes
+
+
+def test_a_row_too_big_for_the_cache_is_built_each_time(monkeypatch):
+    monkeypatch.setattr(convert, "METADATA_WIRE_CACHE_BYTES", 64_000)
+    monkeypatch.setattr(convert, "_metadata_wire", {})
+    monkeypatch.setattr(convert, "_metadata_wire_bytes", 0)
+    big = stored(0, {"description": "x" * 2_000})
+    for _ in range(2):
+        assert convert.search_response([[big]], grouped=False).results[0].hits[0] == plain(big)
+    assert convert._metadata_wire == {} and convert._metadata_wire_bytes == 0
