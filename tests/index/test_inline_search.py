@@ -157,6 +157,15 @@ def _search(server, vector: np.ndarray, **fields) -> list[tuple[str, float]]:
     return [(hit.id, hit.score) for hit in response.results[0].hits]
 
 
+def _warmed(server_with):
+    """A server that has learnt the unfiltered searches of a filled collection are cheap."""
+    server = server_with(inline_search_ms=50.0)
+    vectors = _fill(server)
+    for q in vectors[:5]:
+        _search(server, q)
+    return server, vectors
+
+
 def _runs(server) -> dict[str, int]:
     counters = server.thread.server.servicer.metrics.search_runs
     return {ran: int(counter._value.get()) for ran, counter in counters.items()}
@@ -178,10 +187,7 @@ def test_cheap_searches_run_inline_with_the_same_answers(server_with):
 
 
 def test_filtered_searches_are_learnt_apart(server_with):
-    server = server_with(inline_search_ms=50.0)
-    vectors = _fill(server)
-    for q in vectors[:5]:
-        _search(server, q)
+    server, vectors = _warmed(server_with)
     before = _runs(server)
     found = _search(server, vectors[1], filter=build_filter({"cat": "c1"}))
     assert found and all(int(item[1:]) % 4 == 1 for item, _ in found)
@@ -189,10 +195,7 @@ def test_filtered_searches_are_learnt_apart(server_with):
 
 
 def test_a_search_meeting_a_write_waits_on_a_worker_and_the_loop_keeps_answering(server_with):
-    server = server_with(inline_search_ms=50.0)
-    vectors = _fill(server)
-    for q in vectors[:5]:
-        _search(server, q)
+    server, vectors = _warmed(server_with)
     expected = _search(server, vectors[7])
     shard = server.thread.server.engine.collection("shop").shards[0]
     held, release = threading.Event(), threading.Event()
@@ -225,10 +228,7 @@ def test_a_search_meeting_a_write_waits_on_a_worker_and_the_loop_keeps_answering
 
 
 def test_big_requests_never_run_inline(server_with):
-    server = server_with(inline_search_ms=50.0)
-    vectors = _fill(server)
-    for q in vectors[:5]:
-        _search(server, q)
+    server, vectors = _warmed(server_with)
     before = _runs(server)
     wide = index_pb2.SearchRequest(collection="shop", queries=[vector_to_proto(vectors[0])], k=300)
     assert len(server.stub.Search(wide, timeout=30).results[0].hits) == 300
