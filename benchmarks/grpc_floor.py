@@ -32,6 +32,8 @@ from concurrent import futures
 from pathlib import Path
 
 import grpc
+from _peer_procs import group_cpu_s
+from _servers import free_port
 
 METHOD = "/floor.Echo/Echo"
 
@@ -76,19 +78,6 @@ def serve_echo(kind: str, port: int, work_s: float, sync_threads: int) -> None:
     server.wait_for_termination()
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def start_side(side: str, args: argparse.Namespace, scratch: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
     if side == "clipsearch health":
@@ -102,7 +91,9 @@ def start_side(side: str, args: argparse.Namespace, scratch: Path) -> tuple[subp
             sys.executable, __file__, "--serve", kind, "--port", str(port),
             "--work-ms", str(args.work_ms), "--sync-threads", str(args.sync_threads),
         ]  # fmt: skip
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(  # its own process group: group_cpu_s counts its CPU
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     address = f"127.0.0.1:{port}"
     from clipsearch.health import wait_until_serving
 
@@ -175,9 +166,9 @@ def main(argv: list[str] | None = None) -> int:
                 try:
                     for clients in [int(c) for c in args.clients.split(",")]:
                         drive(side, address, clients, 0.5)  # warm-up
-                        before = cpu_seconds(process.pid)
+                        before = group_cpu_s(process.pid)
                         calls, latencies = drive(side, address, clients, args.seconds)
-                        cpu = cpu_seconds(process.pid) - before
+                        cpu = group_cpu_s(process.pid) - before
                         row = (calls / args.seconds, statistics.median(latencies) * 1000, cpu * 1000 / calls)
                         results.setdefault((side, clients), []).append(row)
                         print(
